@@ -1,0 +1,217 @@
+"""The one exception hierarchy of klaviyo-sync.
+
+Every error the engine raises on purpose derives from :class:`KlaviyoSyncError`.
+Each carries a stable ``code`` (golden files and docs name it), a one-line
+``message``, and the parts that say *where* (``file``, ``line``, ``column``,
+``row``, ``record_id``) as attributes.  Layers add their part on the way up
+with :meth:`KlaviyoSyncError.at`.  CLI-facing errors carry an ``exit_code``.
+
+Tree::
+
+    KlaviyoSyncError
+    ├── CollectionError           a collection file is unusable (YAML, schema, references)  C0xx
+    │   └── CollectionSetError    several collection problems, reported together
+    ├── FormulaError              a formula/filter                                        F0xx
+    │   ├── FormulaSyntaxError    refused when the collection loads (syntax, forbidden node/name)
+    │   └── FormulaRuntimeError   raised while evaluating (exception, limit exceeded)
+    │       └── FormulaLimitError time / size / loop limit exceeded
+    ├── MappingError              a record could not be mapped (missing source, required row)  M0xx
+    ├── SettingsError             the subscription settings file is invalid          S0xx
+    ├── HubError                  the hub store refused a write or read              H0xx
+    ├── KlaviyoError              talking to Klaviyo                                 K0xx
+    │   ├── KlaviyoApiError       Klaviyo answered with an error ("Error calling Klaviyo")
+    │   └── KlaviyoConnectionError transport failure ("An error occurred while contacting Klaviyo")
+    └── AuthError                 OAuth connection problems                          A0xx
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something happened. Every part is optional; ``str()`` joins what is known."""
+
+    file: str | None = None
+    line: int | None = None  # 1-based
+    column: int | None = None  # 1-based
+    row: str | None = None  # e.g. "rows[2] EmailAddress"
+    record_id: str | None = None
+
+    def __str__(self) -> str:
+        parts: list[str] = []
+        if self.file:
+            pos = self.file
+            if self.line is not None:
+                pos += f":{self.line}"
+                if self.column is not None:
+                    pos += f":{self.column}"
+            parts.append(pos)
+        if self.row:
+            parts.append(self.row)
+        if self.record_id is not None:
+            parts.append(f"record {self.record_id}")
+        return " ".join(parts)
+
+
+class KlaviyoSyncError(Exception):
+    """Base of every deliberate klaviyo-sync error.
+
+    Attributes:
+        code: stable error code, e.g. ``"F001"``.
+        message: one-line diagnosis.
+        location: where (file, line, column, row, record id), filled in by each layer.
+        detail: optional longer text (the offending value, shortened).
+        exit_code: what the CLI exits with when this error ends a command.
+    """
+
+    code: str = "E000"
+    exit_code: int = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        location: Location | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.location = location or Location()
+        self.detail = detail
+
+    def at(self, **parts: Any) -> "KlaviyoSyncError":
+        """Fill in location parts that are not known yet (inner layers win) and return self."""
+        current = self.location
+        updates = {k: v for k, v in parts.items() if v is not None and getattr(current, k) is None}
+        if updates:
+            self.location = replace(current, **updates)
+        return self
+
+    def __str__(self) -> str:
+        where = str(self.location)
+        text = f"{where}: {self.code} {self.message}" if where else f"{self.code} {self.message}"
+        if self.detail:
+            text += f"\n  {self.detail}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        loc = self.location
+        return {
+            "code": self.code,
+            "message": self.message,
+            "detail": self.detail,
+            "file": loc.file,
+            "line": loc.line,
+            "column": loc.column,
+            "row": loc.row,
+            "record_id": loc.record_id,
+        }
+
+
+class CollectionError(KlaviyoSyncError):
+    code = "C000"
+
+
+class CollectionSetError(CollectionError):
+    """Several problems found at once; ``errors`` holds each of them."""
+
+    code = "C999"
+
+    def __init__(self, errors: list[KlaviyoSyncError]) -> None:
+        self.errors = list(errors)
+        super().__init__(f"{len(self.errors)} problem(s) in collections")
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+class FormulaError(KlaviyoSyncError):
+    code = "F000"
+
+
+class FormulaSyntaxError(FormulaError):
+    code = "F001"
+
+
+class FormulaRuntimeError(FormulaError):
+    code = "F100"
+
+
+class FormulaLimitError(FormulaRuntimeError):
+    code = "F200"
+
+
+class MappingError(KlaviyoSyncError):
+    code = "M000"
+
+
+class SettingsError(KlaviyoSyncError):
+    code = "S000"
+    exit_code = 2
+
+
+class HubError(KlaviyoSyncError):
+    code = "H000"
+
+
+class KlaviyoError(KlaviyoSyncError):
+    code = "K000"
+
+
+class KlaviyoApiError(KlaviyoError):
+    """Klaviyo answered with an error status. ``message`` starts with "Error calling Klaviyo"."""
+
+    code = "K001"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        klaviyo_code: str | None = None,
+        pointer: str | None = None,
+        retry_after: float | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+        self.klaviyo_code = klaviyo_code
+        self.pointer = pointer
+        self.retry_after = retry_after
+        self.errors = errors or []
+
+
+class KlaviyoConnectionError(KlaviyoError):
+    """Transport failure. ``message`` starts with "An error occurred while contacting Klaviyo"."""
+
+    code = "K002"
+
+
+class AuthError(KlaviyoSyncError):
+    code = "A000"
+
+
+__all__ = [
+    "Location",
+    "KlaviyoSyncError",
+    "CollectionError",
+    "CollectionSetError",
+    "FormulaError",
+    "FormulaSyntaxError",
+    "FormulaRuntimeError",
+    "FormulaLimitError",
+    "MappingError",
+    "SettingsError",
+    "HubError",
+    "KlaviyoError",
+    "KlaviyoApiError",
+    "KlaviyoConnectionError",
+    "AuthError",
+]
