@@ -9,4 +9,4 @@ def test_help_lists_the_program() -> None:
     """`klaviyo-sync --help` describes the product and exits 0."""
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    assert "YAML mapping collections" in result.output
+    assert "declarative YAML mapping" in result.output
