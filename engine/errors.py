@@ -16,6 +16,7 @@ Tree::
     │   └── FormulaRuntimeError   raised while evaluating (exception, limit exceeded)
     │       └── FormulaLimitError time / size / loop limit exceeded
     ├── MappingError              a record could not be mapped (missing source, required row)  M0xx
+    │   └── PathNotFoundError     get(obj, "a.b[0]") found nothing at the path           M010
     ├── SettingsError             the subscription settings file is invalid          S0xx
     ├── HubError                  the hub store refused a write or read              H0xx
     ├── KlaviyoError              talking to Klaviyo                                 K0xx
@@ -132,7 +133,12 @@ class CollectionSetError(CollectionError):
 
 
 class FormulaError(KlaviyoSyncError):
+    """A formula or filter failed. ``formula_line``/``formula_column`` (1-based) point inside
+    the formula's own source; the YAML layer maps them to file positions."""
+
     code = "F000"
+    formula_line: int | None = None
+    formula_column: int | None = None
 
 
 class FormulaSyntaxError(FormulaError):
@@ -149,6 +155,17 @@ class FormulaLimitError(FormulaRuntimeError):
 
 class MappingError(KlaviyoSyncError):
     code = "M000"
+
+
+class PathNotFoundError(MappingError):
+    """``get(obj, path)`` found no value at ``path``; ``step`` names the first missing part."""
+
+    code = "M010"
+
+    def __init__(self, message: str, *, path: str, step: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.path = path
+        self.step = step
 
 
 class SettingsError(KlaviyoSyncError):
@@ -208,6 +225,7 @@ __all__ = [
     "FormulaRuntimeError",
     "FormulaLimitError",
     "MappingError",
+    "PathNotFoundError",
     "SettingsError",
     "HubError",
     "KlaviyoError",
