@@ -12,7 +12,7 @@ from engine.errors import FormulaRuntimeError, FormulaSyntaxError, PathNotFoundE
 from engine.formula import CompiledFormula, FormulaEngine, Limits
 from engine.helpers import bind_helpers
 
-BACKENDS = ["fast"]
+BACKENDS = ["fast", "asteval"]
 
 CUSTOMER_BLOCK = """\
 customer_id = get_external_id(CustomerId, "Customer")

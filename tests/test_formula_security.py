@@ -9,7 +9,7 @@ import pytest
 from engine.errors import FormulaLimitError, FormulaRuntimeError, FormulaSyntaxError
 from engine.formula import FormulaEngine, Limits
 
-BACKENDS = ["fast"]
+BACKENDS = ["fast", "asteval"]
 
 # (source, code, message fragment): refused by compile().
 REFUSED_AT_COMPILE = [
@@ -107,11 +107,11 @@ STOPPED_AT_RUN = [
     ("while True:\n    pass\nreturn 1", {}, "F202", "step limit exceeded"),
     ("for i in range(10**5):\n    for j in range(10**5):\n        pass\nreturn 1", {}, "F202",
      "step limit exceeded"),
-    ("[[i, j] for i in range(10**5) for j in range(10**5)]", {}, "F202", "step limit exceeded"),
+    ("[[i, j] for i in range(10**5) for j in range(10**5)]", {}, "F201|F202", "limit exceeded"),
     ("x = 'a'\nwhile True:\n    x = x + x\nreturn x", {}, "F203", "string too long"),
     ("x = [1]\nwhile True:\n    x = x * 2\nreturn x", {}, "F203", "sequence too long"),
     ("x = 2\nwhile True:\n    x = x * x\nreturn x", {}, "F204", "number too large"),
-    ("d = {}\ni = 0\nwhile True:\n    d[i] = i\n    i += 1\nreturn d", {}, "F202", "step limit"),
+    ("d = {}\ni = 0\nwhile True:\n    d[i] = i\n    i += 1\nreturn d", {}, "F201|F202", "limit exceeded"),
 ]
 
 
@@ -125,7 +125,7 @@ def test_runaway_is_stopped_at_run(engine: FormulaEngine, source: str, scope: di
     with pytest.raises(FormulaLimitError) as info:
         compiled.evaluate(scope)
     assert time.monotonic() - started < 2.0
-    assert code == info.value.code
+    assert info.value.code in code.split("|")  # the slower back end may hit time before steps
     assert fragment in info.value.message
 
 
