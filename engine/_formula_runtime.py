@@ -286,14 +286,13 @@ def make_builtins(limits: Limits) -> dict[str, Callable[..., Any]]:
 
 
 def plain_copy(value: Any) -> Any:
-    """A deep copy of JSON-like data (dict/list/tuple/set); other values are returned as is."""
-    t = type(value)
-    if t is dict:
+    """A deep copy of JSON-like data as plain dict/list/tuple/set; other values as they are."""
+    if isinstance(value, dict):
         return {k: plain_copy(v) for k, v in value.items()}
-    if t is list:
+    if isinstance(value, list):
         return [plain_copy(v) for v in value]
-    if t is tuple:
+    if isinstance(value, tuple):
         return tuple(plain_copy(v) for v in value)
-    if t is set:
+    if isinstance(value, (set, frozenset)):
         return {plain_copy(v) for v in value}
     return value

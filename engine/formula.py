@@ -33,6 +33,7 @@ from engine.errors import FormulaError, FormulaRuntimeError, KlaviyoSyncError
 __all__ = ["FormulaEngine", "CompiledFormula", "Limits"]
 
 _KINDS = ("formula", "filter")
+_CONTAINERS = (dict, list, set, tuple)
 
 
 def _snippet(source: str, node: ast.AST) -> str:
@@ -100,10 +101,13 @@ class CompiledFormula:
             KlaviyoSyncError: a helper's own error (e.g. ``PathNotFoundError`` from ``get``)
                 passes through unchanged, with ``formula_line``/``formula_column`` added.
         """
+        ns = dict(scope)
         if self._mutates:
-            ns = {k: plain_copy(v) for k, v in scope.items() if k[:1] != "_"}
-        else:
-            ns = dict(scope)
+            # Only names the formula reads can be mutated by it: copy those that hold containers.
+            for name in self.names:
+                value = ns.get(name)
+                if isinstance(value, _CONTAINERS):
+                    ns[name] = plain_copy(value)
         if functions is None:
             ns["_fn"] = self._functions
         else:
