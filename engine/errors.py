@@ -18,7 +18,12 @@ Tree::
     ├── MappingError              a record could not be mapped (missing source, required row)  M0xx
     │   └── PathNotFoundError     get(obj, "a.b[0]") found nothing at the path           M010
     ├── SettingsError             the subscription settings file is invalid          S0xx
+    │   └── SettingsErrors        several settings problems, reported together
     ├── HubError                  the hub store refused a write or read              H0xx
+    │   ├── HubRecordError        a record is malformed (missing required field, wrong type)  H001
+    │   ├── EmailExistsError      "Email address already exists"; ``existing_id`` names it    H002
+    │   ├── HubNotFoundError      no record with that id                                      H003
+    │   └── HubVersionError       the hub file was written by a newer release                 H004
     ├── KlaviyoError              talking to Klaviyo                                 K0xx
     │   ├── KlaviyoApiError       Klaviyo answered with an error ("Error calling Klaviyo")
     │   └── KlaviyoConnectionError transport failure ("An error occurred while contacting Klaviyo")
@@ -173,8 +178,47 @@ class SettingsError(KlaviyoSyncError):
     exit_code = 2
 
 
+class SettingsErrors(SettingsError):
+    """Several settings problems found at once; ``errors`` holds each, ``str()`` lists them all."""
+
+    code = "S999"
+
+    def __init__(self, errors: list[SettingsError]) -> None:
+        self.errors = list(errors)
+        super().__init__(f"{len(self.errors)} problem(s) in settings")
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
 class HubError(KlaviyoSyncError):
     code = "H000"
+
+
+class HubRecordError(HubError):
+    """A record handed to the hub is malformed (missing required field, wrong type, unknown key)."""
+
+    code = "H001"
+
+
+class EmailExistsError(HubError):
+    """Another Customer already has this email; ``existing_id`` is its hub Id, so callers can link."""
+
+    code = "H002"
+
+    def __init__(self, message: str, *, existing_id: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.existing_id = existing_id
+
+
+class HubNotFoundError(HubError):
+    code = "H003"
+
+
+class HubVersionError(HubError):
+    """The hub file's schema is newer than this release knows; it is left untouched."""
+
+    code = "H004"
 
 
 class KlaviyoError(KlaviyoSyncError):
@@ -227,7 +271,12 @@ __all__ = [
     "MappingError",
     "PathNotFoundError",
     "SettingsError",
+    "SettingsErrors",
     "HubError",
+    "HubRecordError",
+    "EmailExistsError",
+    "HubNotFoundError",
+    "HubVersionError",
     "KlaviyoError",
     "KlaviyoApiError",
     "KlaviyoConnectionError",

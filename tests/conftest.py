@@ -1,2 +1,3 @@
 """Shared pytest fixtures. Fixture modules live beside this file as ``_*_fixtures.py``
 and are re-exported here, one import line each."""
+from _sandbox_fixtures import sandbox, sandbox_api_key, sandbox_factory  # noqa: F401,E402

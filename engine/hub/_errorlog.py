@@ -1,0 +1,133 @@
+"""The hub's error log: the seeds' Integration Monitoring / Error Logs.
+
+Every entry has a time, the flow (the collection's title), a level
+(``error``, or ``warning`` for messages such as "could not link ... may result
+in duplicate"), the catalog message and an optional detail, and the record's
+id on each side where known.  Text is masked with :func:`redact` before it is
+stored, so a secret in an exception message never lands in the file.
+
+An entry commits at once.  Log *after* leaving a failed ``hub.transaction()``
+block: an entry written inside a block that then rolls back goes with it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import HubNotFoundError, HubRecordError, Location
+from engine.hub._redact import redact
+from engine.hub._util import utc_now
+
+if TYPE_CHECKING:
+    from engine.hub._sqlite import SqliteHub
+
+LEVELS = ("error", "warning")
+
+
+class ErrorLog:
+    """The error log of one :class:`SqliteHub` (reached as ``hub.errors``)."""
+
+    def __init__(self, hub: SqliteHub, secrets: Iterable[str] = ()) -> None:
+        self._hub = hub
+        self._secrets = tuple(s for s in secrets if s)
+
+    def _mask(self, text: str | None) -> str | None:
+        return None if text is None else redact(str(text), self._secrets)
+
+    def log(
+        self,
+        flow: str,
+        message: str,
+        *,
+        level: str = "error",
+        entity: str | None = None,
+        hub_id: int | None = None,
+        klaviyo_id: str | None = None,
+        detail: str | None = None,
+        code: str | None = None,
+    ) -> int:
+        """Store one entry with secrets masked; return its id.
+
+        Args:
+            flow: the collection title, e.g. ``"Add Klaviyo Profile TO Hub"``.
+            message: the catalog text (``engine.catalog``) or a one-line diagnosis.
+            level: ``"error"`` or ``"warning"``.
+            entity / hub_id / klaviyo_id: the record on each side, where known.
+            detail: longer text (Klaviyo's answer, the offending value).
+            code: the stable error code (``KlaviyoSyncError.code``).
+        """
+        if level not in LEVELS:
+            raise HubRecordError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        with self._hub.transaction():
+            cur = self._hub._conn.execute(
+                "INSERT INTO error_log(at, flow, level, code, message, detail, entity, hub_id,"
+                " klaviyo_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    utc_now(), self._mask(flow), level, code, self._mask(message),
+                    self._mask(detail), entity, hub_id, self._mask(klaviyo_id),
+                ),
+            )
+        return int(cur.lastrowid or 0)
+
+    def list(
+        self,
+        *,
+        flow: str | None = None,
+        level: str | None = None,
+        unresolved_only: bool = False,
+        limit: int | None = 100,
+    ) -> list[dict[str, Any]]:
+        """Entries newest first, filtered by flow, level and resolution."""
+        where, args = [], []
+        if flow is not None:
+            where.append("flow = ?")
+            args.append(flow)
+        if level is not None:
+            where.append("level = ?")
+            args.append(level)
+        if unresolved_only:
+            where.append("resolved_at IS NULL")
+        sql = "SELECT * FROM error_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows = self._hub._conn.execute(sql, (*args, -1 if limit is None else limit))
+        return [_entry(r) for r in rows]
+
+    def get(self, entry_id: int) -> dict[str, Any] | None:
+        """One entry, or None."""
+        row = self._hub._conn.execute("SELECT * FROM error_log WHERE id = ?", (entry_id,)).fetchone()
+        return None if row is None else _entry(row)
+
+    def resolve(self, entry_id: int) -> dict[str, Any]:
+        """Mark an entry resolved (keeps the first resolution time) and return it."""
+        with self._hub.transaction():
+            cur = self._hub._conn.execute(
+                "UPDATE error_log SET resolved_at = COALESCE(resolved_at, ?) WHERE id = ?",
+                (utc_now(), entry_id),
+            )
+        if cur.rowcount == 0:
+            raise HubNotFoundError(
+                f"no error log entry with Id {entry_id}", location=Location(record_id=str(entry_id))
+            )
+        entry = self.get(entry_id)
+        assert entry is not None
+        return entry
+
+
+def _entry(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "Id": row["id"],
+        "At": row["at"],
+        "Flow": row["flow"],
+        "Level": row["level"],
+        "Code": row["code"],
+        "Message": row["message"],
+        "Detail": row["detail"],
+        "Entity": row["entity"],
+        "HubId": row["hub_id"],
+        "KlaviyoId": row["klaviyo_id"],
+        "ResolvedAt": row["resolved_at"],
+    }

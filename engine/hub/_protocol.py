@@ -1,0 +1,153 @@
+"""The hub's narrow seam: the :class:`HubStore` protocol and its small value types.
+
+Flows talk to the hub only through this protocol, so a larger deployment can
+put another store behind it.  :class:`engine.hub.SqliteHub` is the shipped
+implementation.
+
+Contract every implementation keeps:
+
+- **Records are plain dicts** with the seeds' PascalCase names.  Customer:
+  ``Id, EmailAddress, CustomerNumber, FirstName, LastName, Company, Comment,
+  Phone, CustomFields, Addresses, CreatedAt, UpdatedAt``.  CustomerAddress:
+  ``Id, CustomerId, Address1, Address2, City, Region, PostalCode, Country,
+  IsPrimaryBilling, IsPrimaryShipping``.  Transaction: ``Id,
+  TransactionNumber, CustomerId, EmailAddress, Total, TransactionDate, Status,
+  CustomFields, Lines, CreatedAt, UpdatedAt``.  TransactionLine: ``Id,
+  TransactionId, Sku, Description, Qty, UnitPrice, ExtendedPrice``.  Ids are
+  integers.  Returned dicts are fresh copies; inputs are never mutated.
+- **Customer rules**: an email address and a customer number are required
+  (``catalog.EMAIL_REQUIRED`` / ``catalog.CUSTOMER_NUMBER_REQUIRED``, raised as
+  :class:`~engine.errors.HubRecordError`); the email is unique within the hub
+  (exact, case-sensitive match).  A write that would duplicate an email raises
+  :class:`~engine.errors.EmailExistsError` (message
+  ``catalog.EMAIL_ALREADY_EXISTS``) whose ``existing_id`` is the Customer to link.
+- **Atomic writes**: every write method is all-or-nothing.  ``transaction()``
+  groups several writes; an exception inside it rolls all of them back,
+  including the outbound-queue rows they produced.  Transactions nest (inner
+  ones are savepoints).  ``transaction(enqueue=False)`` makes writes inside it
+  queue nothing (an inbound flow writing what came *from* Klaviyo uses this so
+  the change does not echo back).
+- **Outbound queue**: a write that adds or changes a Customer (including its
+  addresses) or a Transaction (including its lines) queues one change for that
+  record, in the same SQLite transaction, when that entity's outbound trigger
+  is enabled.  A write that changes nothing queues nothing.  Changes to a record
+  already queued coalesce into its row (``version`` grows); acknowledging a
+  stale version keeps the row so the newer change is still sent.
+- **Error log** entries never hold secrets: messages and details are masked
+  before they are stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Entity = Literal["Customer", "Transaction", "TransactionLine"]
+Level = Literal["error", "warning"]
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QueuedChange:
+    """One record waiting to be sent to Klaviyo.
+
+    Attributes:
+        id: queue row id (stable while the row lives).
+        entity: ``"Customer"`` or ``"Transaction"``.
+        hub_id: the record's hub Id.
+        op: ``"add"`` when the record was created since it was last sent, else ``"update"``.
+        version: grows with each coalesced change; pass the change back to ``ack_change``.
+        queued_at / changed_at: first and latest change time (ISO 8601, UTC).
+        attempts: how many times it has been claimed.
+    """
+
+    id: int
+    entity: str
+    hub_id: int
+    op: str
+    version: int
+    queued_at: str
+    changed_at: str
+    attempts: int
+
+
+class ErrorLogStore(Protocol):
+    """The error log (the seeds' Integration Monitoring / Error Logs)."""
+
+    def log(
+        self,
+        flow: str,
+        message: str,
+        *,
+        level: Level = "error",
+        entity: str | None = None,
+        hub_id: int | None = None,
+        klaviyo_id: str | None = None,
+        detail: str | None = None,
+        code: str | None = None,
+    ) -> int:
+        """Store one entry (secrets masked) and return its id. Commits at once."""
+        ...
+
+    def list(
+        self,
+        *,
+        flow: str | None = None,
+        level: Level | None = None,
+        unresolved_only: bool = False,
+        limit: int | None = 100,
+    ) -> list[Record]:
+        """Entries newest first: ``Id, At, Flow, Level, Code, Message, Detail, Entity, HubId,
+        KlaviyoId, ResolvedAt``."""
+        ...
+
+    def resolve(self, entry_id: int) -> Record:
+        """Mark an entry resolved and return it; ``HubNotFoundError`` if there is none."""
+        ...
+
+
+@runtime_checkable
+class HubStore(Protocol):
+    """What flows may ask of the hub. See the module docstring for the contract."""
+
+    @property
+    def errors(self) -> ErrorLogStore: ...
+
+    def transaction(self, *, enqueue: bool = True) -> AbstractContextManager[Any]: ...
+
+    # Customers and addresses
+    def add_customer(self, record: Mapping[str, Any]) -> Record: ...
+    def update_customer(self, customer_id: int, changes: Mapping[str, Any]) -> Record: ...
+    def upsert_customer(self, record: Mapping[str, Any]) -> tuple[Record, str]: ...
+    def get_customer(self, customer_id: int) -> Record | None: ...
+    def find_customer_by_email(self, email: str) -> Record | None: ...
+    def find_customer_by_phone(self, phone: str) -> Record | None: ...
+    def iter_customers(self) -> Iterator[Record]: ...
+    def add_address(self, customer_id: int, address: Mapping[str, Any]) -> Record: ...
+    def add_address_if_new(self, customer_id: int, address: Mapping[str, Any]) -> tuple[Record, bool]: ...
+    def list_addresses(self, customer_id: int) -> list[Record]: ...
+
+    # Transactions
+    def upsert_transaction(self, record: Mapping[str, Any]) -> tuple[Record, str]: ...
+    def get_transaction(self, transaction_id: int) -> Record | None: ...
+    def find_transaction_by_number(self, number: str) -> Record | None: ...
+    def iter_transactions(self) -> Iterator[Record]: ...
+
+    # External-id links
+    def set_link(self, entity: Entity, hub_id: int, klaviyo_id: str) -> None: ...
+    def get_klaviyo_id(self, entity: Entity, hub_id: int) -> str | None: ...
+    def get_hub_id(self, entity: Entity, klaviyo_id: str) -> int | None: ...
+
+    # Sync state
+    def get_cursor(self, name: str) -> str | None: ...
+    def set_cursor(self, name: str, value: str) -> None: ...
+    def get_state(self, key: str, default: Any = None) -> Any: ...
+    def set_state(self, key: str, value: Any) -> None: ...
+
+    # Outbound queue
+    def pending_changes(self, limit: int | None = 100) -> list[QueuedChange]: ...
+    def claim_changes(self, limit: int = 100, *, lease_seconds: float = 300.0) -> list[QueuedChange]: ...
+    def ack_change(self, change: QueuedChange | int) -> bool: ...
+    def release_change(self, change: QueuedChange | int, *, delay: float = 0.0) -> None: ...

@@ -1,0 +1,523 @@
+"""The shipped hub store: one SQLite file (WAL), created on first use with mode 0600.
+
+:class:`SqliteHub` implements :class:`~engine.hub.HubStore`.  Customers and
+addresses live here; transactions, links, sync state, the queue and OAuth tokens
+come from the mixins in ``_transactions.py`` and ``_state.py``, and the error log
+from ``_errorlog.py``.  All of them share one connection in autocommit mode and
+group their statements with :meth:`SqliteHub.transaction`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+
+from engine import catalog
+from engine.errors import EmailExistsError, HubNotFoundError, HubRecordError, Location
+from engine.hub._errorlog import ErrorLog
+from engine.hub._migrations import migrate
+from engine.hub._records import address_key, check_address, check_customer
+from engine.hub._state import StateMixin
+from engine.hub._transactions import TransactionsMixin
+from engine.hub._util import dumps as _json
+from engine.hub._util import utc_now
+
+_CUSTOMER_COLUMNS = {
+    "EmailAddress": "email",
+    "CustomerNumber": "customer_number",
+    "FirstName": "first_name",
+    "LastName": "last_name",
+    "Company": "company",
+    "Comment": "comment",
+    "Phone": "phone",
+}
+_ADDRESS_COLUMNS = {
+    "Address1": "address1",
+    "Address2": "address2",
+    "City": "city",
+    "Region": "region",
+    "PostalCode": "postal_code",
+    "Country": "country",
+    "IsPrimaryBilling": "is_primary_billing",
+    "IsPrimaryShipping": "is_primary_shipping",
+}
+_FLAGS = ("IsPrimaryBilling", "IsPrimaryShipping")
+
+
+def to_e164(value: str | None, region: str = "US") -> str | None:
+    """Normalise a phone number to E.164 (``+15551234567``), or None when it is not one.
+
+    Numbers without a ``+`` prefix are read as numbers of ``region``.
+    """
+    if not value or not any(ch.isdigit() for ch in value):
+        return None
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class SqliteHub(TransactionsMixin, StateMixin):
+    """The hub on one SQLite file.
+
+    Args:
+        path: the database file; created (mode 0600, parent folders too) on first use.
+        outbound_triggers: entities whose changes are queued for Klaviyo
+            (``{"Customer", "Transaction"}`` or a subset; usually from settings).
+        secrets: literal secret values (API key, client secret) the error log
+            masks wherever they appear, beside the shapes it always masks.
+        default_region: region for phone numbers written without ``+``.
+
+    Raises:
+        HubVersionError: the file was written by a newer release.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        outbound_triggers: Iterable[str] = (),
+        secrets: Iterable[str] = (),
+        default_region: str = "US",
+    ) -> None:
+        self.path = Path(path)
+        self.outbound_triggers = frozenset(outbound_triggers)
+        unknown = self.outbound_triggers - {"Customer", "Transaction"}
+        if unknown:
+            raise ValueError(f"unknown outbound trigger(s): {', '.join(sorted(unknown))}")
+        self.default_region = default_region
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._enqueue_on = True
+        _create_private(self.path)
+        self._conn = sqlite3.connect(
+            str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False
+        )
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is safe in WAL mode: an application crash loses no committed
+            # transaction; a power cut may lose the last ones, never consistency.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self.schema_version = migrate(self._conn, str(self.path))
+        except BaseException:
+            self._conn.close()
+            raise
+        self.errors = ErrorLog(self, secrets)
+
+    # -- lifecycle and transactions -------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (the file stays)."""
+        self._conn.close()
+
+    def __enter__(self) -> SqliteHub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteHub({str(self.path)!r}, outbound_triggers={sorted(self.outbound_triggers)})"
+
+    @contextmanager
+    def transaction(self, *, enqueue: bool = True) -> Iterator[SqliteHub]:
+        """Group writes atomically: all of them commit, or none (queue rows included).
+
+        Nested calls become savepoints: an exception caught inside an outer
+        transaction undoes only the inner block.  ``enqueue=False`` suppresses
+        outbound-queue rows for writes inside the block.
+        """
+        with self._lock:
+            depth = self._depth
+            savepoint = f"sp{depth}"
+            self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+            previous = self._enqueue_on
+            self._enqueue_on = previous and enqueue
+            self._depth = depth + 1
+            try:
+                yield self
+            except BaseException:
+                self._depth = depth
+                self._enqueue_on = previous
+                if depth == 0:
+                    self._conn.execute("ROLLBACK")
+                else:
+                    self._conn.execute(f"ROLLBACK TO {savepoint}")
+                    self._conn.execute(f"RELEASE {savepoint}")
+                raise
+            self._depth = depth
+            self._enqueue_on = previous
+            if depth == 0:
+                try:
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            else:
+                self._conn.execute(f"RELEASE {savepoint}")
+
+    def _enqueue(self, entity: str, hub_id: int, op: str) -> None:
+        """Queue (or coalesce) a change; caller is inside a transaction."""
+        if not self._enqueue_on or entity not in self.outbound_triggers:
+            return
+        now = utc_now()
+        self._conn.execute(
+            "INSERT INTO outbound_queue(entity, hub_id, op, queued_at, changed_at)"
+            " VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(entity, hub_id) DO UPDATE SET version = version + 1,"
+            " changed_at = excluded.changed_at",
+            (entity, hub_id, op, now, now),
+        )
+
+    # -- customers ------------------------------------------------------------------
+
+    def add_customer(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a Customer (and its nested ``Addresses``); return it as stored.
+
+        Raises:
+            HubRecordError: a required field is missing, a type is wrong, or the Id is taken.
+            EmailExistsError: another Customer has this email (``existing_id`` names it).
+        """
+        check_customer(record)
+        with self.transaction():
+            customer_id = self._insert_customer(record)
+        return self._require_customer(customer_id)
+
+    def update_customer(self, customer_id: int, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply the fields in ``changes`` to a Customer; return it as stored.
+
+        Fields absent from ``changes`` keep their values; ``CustomFields`` merge key
+        by key; each of ``Addresses`` updates the address with its ``Id`` or is added
+        unless an identical address exists.  A change that alters nothing queues nothing.
+
+        Raises:
+            HubNotFoundError, HubRecordError, EmailExistsError.
+        """
+        check_customer(changes, partial=True)
+        if changes.get("Id") not in (None, customer_id):
+            raise HubRecordError(f"Id {changes['Id']} does not match Customer {customer_id}")
+        with self.transaction():
+            self._update_customer(customer_id, changes)
+        return self._require_customer(customer_id)
+
+    def upsert_customer(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        """Add or update a whole Customer record: by ``Id`` when it has one, else by email.
+
+        Returns:
+            The stored record and what happened: ``"added"``, ``"updated"`` or ``"unchanged"``.
+        """
+        check_customer(record)
+        with self.transaction():
+            customer_id, outcome = self._upsert_customer(record)
+        return self._require_customer(customer_id), outcome
+
+    def _upsert_customer(self, record: Mapping[str, Any]) -> tuple[int, str]:
+        record_id = record.get("Id")
+        existing: int | None = None
+        if record_id is not None:
+            if self._conn.execute("SELECT 1 FROM customers WHERE id = ?", (record_id,)).fetchone():
+                existing = record_id
+        else:
+            existing = self._email_owner(record["EmailAddress"])
+        if existing is None:
+            return self._insert_customer(record), "added"
+        changed = self._update_customer(existing, record)
+        return existing, "updated" if changed else "unchanged"
+
+    def get_customer(self, customer_id: int) -> dict[str, Any] | None:
+        """The Customer with its ``Addresses``, or None."""
+        row = self._conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)).fetchone()
+        if row is None:
+            return None
+        return self._customer_dict(row, self.list_addresses(customer_id))
+
+    def find_customer_by_email(self, email: str) -> dict[str, Any] | None:
+        """The Customer whose email is exactly ``email`` (case-sensitive), or None."""
+        owner = self._email_owner(email)
+        return None if owner is None else self.get_customer(owner)
+
+    def find_customer_by_phone(self, phone: str) -> dict[str, Any] | None:
+        """The Customer whose Phone (or, failing that, CustomerNumber) is the same E.164 number.
+
+        Both sides are normalised with ``phonenumbers``; a value that is not a phone
+        number matches nothing.  Ties go to a Phone match, then the lowest Id.
+        """
+        e164 = to_e164(phone, self.default_region)
+        if e164 is None:
+            return None
+        row = self._conn.execute(
+            "SELECT id FROM customers WHERE phone_e164 = ?1 OR number_e164 = ?1"
+            " ORDER BY (phone_e164 IS ?1) DESC, id LIMIT 1",
+            (e164,),
+        ).fetchone()
+        return None if row is None else self.get_customer(row[0])
+
+    def iter_customers(self, *, batch: int = 500) -> Iterator[dict[str, Any]]:
+        """Every Customer with its Addresses, by Id, read in batches (no long-held cursor)."""
+        last = 0
+        while True:
+            rows = self._conn.execute(
+                "SELECT * FROM customers WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+            ).fetchall()
+            if not rows:
+                return
+            ids = [r["id"] for r in rows]
+            addresses: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+            marks = ",".join("?" * len(ids))
+            for a in self._conn.execute(
+                f"SELECT * FROM customer_addresses WHERE customer_id IN ({marks}) ORDER BY id", ids
+            ):
+                addresses[a["customer_id"]].append(_address_dict(a))
+            for r in rows:
+                yield self._customer_dict(r, addresses[r["id"]])
+            last = ids[-1]
+
+    # -- addresses ------------------------------------------------------------------
+
+    def add_address(self, customer_id: int, address: Mapping[str, Any]) -> dict[str, Any]:
+        """Add an address to a Customer (no duplicate check); return it."""
+        check_address(address)
+        with self.transaction():
+            self._require_customer_row(customer_id)
+            address_id = self._insert_address(customer_id, address)
+            self._touch_customer(customer_id)
+        return self._address(address_id)
+
+    def add_address_if_new(
+        self, customer_id: int, address: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Add an address unless the Customer already has one with identical address fields.
+
+        Compares Address1, Address2, City, Region, PostalCode and Country exactly
+        (a missing field equals an empty one).  Returns ``(address, added)``.
+        """
+        check_address(address)
+        with self.transaction():
+            self._require_customer_row(customer_id)
+            same = self._find_same_address(customer_id, address)
+            if same is not None:
+                return self._address(same), False
+            address_id = self._insert_address(customer_id, address)
+            self._touch_customer(customer_id)
+        return self._address(address_id), True
+
+    def list_addresses(self, customer_id: int) -> list[dict[str, Any]]:
+        """The Customer's addresses, oldest first."""
+        rows = self._conn.execute(
+            "SELECT * FROM customer_addresses WHERE customer_id = ? ORDER BY id", (customer_id,)
+        )
+        return [_address_dict(r) for r in rows]
+
+    # -- internals ------------------------------------------------------------------
+
+    def _email_owner(self, email: str) -> int | None:
+        row = self._conn.execute("SELECT id FROM customers WHERE email = ?", (email,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _require_customer_row(self, customer_id: int) -> sqlite3.Row:
+        row = self._conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)).fetchone()
+        if row is None:
+            raise HubNotFoundError(f"no Customer with Id {customer_id}", location=Location(record_id=str(customer_id)))
+        return row
+
+    def _require_customer(self, customer_id: int) -> dict[str, Any]:
+        record = self.get_customer(customer_id)
+        if record is None:
+            raise HubNotFoundError(f"no Customer with Id {customer_id}", location=Location(record_id=str(customer_id)))
+        return record
+
+    def _email_conflict(self, email: str, customer_id: int | None) -> None:
+        owner = self._email_owner(email)
+        if owner is not None and owner != customer_id:
+            raise EmailExistsError(
+                catalog.EMAIL_ALREADY_EXISTS,
+                existing_id=owner,
+                location=Location(record_id=str(owner)),
+                detail=f"Customer {owner} already has this email address",
+            )
+
+    def _insert_customer(self, record: Mapping[str, Any]) -> int:
+        record_id = record.get("Id")
+        if record_id is not None and self._conn.execute(
+            "SELECT 1 FROM customers WHERE id = ?", (record_id,)
+        ).fetchone():
+            raise HubRecordError(f"Customer {record_id} already exists", location=Location(record_id=str(record_id)))
+        self._email_conflict(record["EmailAddress"], None)
+        now = utc_now()
+        values = {col: record.get(key) for key, col in _CUSTOMER_COLUMNS.items()}
+        cur = self._conn.execute(
+            "INSERT INTO customers(id, email, customer_number, first_name, last_name, company,"
+            " comment, phone, phone_e164, number_e164, custom_fields, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record_id, values["email"], values["customer_number"], values["first_name"],
+                values["last_name"], values["company"], values["comment"], values["phone"],
+                to_e164(values["phone"], self.default_region),
+                to_e164(values["customer_number"], self.default_region),
+                _json(record.get("CustomFields") or {}), now, now,
+            ),
+        )
+        customer_id = int(cur.lastrowid or record_id)
+        for address in record.get("Addresses") or []:
+            self._upsert_address(customer_id, address)
+        self._enqueue("Customer", customer_id, "add")
+        return customer_id
+
+    def _update_customer(self, customer_id: int, changes: Mapping[str, Any]) -> bool:
+        row = self._require_customer_row(customer_id)
+        if "EmailAddress" in changes:
+            self._email_conflict(changes["EmailAddress"], customer_id)
+        sets: dict[str, Any] = {}
+        for key, col in _CUSTOMER_COLUMNS.items():
+            if key in changes and changes[key] != row[col]:
+                sets[col] = changes[key]
+        if "phone" in sets:
+            sets["phone_e164"] = to_e164(sets["phone"], self.default_region)
+        if "customer_number" in sets:
+            sets["number_e164"] = to_e164(sets["customer_number"], self.default_region)
+        if changes.get("CustomFields"):
+            old = json.loads(row["custom_fields"])
+            merged = {**old, **changes["CustomFields"]}
+            if merged != old:
+                sets["custom_fields"] = _json(merged)
+        changed = bool(sets)
+        if sets:
+            sets["updated_at"] = utc_now()
+            assignments = ", ".join(f"{col} = ?" for col in sets)
+            self._conn.execute(
+                f"UPDATE customers SET {assignments} WHERE id = ?", (*sets.values(), customer_id)
+            )
+        for address in changes.get("Addresses") or []:
+            changed = self._upsert_address(customer_id, address) or changed
+        if changed:
+            if not sets:
+                self._conn.execute(
+                    "UPDATE customers SET updated_at = ? WHERE id = ?", (utc_now(), customer_id)
+                )
+            self._enqueue("Customer", customer_id, "update")
+        return changed
+
+    def _touch_customer(self, customer_id: int) -> None:
+        self._conn.execute("UPDATE customers SET updated_at = ? WHERE id = ?", (utc_now(), customer_id))
+        self._enqueue("Customer", customer_id, "update")
+
+    def _find_same_address(self, customer_id: int, address: Mapping[str, Any]) -> int | None:
+        key = address_key(address)
+        for row in self._conn.execute(
+            "SELECT * FROM customer_addresses WHERE customer_id = ? ORDER BY id", (customer_id,)
+        ):
+            if address_key(_address_dict(row)) == key:
+                return int(row["id"])
+        return None
+
+    def _upsert_address(self, customer_id: int, address: Mapping[str, Any]) -> bool:
+        """Update the address with this Id, else add unless identical; True if anything changed."""
+        address_id = address.get("Id")
+        if address_id is not None:
+            row = self._conn.execute(
+                "SELECT * FROM customer_addresses WHERE id = ?", (address_id,)
+            ).fetchone()
+            if row is not None:
+                if row["customer_id"] != customer_id:
+                    raise HubRecordError(
+                        f"Address {address_id} belongs to Customer {row['customer_id']}, not {customer_id}"
+                    )
+                return self._update_address(row, address)
+        elif self._find_same_address(customer_id, address) is not None:
+            return False
+        self._insert_address(customer_id, address)
+        return True
+
+    def _insert_address(self, customer_id: int, address: Mapping[str, Any]) -> int:
+        now = utc_now()
+        self._clear_other_flags(customer_id, address, None)
+        cols = list(_ADDRESS_COLUMNS.values())
+        values = [_address_value(address, key) for key in _ADDRESS_COLUMNS]
+        cur = self._conn.execute(
+            f"INSERT INTO customer_addresses(id, customer_id, {', '.join(cols)}, created_at, updated_at)"
+            f" VALUES (?, ?, {', '.join('?' * len(cols))}, ?, ?)",
+            (address.get("Id"), customer_id, *values, now, now),
+        )
+        return int(cur.lastrowid or address["Id"])
+
+    def _update_address(self, row: sqlite3.Row, address: Mapping[str, Any]) -> bool:
+        sets = {
+            col: _address_value(address, key)
+            for key, col in _ADDRESS_COLUMNS.items()
+            if key in address and _address_value(address, key) != row[col]
+        }
+        if not sets:
+            return False
+        self._clear_other_flags(row["customer_id"], address, row["id"])
+        sets["updated_at"] = utc_now()
+        assignments = ", ".join(f"{col} = ?" for col in sets)
+        self._conn.execute(
+            f"UPDATE customer_addresses SET {assignments} WHERE id = ?", (*sets.values(), row["id"])
+        )
+        return True
+
+    def _clear_other_flags(self, customer_id: int, address: Mapping[str, Any], keep: int | None) -> None:
+        """A Customer has at most one primary billing and one primary shipping address."""
+        for flag in _FLAGS:
+            if address.get(flag):
+                col = _ADDRESS_COLUMNS[flag]
+                self._conn.execute(
+                    f"UPDATE customer_addresses SET {col} = 0 WHERE customer_id = ? AND id IS NOT ?",
+                    (customer_id, keep),
+                )
+
+    def _address(self, address_id: int) -> dict[str, Any]:
+        row = self._conn.execute("SELECT * FROM customer_addresses WHERE id = ?", (address_id,)).fetchone()
+        return _address_dict(row)
+
+    def _customer_dict(self, row: sqlite3.Row, addresses: list[dict[str, Any]]) -> dict[str, Any]:
+        record: dict[str, Any] = {"Id": row["id"]}
+        for key, col in _CUSTOMER_COLUMNS.items():
+            record[key] = row[col]
+        record["CustomFields"] = json.loads(row["custom_fields"])
+        record["Addresses"] = addresses
+        record["CreatedAt"] = row["created_at"]
+        record["UpdatedAt"] = row["updated_at"]
+        return record
+
+
+def _address_value(address: Mapping[str, Any], key: str) -> Any:
+    value = address.get(key)
+    if key in _FLAGS:
+        return 1 if value else 0
+    return value
+
+
+def _address_dict(row: sqlite3.Row) -> dict[str, Any]:
+    record: dict[str, Any] = {"Id": row["id"], "CustomerId": row["customer_id"]}
+    for key, col in _ADDRESS_COLUMNS.items():
+        record[key] = bool(row[col]) if key in _FLAGS else row[col]
+    return record
+
+
+def _create_private(path: Path) -> None:
+    """Create the hub file with owner-only permissions before SQLite opens it.
+
+    SQLite gives its -wal and -shm files the database file's permissions, so
+    they stay private too.
+    """
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)

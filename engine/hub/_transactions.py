@@ -1,0 +1,224 @@
+"""Transactions and their lines in the SQLite hub (a mixin of :class:`SqliteHub`)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import HubRecordError, Location
+from engine.hub._records import check_transaction
+from engine.hub._util import dumps, utc_now
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+_TX_COLUMNS = {
+    "TransactionNumber": "transaction_number",
+    "CustomerId": "customer_id",
+    "EmailAddress": "email",
+    "Total": "total",
+    "TransactionDate": "transaction_date",
+    "Status": "status",
+}
+_LINE_COLUMNS = {
+    "Sku": "sku",
+    "Description": "description",
+    "Qty": "qty",
+    "UnitPrice": "unit_price",
+    "ExtendedPrice": "extended_price",
+}
+
+
+class TransactionsMixin:
+    """Transactions with their lines.
+
+    A Transaction is matched by ``Id`` when it has one, else by
+    ``TransactionNumber`` (unique in the hub).  Its ``CustomerId`` is not a
+    foreign key: transactions may be imported before their customers.
+    """
+
+    _conn: sqlite3.Connection
+
+    if TYPE_CHECKING:
+        def transaction(self, *, enqueue: bool = True) -> AbstractContextManager[Any]: ...
+        def _enqueue(self, entity: str, hub_id: int, op: str) -> None: ...
+
+    def upsert_transaction(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        """Add or update a Transaction with its ``Lines``.
+
+        Lines are reconciled, not appended: a line with an ``Id`` updates that
+        line; lines without one take over the remaining existing lines in
+        order (so their Ids, and the Klaviyo links on them, survive a
+        re-import); existing lines left over are deleted.
+
+        Returns:
+            The stored record and ``"added"``, ``"updated"`` or ``"unchanged"``.
+
+        Raises:
+            HubRecordError: malformed record, or its number belongs to another Id.
+        """
+        check_transaction(record)
+        with self.transaction():
+            tx_id, outcome = self._upsert_transaction(record)
+        stored = self.get_transaction(tx_id)
+        assert stored is not None
+        return stored, outcome
+
+    def _upsert_transaction(self, record: Mapping[str, Any]) -> tuple[int, str]:
+        number = record["TransactionNumber"]
+        owner = self._conn.execute(
+            "SELECT id FROM transactions WHERE transaction_number = ?", (number,)
+        ).fetchone()
+        record_id = record.get("Id")
+        if record_id is not None and owner is not None and owner[0] != record_id:
+            raise HubRecordError(
+                f"Transaction number {number!r} already belongs to Transaction {owner[0]}",
+                location=Location(record_id=str(record_id)),
+            )
+        row = None
+        if record_id is not None:
+            row = self._conn.execute("SELECT * FROM transactions WHERE id = ?", (record_id,)).fetchone()
+        elif owner is not None:
+            row = self._conn.execute("SELECT * FROM transactions WHERE id = ?", (owner[0],)).fetchone()
+        now = utc_now()
+        if row is None:
+            values = [record.get(k) for k in _TX_COLUMNS]
+            cur = self._conn.execute(
+                f"INSERT INTO transactions(id, {', '.join(_TX_COLUMNS.values())}, custom_fields,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record_id, *values, dumps(record.get("CustomFields") or {}), now, now),
+            )
+            tx_id = int(cur.lastrowid or record_id)
+            self._reconcile_lines(tx_id, record.get("Lines") or [])
+            self._enqueue("Transaction", tx_id, "add")
+            return tx_id, "added"
+        tx_id = int(row["id"])
+        sets = {
+            col: record[key] for key, col in _TX_COLUMNS.items()
+            if key in record and record[key] != row[col]
+        }
+        if "CustomFields" in record:
+            old = json.loads(row["custom_fields"])
+            merged = {**old, **(record["CustomFields"] or {})}
+            if merged != old:
+                sets["custom_fields"] = dumps(merged)
+        changed = bool(sets)
+        if "Lines" in record:
+            changed = self._reconcile_lines(tx_id, record["Lines"] or []) or changed
+        if not changed:
+            return tx_id, "unchanged"
+        sets["updated_at"] = now
+        self._conn.execute(
+            f"UPDATE transactions SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?",
+            (*sets.values(), tx_id),
+        )
+        self._enqueue("Transaction", tx_id, "update")
+        return tx_id, "updated"
+
+    def _reconcile_lines(self, tx_id: int, lines: list[Mapping[str, Any]]) -> bool:
+        existing = {
+            int(r["id"]): r
+            for r in self._conn.execute(
+                "SELECT * FROM transaction_lines WHERE transaction_id = ? ORDER BY position, id", (tx_id,)
+            )
+        }
+        explicit = {line["Id"] for line in lines if line.get("Id") is not None}
+        spare = [i for i in existing if i not in explicit]
+        changed = False
+        for position, line in enumerate(lines):
+            line_id = line.get("Id")
+            if line_id is None and spare:
+                line_id = spare.pop(0)
+            values = (position, *(line.get(k) for k in _LINE_COLUMNS))
+            row = existing.get(line_id) if line_id is not None else None
+            if row is not None:
+                current = (row["position"], *(row[c] for c in _LINE_COLUMNS.values()))
+                if current != values:
+                    self._conn.execute(
+                        "UPDATE transaction_lines SET position = ?, sku = ?, description = ?,"
+                        " qty = ?, unit_price = ?, extended_price = ? WHERE id = ?",
+                        (*values, line_id),
+                    )
+                    changed = True
+                continue
+            if line_id is not None:
+                other = self._conn.execute(
+                    "SELECT transaction_id FROM transaction_lines WHERE id = ?", (line_id,)
+                ).fetchone()
+                if other is not None:
+                    raise HubRecordError(
+                        f"TransactionLine {line_id} belongs to Transaction {other[0]}, not {tx_id}"
+                    )
+            self._conn.execute(
+                "INSERT INTO transaction_lines(id, transaction_id, position, sku, description, qty,"
+                " unit_price, extended_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (line_id, tx_id, *values),
+            )
+            changed = True
+        for line_id in spare:
+            self._conn.execute("DELETE FROM transaction_lines WHERE id = ?", (line_id,))
+            self._conn.execute(
+                "DELETE FROM links WHERE entity = 'TransactionLine' AND hub_id = ?", (line_id,)
+            )
+            changed = True
+        return changed
+
+    def get_transaction(self, transaction_id: int) -> dict[str, Any] | None:
+        """The Transaction with its ``Lines`` (in order), or None."""
+        row = self._conn.execute("SELECT * FROM transactions WHERE id = ?", (transaction_id,)).fetchone()
+        if row is None:
+            return None
+        lines = self._conn.execute(
+            "SELECT * FROM transaction_lines WHERE transaction_id = ? ORDER BY position, id",
+            (transaction_id,),
+        ).fetchall()
+        return _tx_dict(row, [_line_dict(r) for r in lines])
+
+    def find_transaction_by_number(self, number: str) -> dict[str, Any] | None:
+        """The Transaction with this TransactionNumber, or None."""
+        row = self._conn.execute(
+            "SELECT id FROM transactions WHERE transaction_number = ?", (number,)
+        ).fetchone()
+        return None if row is None else self.get_transaction(row[0])
+
+    def iter_transactions(self, *, batch: int = 500) -> Iterator[dict[str, Any]]:
+        """Every Transaction with its Lines, by Id, read in batches."""
+        last = 0
+        while True:
+            rows = self._conn.execute(
+                "SELECT * FROM transactions WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+            ).fetchall()
+            if not rows:
+                return
+            ids = [r["id"] for r in rows]
+            lines: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+            marks = ",".join("?" * len(ids))
+            for r in self._conn.execute(
+                f"SELECT * FROM transaction_lines WHERE transaction_id IN ({marks})"
+                " ORDER BY transaction_id, position, id",
+                ids,
+            ):
+                lines[r["transaction_id"]].append(_line_dict(r))
+            for r in rows:
+                yield _tx_dict(r, lines[r["id"]])
+            last = ids[-1]
+
+
+def _tx_dict(row: sqlite3.Row, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    record: dict[str, Any] = {"Id": row["id"]}
+    for key, col in _TX_COLUMNS.items():
+        record[key] = row[col]
+    record["CustomFields"] = json.loads(row["custom_fields"])
+    record["Lines"] = lines
+    record["CreatedAt"] = row["created_at"]
+    record["UpdatedAt"] = row["updated_at"]
+    return record
+
+
+def _line_dict(row: sqlite3.Row) -> dict[str, Any]:
+    record: dict[str, Any] = {"Id": row["id"], "TransactionId": row["transaction_id"]}
+    for key, col in _LINE_COLUMNS.items():
+        record[key] = row[col]
+    return record
