@@ -1,0 +1,33 @@
+"""Klaviyo's REST API: the async client, rate tiers, revision capabilities and errors.
+
+Table of contents:
+
+* :class:`KlaviyoClient` — every operation the flows need (``client.py``)
+* :class:`TokenSource` — where OAuth bearer tokens come from (``_transport.py``)
+* :class:`ClientStats` — per-operation call/retry counters
+* :mod:`engine.klaviyo.revision` — ``supports(revision, capability)``, path style, content type
+* :mod:`engine.klaviyo.ratelimit` — tiers XS..XL and the shared :class:`RateBudget`
+"""
+
+from __future__ import annotations
+
+from engine.errors import KlaviyoApiError, KlaviyoConnectionError, KlaviyoError
+from engine.klaviyo import revision
+from engine.klaviyo._transport import ClientStats, TokenSource
+from engine.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
+from engine.klaviyo.ratelimit import TIERS, RateBudget, Tier, resolve_tiers
+
+__all__ = [
+    "KlaviyoClient",
+    "TokenSource",
+    "ClientStats",
+    "RateBudget",
+    "Tier",
+    "TIERS",
+    "resolve_tiers",
+    "revision",
+    "DEFAULT_BASE_URL",
+    "KlaviyoError",
+    "KlaviyoApiError",
+    "KlaviyoConnectionError",
+]

@@ -1,0 +1,133 @@
+"""Klaviyo's rate tiers and the client-side budget that keeps a run under them.
+
+Klaviyo limits each account per endpoint tier with two fixed windows: a
+*burst* window of one second and a *steady* window of one minute
+(``API-NOTES.md`` §7).  :class:`RateBudget` keeps one sliding-window log per
+tier, shared by every concurrent request of a client: a request waits until
+both windows have room.  A sliding window is never looser than the server's
+fixed windows, so a run that respects it does not provoke 429s; a small
+safety margin absorbs clock and scheduling jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One rate tier: ``burst`` requests per second and ``steady`` per minute."""
+
+    name: str
+    burst: int
+    steady: int
+
+    @property
+    def steady_per_second(self) -> float:
+        """The steady ceiling expressed per second."""
+        return self.steady / 60.0
+
+
+TIERS: dict[str, Tier] = {
+    "XS": Tier("XS", 1, 15),
+    "S": Tier("S", 3, 60),
+    "M": Tier("M", 10, 150),
+    "L": Tier("L", 75, 700),
+    "XL": Tier("XL", 350, 3500),
+}
+
+
+def resolve_tiers(overrides: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Tier]:
+    """The tier table with ``overrides`` applied, e.g. ``{"L": {"burst": 75, "steady": 700}}``.
+
+    Raises:
+        ValueError: an unknown tier name, unknown key or a non-positive limit.
+    """
+    tiers = dict(TIERS)
+    for name, values in (overrides or {}).items():
+        key = name.upper()
+        if key not in tiers:
+            raise ValueError(f"unknown Klaviyo rate tier {name!r}; known: {', '.join(TIERS)}")
+        unknown = set(values) - {"burst", "steady"}
+        if unknown:
+            raise ValueError(f"rate tier {key}: unknown key(s) {sorted(unknown)}; use burst, steady")
+        burst = int(values.get("burst", tiers[key].burst))
+        steady = int(values.get("steady", tiers[key].steady))
+        if burst < 1 or steady < 1:
+            raise ValueError(f"rate tier {key}: burst and steady must be >= 1")
+        tiers[key] = Tier(key, burst, steady)
+    return tiers
+
+
+class _Window:
+    """A sliding log of request start times for one tier."""
+
+    def __init__(self, tier: Tier, burst_window: float, steady_window: float) -> None:
+        self.tier = tier
+        self.burst_window = burst_window
+        self.steady_window = steady_window
+        self.stamps: deque[float] = deque()
+        self.lock = asyncio.Lock()
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until one more request fits both windows (0 when it fits now)."""
+        while self.stamps and self.stamps[0] <= now - self.steady_window:
+            self.stamps.popleft()
+        wait = 0.0
+        if len(self.stamps) >= self.tier.steady:
+            wait = self.stamps[-self.tier.steady] + self.steady_window - now
+        if len(self.stamps) >= self.tier.burst:
+            wait = max(wait, self.stamps[-self.tier.burst] + self.burst_window - now)
+        return max(wait, 0.0)
+
+
+class RateBudget:
+    """A per-tier request budget shared by all concurrent requests of one client.
+
+    Args:
+        overrides: per-tier ``{"burst": n, "steady": m}`` replacing Klaviyo's figures.
+        margin: extra seconds added to each window so jitter cannot push two
+            requests into one server window.
+        clock: monotonic clock (injectable for unit tests).
+    """
+
+    def __init__(
+        self,
+        overrides: Mapping[str, Mapping[str, int]] | None = None,
+        *,
+        margin: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tiers = resolve_tiers(overrides)
+        self._margin = margin
+        self._clock = clock
+        self._windows: dict[str, _Window] = {}
+        self.waited = 0.0  # total seconds requests spent waiting for budget
+
+    def _window(self, tier: str) -> _Window:
+        win = self._windows.get(tier)
+        if win is None:
+            spec = self.tiers[tier]
+            win = _Window(spec, 1.0 + self._margin, 60.0 + self._margin * 10)
+            self._windows[tier] = win
+        return win
+
+    async def acquire(self, tier: str) -> None:
+        """Wait until a request of ``tier`` may start, then record it."""
+        win = self._window(tier)
+        async with win.lock:  # FIFO: waiters are served in arrival order
+            while True:
+                now = self._clock()
+                wait = win.wait_time(now)
+                if wait <= 0:
+                    win.stamps.append(now)
+                    return
+                self.waited += wait
+                await asyncio.sleep(wait)
+
+
+__all__ = ["Tier", "TIERS", "resolve_tiers", "RateBudget"]

@@ -1,0 +1,157 @@
+"""A local Klaviyo: a real HTTP server on loopback that answers like Klaviyo's REST API.
+
+It implements every endpoint :class:`engine.klaviyo.KlaviyoClient` uses, at
+revision 2023-10-15 (``application/json``, trailing slashes) and 2026-07-15
+(``application/vnd.api+json``, no slash) — both path styles are accepted at any
+revision, as Klaviyo does.  See ``docs/klaviyo.md`` for the options.
+
+Use in tests and the demo::
+
+    handle = SandboxServer(SandboxOptions(rate_limits=False)).start_in_thread()
+    try:
+        pid = handle.state.add_profile(email="a@example.com")   # seed directly
+        ...  # talk to handle.url with KlaviyoClient; check results over HTTP
+    finally:
+        handle.stop()
+
+or inside a running event loop: ``url = await server.start()`` ... ``await server.stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from engine.sandbox._server import AuthHook, SandboxOptions, build_app, private_key_auth
+from engine.sandbox._state import SandboxApiError, SandboxState
+
+log = logging.getLogger("engine.sandbox")
+
+
+class SandboxServer:
+    """One sandbox account served over HTTP.
+
+    Args:
+        options: behaviour (:class:`SandboxOptions`); defaults are Klaviyo's real limits.
+        state: data to serve (a fresh :class:`SandboxState` by default).
+        auth: the auth hook; ``None`` = :func:`private_key_auth`.  Reassign
+            :attr:`auth` at any time (the OAuth layer installs a Bearer-aware hook).
+    """
+
+    def __init__(
+        self, options: SandboxOptions | None = None, *, state: SandboxState | None = None,
+        auth: AuthHook | None = None,
+    ) -> None:
+        self.options = options or SandboxOptions()
+        self.state = state or SandboxState(seed=self.options.seed)
+        self.auth: AuthHook = auth or private_key_auth
+        self.app = build_app(self.state, self.options, lambda: self.auth)
+        self._runner: web.AppRunner | None = None
+        self._saver: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        """Listen (in the running loop) and return the base URL, e.g. ``http://127.0.0.1:8123``."""
+        path = Path(self.options.state_file) if self.options.state_file else None
+        if path is not None and path.exists():
+            self.state.load(path)
+        self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.options.host, self.options.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        port = server.sockets[0].getsockname()[1] if server and server.sockets else self.options.port
+        self.url = f"http://{self.options.host}:{port}"
+        if path is not None:
+            self._saver = asyncio.create_task(self._autosave(path))
+        log.info("Klaviyo sandbox listening on %s", self.url)
+        return self.url
+
+    async def _autosave(self, path: Path) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.state.dirty:
+                self.state.save(path)
+
+    async def stop(self) -> None:
+        """Stop listening and save the state file if one is configured."""
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.options.state_file:
+            self.state.save(Path(self.options.state_file))
+
+    async def serve_forever(self) -> None:
+        """Start, then run until cancelled (Ctrl-C in the CLI)."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    def start_in_thread(self) -> SandboxHandle:
+        """Run the server in a background thread with its own loop; returns a handle."""
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:  # reported to the caller below
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        thread = threading.Thread(target=run, name="klaviyo-sandbox", daemon=True)
+        thread.start()
+        ready.wait(30)
+        if failure:
+            raise failure[0]
+        return SandboxHandle(self, loop, thread)
+
+
+@dataclass
+class SandboxHandle:
+    """A sandbox running in a thread: ``url``, ``state``, ``options``, ``stop()``."""
+
+    server: SandboxServer
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def state(self) -> SandboxState:
+        return self.server.state
+
+    @property
+    def options(self) -> SandboxOptions:
+        return self.server.options
+
+    def stop(self) -> None:
+        """Stop the server and wait for its thread to end."""
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+__all__ = ["SandboxServer", "SandboxHandle", "SandboxOptions", "SandboxState", "SandboxApiError", "private_key_auth", "AuthHook"]

@@ -1,0 +1,156 @@
+"""JSON:API rendering and cursor pagination for the sandbox's responses."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from engine.klaviyo import revision as rev
+from engine.sandbox._state import PROFILE_FIELDS, SandboxState, invalid, iso
+
+JSONAPI = "application/vnd.api+json"
+
+
+def body_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON:API response (Klaviyo always answers ``application/vnd.api+json``)."""
+    return web.Response(
+        status=status, body=json.dumps(data, default=str).encode(), content_type=JSONAPI, headers=headers
+    )
+
+
+def link(request: web.Request, *segments: str) -> str:
+    """Absolute link to ``/api/<segments>`` in the path style of the request's revision."""
+    revision = request["revision"]
+    base = f"{request.scheme}://{request.host}"
+    return base + rev.api_path(revision, *segments)
+
+
+def profile_resource(request: web.Request, p: dict[str, Any], additional: set[str]) -> dict[str, Any]:
+    """A profile as Klaviyo shows it; ``subscriptions`` only when asked for."""
+    a = p["attributes"]
+    revision = request["revision"]
+    fields = [f for f in PROFILE_FIELDS if f != "anonymous_id"]
+    if not rev.supports(revision, "jsonapi_content_type"):
+        fields.remove("locale")
+    attrs: dict[str, Any] = {f: a.get(f) for f in fields}
+    attrs.update({
+        "created": iso(p["created"]), "updated": iso(p["updated"]),
+        "last_event_date": iso(p["last_event_date"]),
+        "location": dict(a.get("location") or {}), "properties": dict(a.get("properties") or {}),
+    })
+    if "subscriptions" in additional:
+        attrs["subscriptions"] = json.loads(json.dumps(p["subscriptions"]))
+    pid = p["id"]
+    return {
+        "type": "profile", "id": pid, "attributes": attrs,
+        "relationships": {
+            rel: {"links": {"self": link(request, "profiles", pid, "relationships", rel),
+                            "related": link(request, "profiles", pid, rel)}}
+            for rel in ("lists", "segments")
+        },
+        "links": {"self": link(request, "profiles", pid)},
+    }
+
+
+def list_resource(request: web.Request, lst: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "list", "id": lst["id"],
+        "attributes": {"name": lst["name"], "created": iso(lst["created"]), "updated": iso(lst["updated"]),
+                       "opt_in_process": "single_opt_in"},
+        "relationships": {"profiles": {"links": {"self": link(request, "lists", lst["id"], "relationships", "profiles"),
+                                                 "related": link(request, "lists", lst["id"], "profiles")}}},
+        "links": {"self": link(request, "lists", lst["id"])},
+    }
+
+
+def metric_resource(request: web.Request, m: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "metric", "id": m["id"],
+        "attributes": {"name": m["name"], "created": iso(m["created"]), "updated": iso(m["updated"]),
+                       "integration": {"object": "integration", "id": "0rG4eQ", "name": "API", "category": "API"}},
+        "links": {"self": link(request, "metrics", m["id"])},
+    }
+
+
+def event_resource(request: web.Request, e: dict[str, Any]) -> dict[str, Any]:
+    props = dict(e["properties"])
+    if e.get("value") is not None:
+        props["$value"] = e["value"]
+    props["$event_id"] = e["unique_id"]
+    when: datetime = e["datetime"]
+    return {
+        "type": "event", "id": e["id"],
+        "attributes": {"timestamp": int(when.timestamp()), "event_properties": props,
+                       "datetime": iso(when), "uuid": e["id"]},
+        "relationships": {
+            "metric": {"data": {"type": "metric", "id": e["metric_id"]}},
+            "profile": {"data": {"type": "profile", "id": e["profile_id"]}},
+        },
+        "links": {"self": link(request, "events", e["id"])},
+    }
+
+
+def _key(value: Any, ident: str) -> list[Any]:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    return [0 if value is None else 1, "" if value is None else value, ident]
+
+
+def paginate(
+    request: web.Request,
+    items: Sequence[dict[str, Any]],
+    *,
+    sort_value: Callable[[dict[str, Any]], Any],
+    descending: bool,
+    page_size: int,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Keyset pagination: sort by (value, id), resume after the cursor's key.
+
+    The cursor holds the last key returned, so records changing while a client
+    pages cannot make it skip or repeat unchanged records.  Returns the page and
+    the ``links`` object (``next`` only when more records follow).
+    """
+    keyed = sorted(((_key(sort_value(it), it["id"]), it) for it in items), key=lambda t: t[0], reverse=descending)
+    cursor = request.query.get("page[cursor]")
+    if cursor:
+        try:
+            after = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"==="))
+        except (ValueError, json.JSONDecodeError):
+            raise invalid("Invalid page cursor.", parameter="page[cursor]") from None
+        keyed = [t for t in keyed if (t[0] < after if descending else t[0] > after)]
+    page = keyed[:page_size]
+    links: dict[str, Any] = {"self": str(request.url), "first": str(request.url.with_query({k: v for k, v in request.query.items() if k != "page[cursor]"})),
+                             "last": None, "prev": None, "next": None}
+    if len(keyed) > page_size:
+        token = base64.urlsafe_b64encode(json.dumps(page[-1][0]).encode()).decode().rstrip("=")
+        links["next"] = str(request.url.update_query({"page[cursor]": token}))
+    return [it for _, it in page], links
+
+
+def page_size(request: web.Request, default: int, maximum: int) -> int:
+    raw = request.query.get("page[size]")
+    if raw is None:
+        return default
+    try:
+        size = int(raw)
+    except ValueError:
+        raise invalid("'page[size]' must be an integer.", parameter="page[size]") from None
+    if not 1 <= size <= maximum:
+        raise invalid(f"'page[size]' must be between 1 and {maximum}.", parameter="page[size]")
+    return size
+
+
+def additional_fields(request: web.Request) -> set[str]:
+    raw = request.query.get("additional-fields[profile]", "")
+    return {x for x in raw.split(",") if x}
+
+
+__all__ = [
+    "body_response", "profile_resource", "list_resource", "metric_resource", "event_resource",
+    "paginate", "page_size", "additional_fields", "link", "SandboxState",
+]

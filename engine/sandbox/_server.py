@@ -1,0 +1,263 @@
+"""The sandbox HTTP server (aiohttp): routing, auth, rate tiers, faults, latency.
+
+Request pipeline for ``/api/...`` (one middleware, in this order):
+
+1. *drop* fault: the connection is closed without an answer (nothing applied);
+2. ``revision`` header required and well-formed (400 ``invalid`` otherwise);
+3. auth via the replaceable :attr:`SandboxServer.auth` hook (401 ``not_authenticated``);
+4. rate tier of the endpoint, fixed 1 s / 60 s windows per account (429 + ``Retry-After``);
+5. latency; 6. *5xx* fault (503, nothing applied);
+7. content type and JSON body checked, then validated against the revision's spec;
+8. the handler applies the change; 9. *timeout* fault: the answer is held back
+   longer than a client waits, although the change WAS applied (so a retry
+   must not duplicate).  Normal answers carry ``RateLimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from engine.klaviyo import revision as rev
+from engine.klaviyo.ratelimit import Tier, resolve_tiers
+from engine.sandbox._handlers import ROUTES, STATE_KEY, Handler
+from engine.sandbox._render import JSONAPI, body_response
+from engine.sandbox._spec import spec_for
+from engine.sandbox._state import SandboxApiError, SandboxState, invalid
+
+
+@dataclass
+class SandboxOptions:
+    """How a sandbox behaves.  Mutable: tests may change faults between requests.
+
+    Attributes:
+        host / port: where to listen (port 0 = a free port).
+        api_keys: accepted private keys; empty = any key starting with ``pk_``.
+        latency_ms: added to every API request.
+        fault_5xx / fault_timeout / fault_drop: share (0..1) of requests that get a
+            503, an answer held back ``timeout_hold_s`` after applying, or a dropped connection.
+        rate_limits: enforce Klaviyo's tiers (429 + Retry-After).
+        tiers: per-tier overrides, e.g. ``{"XL": {"burst": 5, "steady": 20}}``.
+        rate_window_scale: multiplies the 1 s / 60 s windows (tests use e.g. 0.02).
+        state_file: load from / save to this JSON file.
+        seed: seeds fault choice and ids (reproducible runs).
+        validate: check requests against the OpenAPI spec.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_keys: tuple[str, ...] = ()
+    latency_ms: float = 0.0
+    fault_5xx: float = 0.0
+    fault_timeout: float = 0.0
+    fault_drop: float = 0.0
+    timeout_hold_s: float = 30.0
+    rate_limits: bool = True
+    tiers: dict[str, dict[str, int]] | None = None
+    rate_window_scale: float = 1.0
+    state_file: str | None = None
+    seed: int | None = None
+    validate: bool = True
+    counters: dict[str, int] = field(default_factory=dict)  # faults injected, 429s sent
+
+
+ROUTE_META_KEY: web.AppKey[dict[str, dict[str, dict[str, Any]]]] = web.AppKey("route_meta", dict)
+
+AuthHook = Callable[[web.Request, SandboxOptions], Awaitable[str]]
+
+
+def error_body(*errors: SandboxApiError) -> dict[str, Any]:
+    """Klaviyo's JSON:API ``errors`` document."""
+    out = []
+    for e in errors:
+        source: dict[str, str] = {}
+        if e.pointer:
+            source["pointer"] = e.pointer
+        if e.parameter:
+            source["parameter"] = e.parameter
+        out.append({"id": str(uuid.uuid4()), "status": e.status, "code": e.code, "title": e.title,
+                    "detail": e.detail, "source": source, "links": {}, "meta": e.meta})
+    return {"errors": out}
+
+
+def not_authenticated(detail: str = "Missing or invalid private key.") -> SandboxApiError:
+    """Klaviyo's 401 answer for a missing or unknown key."""
+    return SandboxApiError(401, "not_authenticated", "Authentication credentials were not provided.",
+                           detail, pointer="/data/")
+
+
+async def private_key_auth(request: web.Request, options: SandboxOptions) -> str:
+    """Default auth hook: ``Klaviyo-API-Key pk_...``; returns the account (rate bucket) id.
+
+    Replace :attr:`SandboxServer.auth` to accept ``Bearer`` tokens (OAuth).
+    """
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme != "Klaviyo-API-Key" or not key.strip():
+        raise not_authenticated()
+    key = key.strip()
+    if options.api_keys and key not in options.api_keys:
+        raise not_authenticated()
+    if not options.api_keys and not key.startswith("pk_"):
+        raise not_authenticated()
+    return "account:" + str(hash(key))
+
+
+class RateLimiter:
+    """Klaviyo's fixed windows per account and tier (burst 1 s, steady 60 s, scalable)."""
+
+    def __init__(self, tiers: dict[str, Tier], scale: float) -> None:
+        self.tiers = tiers
+        self.burst_len = 1.0 * scale
+        self.steady_len = 60.0 * scale
+        self.counts: dict[tuple[str, str, str, int], int] = {}
+
+    def check(self, account: str, tier_name: str, now: float) -> tuple[float | None, dict[str, str]]:
+        """``(retry_after, headers)``: a wait when over a limit, else headers of the counted request."""
+        tier = self.tiers[tier_name]
+        b_idx, s_idx = int(now // self.burst_len), int(now // self.steady_len)
+        b_key, s_key = (account, tier_name, "b", b_idx), (account, tier_name, "s", s_idx)
+        b_used, s_used = self.counts.get(b_key, 0), self.counts.get(s_key, 0)
+        if s_used >= tier.steady:
+            return (s_idx + 1) * self.steady_len - now, {}
+        if b_used >= tier.burst:
+            return (b_idx + 1) * self.burst_len - now, {}
+        self.counts[b_key], self.counts[s_key] = b_used + 1, s_used + 1
+        if len(self.counts) > 10000:
+            self.counts = {k: v for k, v in self.counts.items()
+                           if k[3] >= (b_idx if k[2] == "b" else s_idx)}
+        reset = (s_idx + 1) * self.steady_len - now
+        return None, {"RateLimit-Limit": str(tier.steady), "RateLimit-Remaining": str(tier.steady - s_used - 1),
+                      "RateLimit-Reset": str(max(1, math.ceil(reset)))}
+
+
+def _without_nulls(body: Any) -> Any:
+    """A copy of a PATCH body without null attributes.
+
+    Klaviyo clears a field sent as ``null`` since 2023-02-22, but the 2023-10-15
+    spec does not mark fields ``nullable`` (a spec gap, API-NOTES §2.5), so nulls
+    are not held against the schema.
+    """
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("attributes"), dict):
+        return body
+    attrs = {k: v for k, v in data["attributes"].items() if v is not None}
+    if isinstance(attrs.get("location"), dict):
+        attrs["location"] = {k: v for k, v in attrs["location"].items() if v is not None}
+    return {**body, "data": {**data, "attributes": attrs}}
+
+
+def _retry_after_text(seconds: float, scale: float) -> str:
+    return str(max(1, math.ceil(seconds))) if scale >= 1 else f"{max(seconds, 0.001):.3f}"
+
+
+def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[], AuthHook]) -> web.Application:
+    """The aiohttp application serving :data:`ROUTES` at both path styles."""
+    rng = random.Random(options.seed)
+    limiter = RateLimiter(resolve_tiers(options.tiers), options.rate_window_scale)
+    count = options.counters
+
+    def bump(name: str) -> None:
+        count[name] = count.get(name, 0) + 1
+
+    @web.middleware
+    async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        try:
+            if options.fault_drop and rng.random() < options.fault_drop:
+                bump("drop")
+                if request.transport is not None:
+                    request.transport.abort()
+                raise asyncio.CancelledError()
+            revision = request.headers.get("revision", "")
+            if not revision:
+                raise invalid("Missing required header 'revision'.", parameter="revision")
+            try:
+                request["revision"] = rev.normalize(revision)
+            except ValueError:
+                raise invalid(f"Invalid revision '{revision}': expected YYYY-MM-DD[.suffix].", parameter="revision") from None
+            account = await auth_ref()(request, options)
+            route = request.match_info.route
+            meta = request.app[ROUTE_META_KEY].get(route.resource.canonical if route.resource else "", {}).get(request.method)
+            headers: dict[str, str] = {}
+            if meta is not None and options.rate_limits:
+                wait, headers = limiter.check(account, meta["tier"], time.monotonic())
+                if wait is not None:
+                    bump("429")
+                    secs = max(1, math.ceil(wait))
+                    err = SandboxApiError(429, "throttled", "Request was throttled.",
+                                          f"Request was throttled. Expected available in {secs} second{'s' if secs != 1 else ''}.",
+                                          pointer="/data")
+                    body = error_body(err)
+                    body["errors"][0]["links"] = {"type": "https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling#rate-limits"}
+                    return body_response(body, 429, {"Retry-After": _retry_after_text(wait, options.rate_window_scale)})
+            if options.latency_ms:
+                await asyncio.sleep(options.latency_ms / 1000.0)
+            if options.fault_5xx and rng.random() < options.fault_5xx:
+                bump("5xx")
+                err = SandboxApiError(503, "error", "Service Unavailable.", "The service is temporarily unavailable.")
+                return body_response(error_body(err), 503)
+            if meta is not None:
+                if meta["capability"] and not rev.supports(request["revision"], meta["capability"]):
+                    raise SandboxApiError(404, "not_found", "Not found.", f"The path {request.path} was not found.")
+                await _read_body(request, meta["template"])
+            timeout = bool(options.fault_timeout and rng.random() < options.fault_timeout)
+            response = await handler(request)
+            for k, v in headers.items():
+                response.headers[k] = v
+            if timeout:
+                bump("timeout")
+                await asyncio.sleep(options.timeout_hold_s)
+            return response
+        except SandboxApiError as exc:
+            return body_response(error_body(exc), exc.status)
+        except web.HTTPNotFound:
+            err = SandboxApiError(404, "not_found", "Not found.", f"The path {request.path} was not found.")
+            return body_response(error_body(err), 404)
+        except web.HTTPMethodNotAllowed:
+            err = SandboxApiError(405, "method_not_allowed", "Method not allowed.", f'Method "{request.method}" not allowed.')
+            return body_response(error_body(err), 405)
+
+    async def _read_body(request: web.Request, template: str) -> None:
+        spec = spec_for(request["revision"]) if options.validate else None
+        if spec is not None:
+            spec.validate_query(request.method, template, dict(request.query))
+        if request.method not in ("POST", "PATCH", "DELETE"):
+            return
+        ctype = request.content_type
+        if ctype not in ("application/json", JSONAPI):
+            raise SandboxApiError(415, "unsupported_media_type", "Unsupported media type.",
+                                  f'Unsupported media type "{ctype}" in request.')
+        raw = await request.read()
+        try:
+            body = json.loads(raw or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise invalid(f"JSON parse error - {exc}", pointer="/data") from None
+        if not isinstance(body, dict) or "data" not in body:
+            raise invalid("'data' is a required field.", pointer="/data")
+        if spec is not None:
+            spec.validate_body(request.method, template, _without_nulls(body) if request.method == "PATCH" else body)
+        request["body"] = body
+
+    app = web.Application(middlewares=[pipeline])
+    app[STATE_KEY] = state
+    route_meta: dict[str, dict[str, dict[str, Any]]] = {}
+    for method, template, handler, tier, capability in ROUTES:
+        for path in (template, template + "/"):
+            app.router.add_route(method, path, handler)
+            route_meta.setdefault(path, {})[method] = {"tier": tier, "capability": capability, "template": template}
+    app[ROUTE_META_KEY] = route_meta
+    return app
+
+
+__all__ = ["SandboxOptions", "AuthHook", "private_key_auth", "build_app", "error_body", "not_authenticated", "RateLimiter"]

@@ -1,0 +1,406 @@
+"""The sandbox's data: profiles, lists, metrics, events and jobs, with Klaviyo's rules.
+
+Everything here is plain Python guarded by one re-entrant lock, so the HTTP
+handlers (in the server's event loop) and test helpers (in the test thread) can
+both use it.  Rules implemented (``API-NOTES.md``): identifiers (email, phone,
+external id) are unique and a clash is a 409 ``duplicate_profile`` carrying the
+existing id; PATCH changes only what it mentions and ``null`` clears; every
+change bumps ``updated`` (second precision, as Klaviyo shows it); events are
+de-duplicated on profile + metric + ``unique_id``; consent jobs change
+``subscriptions``.  Tests may seed with :meth:`SandboxState.add_profile` /
+:meth:`SandboxState.add_list` but check results through the HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import string
+import threading
+from collections.abc import Callable, Mapping
+from copy import deepcopy
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from engine.sandbox._filters import Condition, matches
+
+IDENTIFIERS = ("email", "phone_number", "external_id")
+PROFILE_FIELDS = (
+    "email", "phone_number", "external_id", "anonymous_id", "first_name", "last_name",
+    "organization", "locale", "title", "image",
+)
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class SandboxApiError(Exception):
+    """A Klaviyo-shaped rejection; the server renders it as a JSON:API ``errors`` body."""
+
+    def __init__(
+        self, status: int, code: str, title: str, detail: str, *,
+        pointer: str | None = None, parameter: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.title, self.detail = status, code, title, detail
+        self.pointer, self.parameter, self.meta = pointer, parameter, meta or {}
+
+
+def invalid(detail: str, *, pointer: str | None = None, parameter: str | None = None) -> SandboxApiError:
+    """Klaviyo's 400 ``invalid`` error."""
+    return SandboxApiError(400, "invalid", "Invalid input.", detail, pointer=pointer, parameter=parameter)
+
+
+def not_found(detail: str) -> SandboxApiError:
+    """Klaviyo's 404 ``not_found`` error."""
+    return SandboxApiError(404, "not_found", "Not found.", detail, pointer="/data/")
+
+
+def now_utc() -> datetime:
+    """The current time truncated to the second, as Klaviyo stores it."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+def _default_subscriptions() -> dict[str, Any]:
+    return {
+        "email": {"marketing": {
+            "can_receive_email_marketing": False, "consent": "NEVER_SUBSCRIBED",
+            "consent_timestamp": None, "last_updated": None, "method": None, "method_detail": None,
+            "custom_method_detail": None, "double_optin": None, "suppression": [], "list_suppressions": [],
+        }},
+        "sms": {"marketing": {
+            "can_receive_sms_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None,
+            "method": None, "method_detail": None, "last_updated": None,
+        }},
+    }
+
+
+class SandboxState:
+    """All data of one sandbox account."""
+
+    def __init__(self, *, seed: int | None = None, clock: Callable[[], datetime] = now_utc) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock
+        self._rng = random.Random(seed)
+        self._counter = 0
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self.lists: dict[str, dict[str, Any]] = {}
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self._event_keys: set[tuple[str, str, str]] = set()
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.dirty = False
+
+    # -- ids -------------------------------------------------------------------------
+
+    def _ulid(self) -> str:
+        """A 26-character, time-ordered id like Klaviyo's profile ids."""
+        self._counter += 1
+        ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+        n = (ms << 80) | (self._counter << 40) | self._rng.getrandbits(40)
+        return "".join(_CROCKFORD[(n >> (5 * i)) & 31] for i in reversed(range(26)))
+
+    def _short_id(self) -> str:
+        return "".join(self._rng.choice(string.ascii_letters + string.digits) for _ in range(6))
+
+    # -- profiles --------------------------------------------------------------------
+
+    def _index(self, field: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        norm = value.lower() if field == "email" else value
+        for pid, p in self.profiles.items():
+            cur = p["attributes"].get(field)
+            if cur is not None and (cur.lower() if field == "email" else cur) == norm:
+                return pid
+        return None
+
+    def _check_values(self, attrs: Mapping[str, Any]) -> None:
+        email = attrs.get("email")
+        if email is not None and not _EMAIL_RE.match(str(email)):
+            raise invalid(f"Invalid email address: {email}", pointer="/data/attributes/email")
+        phone = attrs.get("phone_number")
+        if phone is not None and not _PHONE_RE.match(str(phone)):
+            raise invalid(
+                "Invalid phone number format (Example of a valid format: +12345678901)",
+                pointer="/data/attributes/phone_number",
+            )
+
+    def _duplicate_of(self, attrs: Mapping[str, Any], exclude: str | None = None) -> str | None:
+        for field in IDENTIFIERS:
+            pid = self._index(field, attrs.get(field))
+            if pid is not None and pid != exclude:
+                return pid
+        return None
+
+    @staticmethod
+    def duplicate(pid: str) -> SandboxApiError:
+        """Klaviyo's real 409 body for a profile whose identifiers already exist."""
+        return SandboxApiError(
+            409, "duplicate_profile", "Conflict.", "A profile already exists with one of these identifiers.",
+            pointer="/data/attributes", meta={"duplicate_profile_id": pid},
+        )
+
+    def _apply(self, p: dict[str, Any], attrs: Mapping[str, Any], patch: Mapping[str, Any] | None) -> None:
+        a = p["attributes"]
+        for key, value in attrs.items():
+            if key in PROFILE_FIELDS:
+                if value is None:
+                    a.pop(key, None)
+                else:
+                    a[key] = value.lower() if key == "email" else value
+            elif key == "location":
+                if value is None:
+                    a["location"] = {}
+                else:
+                    loc = a.setdefault("location", {})
+                    for lk, lv in value.items():
+                        if lv is None:
+                            loc.pop(lk, None)
+                        else:
+                            loc[lk] = lv
+            elif key == "properties":
+                props = a.setdefault("properties", {})
+                for pk, pv in (value or {}).items():
+                    props[pk] = pv
+        if patch:
+            props = a.setdefault("properties", {})
+            for pk, pv in (patch.get("append") or {}).items():
+                cur = props.get(pk)
+                cur = cur if isinstance(cur, list) else ([] if cur is None else [cur])
+                props[pk] = cur + (pv if isinstance(pv, list) else [pv])
+            for pk, pv in (patch.get("unappend") or {}).items():
+                if isinstance(props.get(pk), list):
+                    drop = pv if isinstance(pv, list) else [pv]
+                    props[pk] = [x for x in props[pk] if x not in drop]
+            unset = patch.get("unset") or []
+            for pk in [unset] if isinstance(unset, str) else unset:
+                props.pop(pk, None)
+        p["updated"] = self.clock()
+        self.dirty = True
+
+    def create_profile(self, attrs: Mapping[str, Any], patch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Create; 409 ``duplicate_profile`` when an identifier already exists."""
+        with self.lock:
+            self._check_values(attrs)
+            if not any(attrs.get(k) for k in (*IDENTIFIERS, "anonymous_id")):
+                raise invalid(
+                    "One of email, phone_number, external_id or anonymous_id is required to create a profile.",
+                    pointer="/data/attributes",
+                )
+            dup = self._duplicate_of(attrs)
+            if dup is not None:
+                raise self.duplicate(dup)
+            now = self.clock()
+            p = {"id": self._ulid(), "attributes": {"location": {}, "properties": {}}, "created": now,
+                 "updated": now, "subscriptions": _default_subscriptions(), "last_event_date": None}
+            self._apply(p, attrs, patch)
+            self.profiles[p["id"]] = p
+            return p
+
+    def update_profile(self, pid: str, attrs: Mapping[str, Any], patch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Partial update; 404 for an unknown id, 409 when a new identifier belongs to another profile."""
+        with self.lock:
+            p = self.profiles.get(pid)
+            if p is None:
+                raise not_found(f"A profile with id {pid} does not exist.")
+            self._check_values(attrs)
+            dup = self._duplicate_of(attrs, exclude=pid)
+            if dup is not None:
+                raise self.duplicate(dup)
+            self._apply(p, attrs, patch)
+            return p
+
+    def import_profile(
+        self, attrs: Mapping[str, Any], pid: str | None = None, patch: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """``profile-import``: update the profile matched by id or identifiers, else create."""
+        with self.lock:
+            if pid:
+                if pid not in self.profiles:
+                    raise not_found(f"A profile with id {pid} does not exist.")
+                return self.update_profile(pid, attrs, patch), False
+            matched = {self._index(f, attrs.get(f)) for f in IDENTIFIERS} - {None}
+            if len(matched) > 1:
+                raise self.duplicate(sorted(m for m in matched if m)[0])
+            if matched:
+                return self.update_profile(matched.pop() or "", attrs, patch), False
+            return self.create_profile(attrs, patch), True
+
+    def resolve_profile(self, pid: str | None, attrs: Mapping[str, Any], *, create: bool = True) -> dict[str, Any]:
+        """The profile an event or job names (by id, then identifiers), created when missing."""
+        with self.lock:
+            if pid:
+                if pid not in self.profiles:
+                    raise invalid(f"A profile with id {pid} does not exist.", pointer="/data/attributes/profile/data/id")
+                p = self.profiles[pid]
+                if attrs:
+                    self.update_profile(pid, {k: v for k, v in attrs.items() if k != "subscriptions"})
+                return p
+            for f in (*IDENTIFIERS, "anonymous_id"):
+                found = self._index(f, attrs.get(f))
+                if found:
+                    extra = {k: v for k, v in attrs.items() if k in PROFILE_FIELDS or k in ("location", "properties")}
+                    if self._duplicate_of(extra, exclude=found) is None:
+                        self.update_profile(found, extra)
+                    return self.profiles[found]
+            if not create:
+                raise invalid("The profile could not be identified.", pointer="/data/attributes/profile")
+            return self.create_profile({k: v for k, v in attrs.items() if k != "subscriptions"})
+
+    def query_profiles(self, conds: list[Condition], ids: set[str] | None = None) -> list[dict[str, Any]]:
+        """Profiles matching every condition (unsorted)."""
+        with self.lock:
+            pool = self.profiles.values() if ids is None else [self.profiles[i] for i in ids if i in self.profiles]
+            return [p for p in pool if matches(conds, lambda f, p=p: self.profile_field(p, f))]
+
+    @staticmethod
+    def profile_field(p: dict[str, Any], field: str) -> Any:
+        """A filter or sort field of a profile."""
+        if field == "id":
+            return p["id"]
+        if field in ("created", "updated"):
+            return p[field]
+        value = p["attributes"].get(field)
+        return value.lower() if field == "email" and isinstance(value, str) else value
+
+    def add_profile(self, **attributes: Any) -> str:
+        """Test/demo helper: create a profile directly and return its id."""
+        return self.create_profile(attributes)["id"]
+
+    # -- consent ---------------------------------------------------------------------
+
+    def set_consent(self, p: dict[str, Any], channel: str, consent: str, source: str | None) -> None:
+        """Change one channel's marketing consent and bump ``updated``."""
+        with self.lock:
+            now = self.clock()
+            m = p["subscriptions"][channel]["marketing"]
+            subscribed = consent == "SUBSCRIBED"
+            m.update({
+                f"can_receive_{channel}_marketing": subscribed, "consent": consent,
+                "consent_timestamp": iso(now), "last_updated": iso(now),
+                "method": "API", "method_detail": source or "API",
+            })
+            if channel == "email":
+                m["suppression"] = [] if subscribed else [{"reason": "UNSUBSCRIBE", "timestamp": iso(now)}]
+            p["updated"] = now
+            self.dirty = True
+
+    # -- lists -----------------------------------------------------------------------
+
+    def add_list(self, name: str) -> str:
+        """Create a list (also the ``POST /api/lists`` action) and return its id."""
+        with self.lock:
+            now = self.clock()
+            lid = self._short_id()
+            self.lists[lid] = {"id": lid, "name": name, "created": now, "updated": now, "members": {}}
+            self.dirty = True
+            return lid
+
+    def get_list(self, lid: str) -> dict[str, Any]:
+        with self.lock:
+            if lid not in self.lists:
+                raise not_found(f"A list with id {lid} does not exist.")
+            return self.lists[lid]
+
+    def change_members(self, lid: str, pids: list[str], add: bool) -> None:
+        """Add or remove list members by profile id (unknown ids are an error)."""
+        with self.lock:
+            lst = self.get_list(lid)
+            for i, pid in enumerate(pids):
+                if pid not in self.profiles:
+                    raise invalid(f"A profile with id {pid} does not exist.", pointer=f"/data/{i}/id")
+            now = self.clock()
+            for pid in pids:
+                if add:
+                    lst["members"].setdefault(pid, now)
+                else:
+                    lst["members"].pop(pid, None)
+            lst["updated"] = now
+            self.dirty = True
+
+    # -- events ----------------------------------------------------------------------
+
+    def metric_for(self, name: str) -> dict[str, Any]:
+        with self.lock:
+            for m in self.metrics.values():
+                if m["name"] == name:
+                    return m
+            now = self.clock()
+            m = {"id": self._short_id(), "name": name, "created": now, "updated": now}
+            self.metrics[m["id"]] = m
+            return m
+
+    def record_event(
+        self, profile: dict[str, Any], metric_name: str, properties: dict[str, Any],
+        time: datetime | None, value: Any, unique_id: str | None,
+    ) -> bool:
+        """Store an event unless profile + metric + unique_id was seen; returns whether stored."""
+        with self.lock:
+            metric = self.metric_for(metric_name)
+            when = (time or self.clock()).replace(microsecond=0)
+            uid = unique_id or when.isoformat()
+            key = (profile["id"], metric["id"], uid)
+            if key in self._event_keys:
+                return False
+            self._event_keys.add(key)
+            self.events.append({
+                "id": self._ulid(), "metric_id": metric["id"], "profile_id": profile["id"],
+                "properties": properties, "datetime": when, "value": value, "unique_id": uid,
+            })
+            if profile["last_event_date"] is None or when > profile["last_event_date"]:
+                profile["last_event_date"] = when
+            self.dirty = True
+            return True
+
+    # -- persistence -----------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything as JSON-able data (datetimes as ISO strings)."""
+        def conv(x: Any) -> Any:
+            if isinstance(x, datetime):
+                return {"$dt": x.isoformat()}
+            if isinstance(x, dict):
+                return {k: conv(v) for k, v in x.items()}
+            if isinstance(x, list):
+                return [conv(v) for v in x]
+            return x
+        with self.lock:
+            return conv({"profiles": self.profiles, "lists": self.lists, "metrics": self.metrics,
+                         "events": self.events, "jobs": self.jobs})
+
+    def load_json(self, data: Mapping[str, Any]) -> None:
+        """Replace the state with :meth:`to_json` output."""
+        def back(x: Any) -> Any:
+            if isinstance(x, dict):
+                if set(x) == {"$dt"}:
+                    return datetime.fromisoformat(x["$dt"])
+                return {k: back(v) for k, v in x.items()}
+            if isinstance(x, list):
+                return [back(v) for v in x]
+            return x
+        d = back(deepcopy(dict(data)))
+        with self.lock:
+            self.profiles, self.lists, self.metrics = d["profiles"], d["lists"], d["metrics"]
+            self.events, self.jobs = d["events"], d.get("jobs", {})
+            self._event_keys = {(e["profile_id"], e["metric_id"], e["unique_id"]) for e in self.events}
+
+    def save(self, path: Path) -> None:
+        """Write the state atomically to ``path``."""
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json()), encoding="utf-8")
+        tmp.replace(path)
+        self.dirty = False
+
+    def load(self, path: Path) -> None:
+        """Read a state file written by :meth:`save`."""
+        self.load_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+__all__ = ["SandboxState", "SandboxApiError", "invalid", "not_found", "iso", "now_utc"]
