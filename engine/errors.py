@@ -100,8 +100,13 @@ class KlaviyoSyncError(Exception):
         return self
 
     def __str__(self) -> str:
-        where = str(self.location)
-        text = f"{where}: {self.code} {self.message}" if where else f"{self.code} {self.message}"
+        loc = self.location
+        pos = str(Location(file=loc.file, line=loc.line, column=loc.column))
+        text = f"{pos}: {self.code} {self.message}" if pos else f"{self.code} {self.message}"
+        context = [p for p in (f"in {loc.row}" if loc.row else "",
+                               f"record {loc.record_id}" if loc.record_id is not None else "") if p]
+        if context:
+            text += f" ({', '.join(context)})"
         if self.detail:
             text += f"\n  {self.detail}"
         return text

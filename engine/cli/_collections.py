@@ -1,0 +1,122 @@
+"""``klaviyo-sync validate`` and ``klaviyo-sync map``: the collection commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.cli._output import emit_json
+from engine.collection import load_collections
+from engine.errors import KlaviyoSyncError
+from engine.helpers import bind_helpers
+from engine.runner import INVALID, Runner, flatten_jsonapi
+
+
+class StaticResolver:
+    """A resolver answering from a JSON links file, for ``map`` runs without a hub.
+
+    The file looks like ``{"Customer": {"17": "01H8..."}, "emails": {"ann@example.com": "01H8..."}}``.
+    """
+
+    def __init__(self, links: dict[str, Any] | None = None) -> None:
+        self.links = links or {}
+
+    def get_external_id(self, entity: str, hub_id: Any) -> str | None:
+        return (self.links.get(entity) or {}).get(str(hub_id))
+
+    def get_customer_id_by_email(self, email: str) -> str | None:
+        return (self.links.get("emails") or {}).get(email)
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"{path}:{exc.lineno}:{exc.colno}: {what} is not valid JSON: {exc.msg}") from None
+
+
+def _print_problem(err: KlaviyoSyncError, kind: str) -> None:
+    click.echo(f"{kind}: {err}" if kind == "warning" else str(err), err=True)
+
+
+@click.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--strict", is_flag=True, help="Treat warnings (placeholders, unmapped SubscribeProfile) as errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
+def validate_cmd(paths: tuple[str, ...], strict: bool, as_json: bool) -> None:
+    """Check collections: schema, formulas, names, parents. Exit 1 on any error.
+
+    PATHS are collection files or directories (default: the shipped collections/).
+    Every problem is listed as FILE:LINE:COL: CODE message.
+    """
+    report = load_collections(list(paths) or None)
+    failed = bool(report.errors) or (strict and bool(report.warnings))
+    if as_json:
+        emit_json({
+            "ok": not failed,
+            "collections": [c.title for c in report.collections],
+            "errors": [e.to_dict() for e in report.errors],
+            "warnings": [w.to_dict() for w in report.warnings],
+        })
+    else:
+        for e in report.errors:
+            _print_problem(e, "error")
+        for w in report.warnings:
+            _print_problem(w, "warning")
+        click.echo(
+            f"{len(report.collections)} collection(s) valid, {len(report.errors)} error(s), "
+            f"{len(report.warnings)} warning(s)",
+            err=failed,
+        )
+    sys.exit(1 if failed else 0)
+
+
+@click.command("map")
+@click.argument("collection")
+@click.argument("record", type=click.Path(allow_dash=True))
+@click.option("--existing", type=click.Path(), help="JSON file: the existing destination record (Update collections).")
+@click.option("--links", type=click.Path(), help='JSON file of links for get_external_id / get_customer_id_by_email: {"Customer": {"17": "01H..."}, "emails": {"a@x.com": "01H..."}}.')
+@click.option("--collections", "collections_dir", type=click.Path(), help="Collections directory (default: the shipped collections/).")
+@click.option("--no-children", is_flag=True, help="Do not run child collections.")
+def map_cmd(collection: str, record: str, existing: str | None, links: str | None,
+            collections_dir: str | None, no_children: bool) -> None:
+    """Run one RECORD (a JSON file, or - for stdin) through COLLECTION and print the outcome.
+
+    COLLECTION is a title ("Add Klaviyo Profile TO Hub") or a file name / stem
+    (add-profile-to-hub). A Klaviyo JSON:API resource is accepted as is. Exit 1
+    when the record is invalid or the collections do not load.
+    """
+    report = load_collections([collections_dir] if collections_dir else None)
+    if report.errors:
+        for e in report.errors:
+            _print_problem(e, "error")
+        sys.exit(1)
+    try:
+        coll = report.collections.find(collection)
+    except KlaviyoSyncError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    data = _read_json(record, "record")
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{record}: a record must be a JSON object")
+    if coll.direction == "to_hub":
+        data = flatten_jsonapi(data)
+    existing_data = _read_json(existing, "existing record") if existing else None
+    resolver = StaticResolver(_read_json(links, "links") if links else None)
+    runner = Runner(report.collections, functions=bind_helpers(resolver))
+    outcome = runner.run(coll, data, existing=existing_data, with_children=not no_children)
+    emit_json(outcome.to_dict())
+    sys.exit(1 if outcome.status == INVALID else 0)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(validate_cmd)
+    group.add_command(map_cmd)

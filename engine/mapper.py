@@ -1,0 +1,258 @@
+"""The row mapper: one source record through one compiled collection, no I/O.
+
+``map_record`` evaluates the collection's ``let`` formulas, then its filter,
+then every row in order, and returns a :class:`MapResult`: the mapped payload
+(native-typed values, never strings coerced afterwards) or the list of
+problems, each naming the row, its destination and its source.
+
+Field and static rows never touch the formula interpreter: a field row is a
+path lookup, a static row a constant.  Formula rows run in the sandbox
+(:mod:`engine.formula`) with a scope holding the source record's fields by
+name, ``record``, ``parent``, ``parent_mapped``, ``existing``, ``settings``
+and the ``let`` names.
+
+Missing values: a field row whose path is absent, or a formula that returns
+``None``, is *missing*.  A required row that is missing makes the record
+invalid with the collection's required message (the seeds' catalog text).
+Otherwise the row's ``on_missing`` policy applies: ``omit`` (leave the
+destination out — the default, so a missing source is never sent as null),
+``null`` or ``error`` (the collection's ``unreadable_message``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from engine.collection import Collection, Row
+from engine.errors import KlaviyoSyncError, Location, MappingError, PathNotFoundError
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+_TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) or type(v).__name__ == "Decimal",
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a record could not be mapped: code, message, and where."""
+
+    code: str
+    message: str
+    row: str | None = None
+    destination: str | None = None
+    source: str | None = None
+    detail: str | None = None
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class MapResult:
+    """The outcome of mapping one record: ``status`` is ok, filtered or invalid."""
+
+    status: str
+    payload: dict[str, Any] | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+
+def copy_data(value: Any) -> Any:
+    """A plain copy of JSON-like data (dicts, lists, scalars): formulas never see the caller's objects."""
+    if isinstance(value, dict):
+        return {k: copy_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [copy_data(v) for v in value]
+    return value
+
+
+def read_path(data: Any, path: tuple[str | int, ...]) -> Any:
+    """Follow ``path`` through dicts and lists; :data:`MISSING` when any step is absent."""
+    cur = data
+    for step in path:
+        if isinstance(step, int):
+            if isinstance(cur, list) and -len(cur) <= step < len(cur):
+                cur = cur[step]
+            else:
+                return MISSING
+        elif isinstance(cur, dict) and step in cur:
+            cur = cur[step]
+        else:
+            return MISSING
+    return cur
+
+
+def _put(payload: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    cur = payload
+    for step in path[:-1]:
+        nxt = cur.get(step)
+        if not isinstance(nxt, dict):
+            nxt = cur[step] = {}
+        cur = nxt
+    cur[path[-1]] = value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Mapper:
+    """Maps records through one collection. Build once per collection and reuse.
+
+    Args:
+        collection: the compiled plan.
+        functions: helper functions for formulas, bound to the run's resolver (see
+            :func:`engine.helpers.bind_helpers`); ``None`` uses the engine's defaults.
+        settings: a plain, secret-free dict exposed to formulas as ``settings``.
+    """
+
+    def __init__(self, collection: Collection, *, functions: Mapping[str, Callable[..., Any]] | None = None,
+                 settings: Mapping[str, Any] | None = None) -> None:
+        self.collection = collection
+        self.functions = functions
+        self.settings = dict(settings or {})
+
+    def _eval(self, formula: Any, scope: dict[str, Any]) -> Any:
+        if self.functions is None:
+            return formula.evaluate(scope)
+        return formula.evaluate(scope, functions=self.functions)
+
+    def _problem_from(self, exc: KlaviyoSyncError, row: Row | None, where: str) -> Problem:
+        c = self.collection
+        if isinstance(exc, PathNotFoundError) and c.unreadable_message:
+            message, detail = c.unreadable_message, exc.message
+            code = exc.code
+        else:
+            message, detail, code = exc.message, exc.detail, exc.code
+        origin = row.formula_origin if row else (c.filter_origin if where == "filter" else None)
+        line = col = None
+        if origin is not None:
+            fl = getattr(exc, "formula_line", None)
+            line = (origin.content_line or origin.line) + ((fl - 1) if fl and origin.style in ("|", ">") else 0)
+            col = origin.content_column
+        return Problem(
+            code=code, message=message, row=row.label if row else where,
+            destination=row.destination if row else None, source=row.source if row else None,
+            detail=detail, file=c.file, line=line or (row.location.line if row else None),
+            column=col or (row.location.column if row else None),
+        )
+
+    def map(self, record: Mapping[str, Any], *, parent: Mapping[str, Any] | None = None,
+            parent_mapped: Mapping[str, Any] | None = None,
+            existing: Mapping[str, Any] | None = None) -> MapResult:
+        """Map one source record. Never raises for bad data: problems are in the result."""
+        c = self.collection
+        if not isinstance(record, Mapping):
+            return MapResult("invalid", problems=[Problem(
+                "M001", f"a source record must be a JSON object, not {type(record).__name__}", file=c.file)])
+        data = copy_data(dict(record))
+        scope: dict[str, Any] = dict(data)
+        scope.update(
+            record=data,
+            parent=copy_data(parent) if parent is not None else None,
+            parent_mapped=copy_data(parent_mapped) if parent_mapped is not None else None,
+            existing=copy_data(existing) if existing is not None else None,
+            settings=copy_data(self.settings),
+        )
+        lets: dict[str, Any] = {}
+        for let in c.lets:
+            try:
+                lets[let.name] = scope[let.name] = self._eval(let.formula, scope)
+            except KlaviyoSyncError as exc:
+                p = self._problem_from(exc, None, f"let {let.name}")
+                return MapResult("invalid", problems=[p])
+        if c.filter is not None:
+            try:
+                keep = self._eval(c.filter, scope)
+            except KlaviyoSyncError as exc:
+                return MapResult("invalid", problems=[self._problem_from(exc, None, "filter")])
+            if not keep:
+                return MapResult("filtered")
+
+        payload: dict[str, Any] = {}
+        problems: list[Problem] = []
+        for row in c.rows:
+            if row.type == "static":
+                value = copy_data(row.value)
+            elif row.type == "field":
+                head = row.source_path[0]
+                base = lets if head in lets else data if head in data else scope
+                value = read_path(base, row.source_path)
+            else:
+                try:
+                    value = self._eval(row.formula, scope)
+                except KlaviyoSyncError as exc:
+                    problems.append(self._problem_from(exc, row, "formula"))
+                    continue
+                if value is None:
+                    value = MISSING
+            if value is MISSING or value is None:
+                if row.required:
+                    problems.append(Problem(
+                        "M002", row.required_message or f"a value for required destination {row.destination} is missing",
+                        row=row.label, destination=row.destination, source=row.source,
+                        detail=f"{row.destination} has no value" + (f" (source {row.source} is absent)" if row.source else ""),
+                        file=c.file, line=row.location.line, column=row.location.column))
+                    continue
+                policy = row.on_missing
+                if policy == "omit":
+                    continue
+                if policy == "error":
+                    problems.append(Problem(
+                        "M010", c.unreadable_message or f"source {row.source} could not be read",
+                        row=row.label, destination=row.destination, source=row.source,
+                        detail=f"{row.source or row.destination} is not on the source record",
+                        file=c.file, line=row.location.line, column=row.location.column))
+                    continue
+                value = None
+            if value is not None and row.expect and not _TYPE_CHECKS[row.expect](value):
+                problems.append(Problem(
+                    "M003", f"{row.destination} must be {row.expect}, got {type(value).__name__} {_short(value)}",
+                    row=row.label, destination=row.destination, source=row.source, file=c.file,
+                    line=row.location.line, column=row.location.column))
+                continue
+            if row.max_length is not None and isinstance(value, str) and len(value) > row.max_length:
+                problems.append(Problem(
+                    "M004", f"{row.destination} is {len(value)} characters; at most {row.max_length} allowed",
+                    row=row.label, destination=row.destination, source=row.source, file=c.file,
+                    line=row.location.line, column=row.location.column))
+                continue
+            _put(payload, row.dest_path, value)
+        if not problems and c.requires_one_of:
+            if all(read_path(payload, tuple(d.split("."))) in (MISSING, None, "") for d in c.requires_one_of):
+                problems.append(Problem(
+                    "M005", c.requires_one_of_message or c.required_message
+                    or f"one of {', '.join(c.requires_one_of)} is required",
+                    detail="none of " + ", ".join(c.requires_one_of) + " has a value", file=c.file,
+                    line=c.requires_one_of_location.line if c.requires_one_of_location else None,
+                    column=c.requires_one_of_location.column if c.requires_one_of_location else None))
+        if problems:
+            return MapResult("invalid", payload=None, problems=problems)
+        return MapResult("ok", payload=payload)
+
+
+def problem_error(problem: Problem, record_id: str | None = None) -> MappingError:
+    """A :class:`MappingError` carrying one problem (for callers that raise)."""
+    return MappingError(problem.message, code=problem.code, detail=problem.detail, location=Location(
+        file=problem.file, line=problem.line, column=problem.column, row=problem.row, record_id=record_id))
+
+
+__all__ = ["MISSING", "MapResult", "Mapper", "Problem", "copy_data", "read_path", "problem_error"]
