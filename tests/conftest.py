@@ -1,3 +1,4 @@
 """Shared pytest fixtures. Fixture modules live beside this file as ``_*_fixtures.py``
 and are re-exported here, one import line each."""
+from _hub_fixtures import hub, hub_factory  # noqa: F401,E402
 from _sandbox_fixtures import sandbox, sandbox_api_key, sandbox_factory  # noqa: F401,E402
