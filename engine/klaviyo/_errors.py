@@ -116,7 +116,7 @@ def api_error(response: httpx.Response, secrets: Iterable[str | None] = ()) -> K
         klaviyo_code=code,
         pointer=pointer,
         retry_after=retry_after,
-        errors=errors,
+        errors=json.loads(redact(json.dumps(errors), secrets)),
     )
 
 

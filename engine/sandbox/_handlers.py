@@ -17,6 +17,7 @@ from aiohttp import web
 from engine.klaviyo import revision as rev
 from engine.sandbox import _filters as flt
 from engine.sandbox._render import (
+    BODY_KEY, REVISION_KEY,
     additional_fields, body_response, event_resource, list_resource, metric_resource, page_size,
     paginate, profile_resource,
 )
@@ -60,7 +61,7 @@ def _lower(v: Any) -> Any:
 
 
 def _data(request: web.Request) -> dict[str, Any]:
-    return request["body"]["data"]
+    return request[BODY_KEY]["data"]
 
 
 # -- profiles ------------------------------------------------------------------------
@@ -99,7 +100,7 @@ def _attrs_and_patch(data: dict[str, Any], revision: str) -> tuple[dict[str, Any
 
 
 async def create_profile(request: web.Request) -> web.Response:
-    attrs, patch = _attrs_and_patch(_data(request), request["revision"])
+    attrs, patch = _attrs_and_patch(_data(request), request[REVISION_KEY])
     p = _state(request).create_profile(attrs, patch)
     return body_response({"data": profile_resource(request, p, set())}, status=201)
 
@@ -109,14 +110,14 @@ async def update_profile(request: web.Request) -> web.Response:
     pid = request.match_info["id"]
     if data.get("id") != pid:
         raise invalid("The id in the body must match the id in the URL.", pointer="/data/id")
-    attrs, patch = _attrs_and_patch(data, request["revision"])
+    attrs, patch = _attrs_and_patch(data, request[REVISION_KEY])
     p = _state(request).update_profile(pid, attrs, patch)
     return body_response({"data": profile_resource(request, p, set())})
 
 
 async def profile_import(request: web.Request) -> web.Response:
     data = _data(request)
-    attrs, patch = _attrs_and_patch(data, request["revision"])
+    attrs, patch = _attrs_and_patch(data, request[REVISION_KEY])
     p, created = _state(request).import_profile(attrs, data.get("id"), patch)
     return body_response({"data": profile_resource(request, p, set())}, status=201 if created else 200)
 
@@ -330,7 +331,7 @@ async def bulk_import_profiles(request: web.Request) -> web.Response:
     errors: list[dict[str, Any]] = []
     with state.lock:
         for i, entry in enumerate(profiles):
-            attrs, patch = _attrs_and_patch(entry, request["revision"])
+            attrs, patch = _attrs_and_patch(entry, request[REVISION_KEY])
             try:
                 p, _ = state.import_profile(attrs, entry.get("id"), patch)
                 for lid in list_ids:

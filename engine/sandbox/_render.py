@@ -14,6 +14,8 @@ from engine.klaviyo import revision as rev
 from engine.sandbox._state import PROFILE_FIELDS, SandboxState, invalid, iso
 
 JSONAPI = "application/vnd.api+json"
+REVISION_KEY: web.RequestKey[str] = web.RequestKey("revision", str)
+BODY_KEY: web.RequestKey[dict[str, Any]] = web.RequestKey("body", dict)
 
 
 def body_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -25,7 +27,7 @@ def body_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def link(request: web.Request, *segments: str) -> str:
     """Absolute link to ``/api/<segments>`` in the path style of the request's revision."""
-    revision = request["revision"]
+    revision = request[REVISION_KEY]
     base = f"{request.scheme}://{request.host}"
     return base + rev.api_path(revision, *segments)
 
@@ -33,7 +35,7 @@ def link(request: web.Request, *segments: str) -> str:
 def profile_resource(request: web.Request, p: dict[str, Any], additional: set[str]) -> dict[str, Any]:
     """A profile as Klaviyo shows it; ``subscriptions`` only when asked for."""
     a = p["attributes"]
-    revision = request["revision"]
+    revision = request[REVISION_KEY]
     fields = [f for f in PROFILE_FIELDS if f != "anonymous_id"]
     if not rev.supports(revision, "jsonapi_content_type"):
         fields.remove("locale")

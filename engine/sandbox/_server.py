@@ -30,7 +30,7 @@ from aiohttp import web
 from engine.klaviyo import revision as rev
 from engine.klaviyo.ratelimit import Tier, resolve_tiers
 from engine.sandbox._handlers import ROUTES, STATE_KEY, Handler
-from engine.sandbox._render import JSONAPI, body_response
+from engine.sandbox._render import BODY_KEY, JSONAPI, REVISION_KEY, body_response
 from engine.sandbox._spec import spec_for
 from engine.sandbox._state import SandboxApiError, SandboxState, invalid
 
@@ -183,7 +183,7 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
             if not revision:
                 raise invalid("Missing required header 'revision'.", parameter="revision")
             try:
-                request["revision"] = rev.normalize(revision)
+                request[REVISION_KEY] = rev.normalize(revision)
             except ValueError:
                 raise invalid(f"Invalid revision '{revision}': expected YYYY-MM-DD[.suffix].", parameter="revision") from None
             account = await auth_ref()(request, options)
@@ -208,7 +208,7 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
                 err = SandboxApiError(503, "error", "Service Unavailable.", "The service is temporarily unavailable.")
                 return body_response(error_body(err), 503)
             if meta is not None:
-                if meta["capability"] and not rev.supports(request["revision"], meta["capability"]):
+                if meta["capability"] and not rev.supports(request[REVISION_KEY], meta["capability"]):
                     raise SandboxApiError(404, "not_found", "Not found.", f"The path {request.path} was not found.")
                 await _read_body(request, meta["template"])
             timeout = bool(options.fault_timeout and rng.random() < options.fault_timeout)
@@ -229,7 +229,7 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
             return body_response(error_body(err), 405)
 
     async def _read_body(request: web.Request, template: str) -> None:
-        spec = spec_for(request["revision"]) if options.validate else None
+        spec = spec_for(request[REVISION_KEY]) if options.validate else None
         if spec is not None:
             spec.validate_query(request.method, template, dict(request.query))
         if request.method not in ("POST", "PATCH", "DELETE"):
@@ -247,7 +247,7 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
             raise invalid("'data' is a required field.", pointer="/data")
         if spec is not None:
             spec.validate_body(request.method, template, _without_nulls(body) if request.method == "PATCH" else body)
-        request["body"] = body
+        request[BODY_KEY] = body
 
     app = web.Application(middlewares=[pipeline])
     app[STATE_KEY] = state

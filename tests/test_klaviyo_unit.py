@@ -1,0 +1,153 @@
+"""Client unit behaviour with httpx.MockTransport: headers by revision, auth modes, error texts, secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+
+from engine.errors import KlaviyoApiError, KlaviyoConnectionError
+from engine.klaviyo import KlaviyoClient, revision
+
+KEY = "pk_unit_secret_key_987"
+
+
+def _client(handler, **kw) -> KlaviyoClient:
+    kw.setdefault("api_key", KEY)
+    return KlaviyoClient(base_url="https://a.klaviyo.com", transport=httpx.MockTransport(handler),
+                         backoff_base=0.001, **kw)
+
+
+@pytest.mark.parametrize(
+    ("rev", "path", "ctype"),
+    [("", "/api/profiles/", "application/json"), ("2026-07-15", "/api/profiles", "application/vnd.api+json")],
+)
+async def test_request_shape_follows_the_revision(rev: str, path: str, ctype: str) -> None:
+    """Blank revision sends 2023-10-15 with trailing slash and application/json; 2026-07-15 the JSON:API form."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"data": {"type": "profile", "id": "P1", "attributes": {}}})
+
+    async with _client(handler, revision=rev) as kl:
+        assert ("P1", True) == await kl.create_profile({"email": "a@example.com"})
+    req = seen[0]
+    assert (path, ctype, ctype) == (req.url.path, req.headers["content-type"], req.headers["accept"])
+    assert (rev or "2023-10-15") == req.headers["revision"]
+    assert f"Klaviyo-API-Key {KEY}" == req.headers["authorization"]
+
+
+async def test_html_error_body_is_reported_readably() -> None:
+    """A proxy's HTML 403 becomes 'Error calling Klaviyo (HTTP 403): Forbidden (non-JSON response, ...)'."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, text="<html><head><title>x</title></head><body><h1>Just a moment...</h1></body></html>",
+                              headers={"content-type": "text/html"})
+
+    async with _client(handler) as kl:
+        with pytest.raises(KlaviyoApiError) as info:
+            await kl.get_profile("P1")
+    assert "Error calling Klaviyo (HTTP 403): Forbidden (non-JSON response, text/html): x Just a moment..." == info.value.message
+    assert (403, None, None) == (info.value.status, info.value.klaviyo_code, info.value.pointer)
+
+
+async def test_secrets_never_appear_in_errors_logs_or_reprs(caplog: pytest.LogCaptureFixture) -> None:
+    """A transport error quoting the key and an error body echoing it are both redacted everywhere."""
+    caplog.set_level(logging.DEBUG)
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if request.url.path.startswith("/api/profiles"):
+            raise httpx.ConnectError(f"failed with header {request.headers['authorization']}", request=request)
+        return httpx.Response(400, json={"errors": [{"id": "1", "code": "invalid", "title": "t",
+                                                     "detail": f"bad key {KEY}", "source": {"pointer": "/data"}}]})
+
+    async with _client(handler, max_attempts=2) as kl:
+        with pytest.raises(KlaviyoConnectionError) as conn:
+            await kl.get_profile("P1")
+        with pytest.raises(KlaviyoApiError) as api:
+            await kl.create_list("L")
+        texts = [repr(kl), repr(kl._http), str(conn.value), repr(conn.value), str(api.value), json.dumps(api.value.errors),
+                 *(r.getMessage() for r in caplog.records)]
+    assert [] == [t for t in texts if KEY in t]
+    assert "***" in str(conn.value) and "***" in str(api.value)
+
+
+class _Tokens:
+    def __init__(self) -> None:
+        self.token, self.refreshed = "tok-old-123", 0
+
+    async def get_token(self) -> str:
+        return self.token
+
+    async def on_unauthorized(self) -> str | None:
+        self.refreshed += 1
+        self.token = "tok-new-456"
+        return self.token
+
+
+async def test_bearer_token_is_refreshed_once_after_401() -> None:
+    """With a token source the client sends Bearer, and after a 401 retries once with a fresh token."""
+    auths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        auths.append(request.headers["authorization"])
+        if request.headers["authorization"] == "Bearer tok-old-123":
+            return httpx.Response(401, json={"errors": [{"id": "1", "code": "not_authenticated", "title": "t", "detail": "d"}]})
+        return httpx.Response(200, json={"data": {"type": "profile", "id": "P1", "attributes": {}}})
+
+    tokens = _Tokens()
+    async with KlaviyoClient(token_source=tokens, transport=httpx.MockTransport(handler)) as kl:
+        assert "P1" == (await kl.get_profile("P1") or {})["id"]
+    assert (["Bearer tok-old-123", "Bearer tok-new-456"], 1) == (auths, tokens.refreshed)
+
+
+async def test_4xx_other_than_429_is_not_retried() -> None:
+    """A 400 is final: one attempt, no retry counted."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, content=b"not json at all")
+
+    async with _client(handler) as kl:
+        with pytest.raises(KlaviyoApiError) as info:
+            await kl.create_list("L")
+        assert (1, 0) == (kl.stats.requests["create_list"], kl.stats.total_retries)
+    assert info.value.message.startswith("Error calling Klaviyo (HTTP 400): Bad Request (non-JSON response")
+
+
+async def test_next_link_cursor_is_sent_to_our_own_host() -> None:
+    """A links.next naming another host is followed by its cursor against the configured base URL."""
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        if "page[cursor]" in request.url.params:
+            return httpx.Response(200, json={"data": [{"id": "B"}], "links": {"next": None}})
+        return httpx.Response(200, json={"data": [{"id": "A"}],
+                                         "links": {"next": "https://evil.example/api/profiles/?page%5Bcursor%5D=c1"}})
+
+    async with _client(handler) as kl:
+        assert ["A", "B"] == [p["id"] async for p in kl.iter_profiles()]
+    assert ["a.klaviyo.com", "a.klaviyo.com"] == hosts
+
+
+@pytest.mark.parametrize(
+    ("rev", "capability", "expected"),
+    [("2023-10-15", "profile_import", False), ("2024-02-15", "profile_import", True),
+     ("2023-12-15", "bulk_profile_import", True), ("2024-02-15", "bulk_events", False),
+     ("2024-05-15", "bulk_events", True), ("2026-07-15.pre", "subscriptions_required", True), (None, "bulk_events", False)],
+)
+def test_supports_dates_each_capability(rev: str | None, capability: str, expected: bool) -> None:
+    """Capabilities switch on at the revision that introduced them."""
+    assert expected is revision.supports(rev, capability)
+
+
+def test_unknown_capability_and_bad_revision_are_refused() -> None:
+    """An unknown capability names the known ones; a malformed revision is a ValueError."""
+    with pytest.raises(KeyError, match="profile_import"):
+        revision.supports("2023-10-15", "teleport")
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        revision.normalize("yesterday")
+    assert json.dumps("2023-10-15") == json.dumps(revision.normalize("  "))
