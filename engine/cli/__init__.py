@@ -15,6 +15,7 @@ import click
 
 _COMMAND_MODULES = [
     # one line per command module; each defines register(group: click.Group) -> None
+    "_sandbox",
     "_collections",
 ]
 
