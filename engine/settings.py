@@ -1,0 +1,440 @@
+"""Subscription settings: ``klaviyo-sync.yaml``, checked by ``schemas/settings.schema.json``.
+
+The seeds' subscription settings (Name, Version, API Url, API Key, API
+Revision, Generate Events, throttling, OAuth) plus what our product adds
+(outbound triggers, poll interval, hub file, collections folder).  Every key
+is optional, and a missing default file means all defaults, so the sandbox
+demo runs with no settings file at all.
+
+:func:`load_settings` reads the file, validates it, and resolves it into a
+frozen :class:`Settings`.  Every problem is reported, each as
+``file:line:col: CODE key.path: message`` (lines and columns from the YAML
+nodes).  Secrets (the API key, the OAuth client secret) are held in
+:class:`Secret`, whose ``repr``/``str`` are masked; call ``reveal()`` only
+where the value is sent.
+
+Codes: S001 invalid YAML, S002 schema violation, S003 environment variable not
+set, S004 settings file not found.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+import jsonschema
+import yaml
+
+from engine.errors import Location, SettingsError, SettingsErrors
+
+DEFAULT_FILE: Final = "klaviyo-sync.yaml"
+DEFAULT_API_URL: Final = "https://a.klaviyo.com"
+DEFAULT_REVISION: Final = "2023-10-15"
+DEFAULT_HUB: Final = "klaviyo-sync.db"
+DEFAULT_POLL: Final = "5m"
+DEFAULT_SCOPES: Final = ("accounts:read", "events:write", "profiles:read", "profiles:write")
+ENV_CONFIG: Final = "KLAVIYO_SYNC_CONFIG"
+ENV_API_KEY: Final = "KLAVIYO_API_KEY"
+SCHEMA_PATH: Final = Path(__file__).resolve().parent.parent / "schemas" / "settings.schema.json"
+SHIPPED_COLLECTIONS: Final = Path(__file__).resolve().parent.parent / "collections"
+MASK: Final = "********"
+
+# Klaviyo's rate-limit tiers: (burst per second, steady per minute); see API-NOTES.
+DEFAULT_TIERS: Final = {"XS": (1, 15), "S": (3, 60), "M": (10, 150), "L": (75, 700), "XL": (350, 3500)}
+DEFAULT_MAX_CONCURRENCY: Final = 4
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smh])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+class Secret:
+    """A secret string whose ``repr`` and ``str`` are ``********``.
+
+    ``source`` says where it came from (``"file"`` or ``"env:NAME"``), which is
+    safe to show.  ``reveal()`` returns the value; call it only where it is sent.
+    """
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "file") -> None:
+        self._value = value
+        self.source = source
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r}, source={self.source!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class TierLimit:
+    """One Klaviyo rate-limit tier: requests per second (burst) and per minute (steady)."""
+
+    burst: int
+    steady: int
+
+
+@dataclass(frozen=True)
+class Throttling:
+    """Per-tier limits (defaults overridden by the file) and the concurrency cap."""
+
+    tiers: Mapping[str, TierLimit]
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """OAuth client settings; any may be missing until OAuth is used."""
+
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    redirect_url: str | None = None
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+
+
+@dataclass(frozen=True)
+class OutboundTriggers:
+    """Which hub changes are queued for Klaviyo (both off by default, as the seeds ship)."""
+
+    customer: bool = False
+    transaction: bool = False
+
+    def entities(self) -> frozenset[str]:
+        """The hub entity names to pass to ``SqliteHub(outbound_triggers=...)``."""
+        return frozenset(n for n, on in (("Customer", self.customer), ("Transaction", self.transaction)) if on)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved subscription settings (every default applied, paths absolute)."""
+
+    name: str = "Klaviyo Integration"
+    version: str = "v1.0"
+    api_url: str = DEFAULT_API_URL
+    api_key: Secret | None = None
+    api_revision: str = DEFAULT_REVISION
+    generate_events: bool = True
+    throttling: Throttling = field(default_factory=lambda: Throttling(_default_tiers()))
+    oauth: OAuthSettings = field(default_factory=OAuthSettings)
+    outbound_triggers: OutboundTriggers = field(default_factory=OutboundTriggers)
+    poll_interval: float = 300.0
+    poll_interval_text: str = DEFAULT_POLL
+    hub_path: Path = Path(DEFAULT_HUB)
+    collections_dir: Path = SHIPPED_COLLECTIONS
+    source: Path | None = None
+
+    def secrets(self) -> tuple[str, ...]:
+        """The literal secret values, for masking (``SqliteHub(secrets=...)``)."""
+        found = [s.reveal() for s in (self.api_key, self.oauth.client_secret) if s is not None]
+        return tuple(v for v in found if v)
+
+    def display(self) -> dict[str, Any]:
+        """Every setting as plain data with secrets masked (``settings show``)."""
+
+        def secret(s: Secret | None) -> str | None:
+            return None if s is None or not s.reveal() else f"{MASK} ({s.source})"
+
+        return {
+            "source": str(self.source) if self.source else None,
+            "name": self.name,
+            "version": self.version,
+            "api_url": self.api_url,
+            "api_key": secret(self.api_key),
+            "api_revision": self.api_revision,
+            "generate_events": self.generate_events,
+            "throttling": {
+                **{t: {"burst": v.burst, "steady": v.steady} for t, v in self.throttling.tiers.items()},
+                "max_concurrency": self.throttling.max_concurrency,
+            },
+            "oauth": {
+                "client_id": self.oauth.client_id,
+                "client_secret": secret(self.oauth.client_secret),
+                "redirect_url": self.oauth.redirect_url,
+                "scopes": list(self.oauth.scopes),
+            },
+            "outbound_triggers": {
+                "customer": self.outbound_triggers.customer,
+                "transaction": self.outbound_triggers.transaction,
+            },
+            "poll_interval": self.poll_interval_text,
+            "hub": str(self.hub_path),
+            "collections": str(self.collections_dir),
+        }
+
+
+def _default_tiers() -> Mapping[str, TierLimit]:
+    return MappingProxyType({t: TierLimit(b, s) for t, (b, s) in DEFAULT_TIERS.items()})
+
+
+def default_path(env: Mapping[str, str] | None = None) -> Path:
+    """The settings file used when none is given: ``$KLAVIYO_SYNC_CONFIG`` or ``./klaviyo-sync.yaml``."""
+    env = os.environ if env is None else env
+    return Path(env.get(ENV_CONFIG) or DEFAULT_FILE)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, validate and resolve the settings file.
+
+    Args:
+        path: the file; None means ``$KLAVIYO_SYNC_CONFIG`` or ``./klaviyo-sync.yaml``,
+            and then a missing file means all defaults.  A path given explicitly must exist.
+        env: environment for ``${NAME}`` references and ``KLAVIYO_API_KEY`` (default ``os.environ``).
+
+    Returns:
+        The frozen :class:`Settings`.
+
+    Raises:
+        SettingsError: one problem (S001 YAML, S004 missing file).
+        SettingsErrors: one or more schema or environment problems, each located.
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None or bool(env.get(ENV_CONFIG))
+    file = Path(path) if path is not None else default_path(env)
+    if not file.exists():
+        if explicit:
+            raise SettingsError(f"settings file not found: {file}", code="S004")
+        return _resolve({}, None, env)
+    text = file.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err)
+        raise SettingsError(
+            f"invalid YAML: {problem}",
+            code="S001",
+            location=Location(
+                file=str(file),
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+            ),
+        ) from None
+    data = _plain({} if data is None else data)
+    marks = _marks(node)
+    if not isinstance(data, dict):
+        raise SettingsErrors([_error(file, marks, (), "the settings file must be a mapping of keys to values")])
+    problems = [_schema_error(file, marks, e) for e in _validator().iter_errors(data)]
+    problems += _env_problems(data, file, marks, env)
+    if problems:
+        problems.sort(key=lambda e: (e.location.line or 0, e.location.column or 0))
+        raise SettingsErrors(problems)
+    return _resolve(data, file, env)
+
+
+# -- resolution ------------------------------------------------------------------------
+
+_ENV_KEYS: Final = (("api_key",), ("oauth", "client_id"), ("oauth", "client_secret"))
+
+
+def _env_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[int, int]],
+                  env: Mapping[str, str]) -> list[SettingsError]:
+    """An S003 error for each ``${NAME}`` reference whose variable is not set."""
+    problems = []
+    for key in _ENV_KEYS:
+        value: Any = data
+        for part in key:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str):
+            for name in _ENV_REF.findall(value):
+                if name not in env:
+                    problems.append(_error(file, marks, key, f"environment variable {name} is not set",
+                                           code="S003"))
+    return problems
+
+
+
+def _resolve(data: dict[str, Any], file: Path | None, env: Mapping[str, str]) -> Settings:
+    base = file.parent if file is not None else Path.cwd()
+
+    def expand(value: str | None) -> tuple[str | None, str]:
+        """Replace ``${NAME}`` references; return the value and where it came from."""
+        if value is None:
+            return None, "file"
+        names = _ENV_REF.findall(value)
+        source = f"env:{names[0]}" if names else "file"
+        return _ENV_REF.sub(lambda m: env.get(m.group(1), ""), value), source
+
+    api_key: Secret | None = None
+    raw_key, key_source = expand(data.get("api_key"))
+    if raw_key:
+        api_key = Secret(raw_key, key_source)
+    elif "api_key" not in data and env.get(ENV_API_KEY):
+        api_key = Secret(env[ENV_API_KEY], f"env:{ENV_API_KEY}")
+
+    oauth_data = data.get("oauth") or {}
+    client_id, _ = expand(oauth_data.get("client_id"))
+    raw_secret, secret_source = expand(oauth_data.get("client_secret"))
+    oauth = OAuthSettings(
+        client_id=client_id or None,
+        client_secret=Secret(raw_secret, secret_source) if raw_secret else None,
+        redirect_url=oauth_data.get("redirect_url") or None,
+        scopes=tuple(oauth_data.get("scopes") or DEFAULT_SCOPES),
+    )
+
+    throttle = data.get("throttling") or {}
+    tiers = {
+        t: TierLimit(throttle.get(t, {}).get("burst", b), throttle.get(t, {}).get("steady", s))
+        for t, (b, s) in DEFAULT_TIERS.items()
+    }
+    triggers = data.get("outbound_triggers") or {}
+    poll_text = str(data.get("poll_interval", DEFAULT_POLL))
+    collections = data.get("collections")
+    return Settings(
+        name=data.get("name", Settings.name),
+        version=data.get("version", Settings.version),
+        api_url=str(data.get("api_url") or DEFAULT_API_URL).rstrip("/"),
+        api_key=api_key,
+        api_revision=data.get("api_revision") or DEFAULT_REVISION,
+        generate_events=_truthy(data.get("generate_events", True)),
+        throttling=Throttling(MappingProxyType(tiers), throttle.get("max_concurrency", DEFAULT_MAX_CONCURRENCY)),
+        oauth=oauth,
+        outbound_triggers=OutboundTriggers(bool(triggers.get("customer", False)),
+                                           bool(triggers.get("transaction", False))),
+        poll_interval=parse_duration(poll_text),
+        poll_interval_text=poll_text,
+        hub_path=(base / data.get("hub", DEFAULT_HUB)),
+        collections_dir=(base / collections) if collections else SHIPPED_COLLECTIONS,
+        source=file,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """YAML reads ``2023-10-15`` as a date; settings want the text as written."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return value
+
+
+def _truthy(value: bool | str) -> bool:
+    return value if isinstance(value, bool) else value.lower() == "true"
+
+
+def parse_duration(value: str | int) -> float:
+    """Seconds in ``30``, ``"30s"``, ``"5m"`` or ``"1h"``; ValueError otherwise."""
+    text = str(value).strip()
+    if text.isdigit():
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+# -- validation and locations ----------------------------------------------------------
+
+_VALIDATOR: jsonschema.protocols.Validator | None = None
+
+
+def _validator() -> jsonschema.protocols.Validator:
+    global _VALIDATOR  # a cache of an immutable compiled schema, not mutable state
+    if _VALIDATOR is None:
+        schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _VALIDATOR = cls(schema)
+    return _VALIDATOR
+
+
+def _marks(node: yaml.Node | None) -> dict[Any, tuple[int, int]]:
+    """Map each key path to its value's (line, column), and ("key", path) to the key's."""
+    found: dict[Any, tuple[int, int]] = {}
+
+    def walk(n: yaml.Node, path: tuple[Any, ...]) -> None:
+        found[path] = (n.start_mark.line + 1, n.start_mark.column + 1)
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                child = (*path, k.value)
+                found[("key", child)] = (k.start_mark.line + 1, k.start_mark.column + 1)
+                walk(v, child)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, (*path, i))
+
+    if node is not None:
+        walk(node, ())
+    return found
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _error(file: Path | None, marks: dict[Any, tuple[int, int]], path: tuple[Any, ...], text: str,
+           *, code: str = "S002", at_key: bool = False) -> SettingsError:
+    line, column = marks.get(("key", path) if at_key else path, (None, None))
+    where = _dotted(path)
+    return SettingsError(f"{where}: {text}" if where else text, code=code,
+                         location=Location(file=str(file) if file else None, line=line, column=column))
+
+
+_JSON_TYPES = {"string": "a string", "integer": "an integer", "boolean": "true or false",
+               "object": "a mapping", "array": "a list", "null": "empty", "number": "a number"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+def _schema_error(file: Path, marks: dict[Any, tuple[int, int]], err: jsonschema.ValidationError) -> SettingsError:
+    path = tuple(err.absolute_path)
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    if err.validator == "additionalProperties":
+        allowed = list((schema.get("properties") or {}).keys())
+        extras = [k for k in err.instance if k not in allowed]
+        key = (*path, extras[0])
+        return _error(file, marks, key, f"unknown key (valid: {', '.join(allowed)})", at_key=True)
+    if "x-error" in schema and err.validator in ("pattern", "enum", "type"):
+        return _error(file, marks, path, f"{schema['x-error']}, got {_short(err.instance)}")
+    if err.validator == "type":
+        types = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        expected = " or ".join(_JSON_TYPES.get(t, t) for t in types)
+        return _error(file, marks, path, f"must be {expected}, got {_json_type(err.instance)} {_short(err.instance)}")
+    if err.validator in ("minimum", "maximum"):
+        word = "at least" if err.validator == "minimum" else "at most"
+        return _error(file, marks, path, f"must be {word} {err.validator_value}, got {_short(err.instance)}")
+    if err.validator == "minLength":
+        return _error(file, marks, path, "must not be empty")
+    if err.validator == "pattern":
+        return _error(file, marks, path, f"does not match {err.validator_value}, got {_short(err.instance)}")
+    return _error(file, marks, path, err.message)
