@@ -17,6 +17,7 @@ _COMMAND_MODULES = [
     # one line per command module; each defines register(group: click.Group) -> None
     "_sandbox",
     "_collections",
+    "_hub",
 ]
 
 

@@ -1,0 +1,255 @@
+"""Hub commands: ``hub import|show|export``, ``errors``, ``status``, ``settings show``.
+
+Every command that reads the hub or the settings takes ``--hub PATH`` (env
+``KLAVIYO_SYNC_HUB``) and ``--config PATH`` (env ``KLAVIYO_SYNC_CONFIG``).
+The hub path comes from ``--hub``, else the settings' ``hub`` key, else
+``klaviyo-sync.db`` beside the settings file (or in the current folder).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.cli._output import emit_json, fail, report
+from engine.errors import HubNotFoundError, KlaviyoSyncError, Location
+from engine.hub import SqliteHub, export_jsonl, import_jsonl
+from engine.settings import Settings, load_settings
+
+KINDS = click.Choice(["customers", "transactions"])
+
+
+def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--config`` and ``--hub`` and turn our errors into ``fail()``."""
+
+    @click.option("--config", "config", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_CONFIG",
+                  help="Settings file (default ./klaviyo-sync.yaml; env KLAVIYO_SYNC_CONFIG).")
+    @click.option("--hub", "hub_path", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_HUB",
+                  help="Hub SQLite file (default: settings 'hub'; env KLAVIYO_SYNC_HUB).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KlaviyoSyncError as err:
+            fail(err)
+
+    return wrapper
+
+
+def _settings(config: str | None) -> Settings:
+    return load_settings(config)
+
+
+def _open(config: str | None, hub_path: str | None) -> tuple[Settings, SqliteHub]:
+    settings = _settings(config)
+    path = Path(hub_path) if hub_path else settings.hub_path
+    store = SqliteHub(path, outbound_triggers=settings.outbound_triggers.entities(), secrets=settings.secrets())
+    return settings, store
+
+
+def _echo_record(record: dict[str, Any], indent: str = "") -> None:
+    """Print a record as aligned ``Key: value`` lines, nested lists indented."""
+    width = max((len(k) for k in record), default=0)
+    for key, value in record.items():
+        if isinstance(value, list):
+            click.echo(f"{indent}{key}:" + (" (none)" if not value else ""))
+            for i, item in enumerate(value):
+                click.echo(f"{indent}  [{i}]")
+                _echo_record(item, indent + "    ")
+        elif isinstance(value, dict):
+            click.echo(f"{indent}{key.ljust(width)}  {json.dumps(value, ensure_ascii=False)}")
+        else:
+            click.echo(f"{indent}{key.ljust(width)}  {'' if value is None else value}")
+
+
+# -- hub ----------------------------------------------------------------------------------
+
+
+@click.group("hub")
+def hub_group() -> None:
+    """Import, show and export hub records (Customers, Transactions)."""
+
+
+@hub_group.command("import")
+@click.argument("kind", type=KINDS)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_common
+def import_cmd(kind: str, file: str, config: str | None, hub_path: str | None) -> None:
+    """Import KIND (customers or transactions) from a JSONL FILE.
+
+    One JSON object per line in the PascalCase record shape (nested Addresses or
+    Lines).  Bad lines are reported as FILE:LINE: CODE message and skipped; the
+    rest import.  Re-importing a record updates it.  Exits 1 if any line was skipped.
+    """
+    _, store = _open(config, hub_path)
+    with store:
+        result = import_jsonl(store, kind, file)
+    for err in result.errors:
+        report(err)
+    click.echo(result.summary(kind))
+    if result.errors:
+        sys.exit(1)
+
+
+@hub_group.command("show")
+@click.argument("entity", type=click.Choice(["customer", "transaction"]))
+@click.argument("record_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@_common
+def show_cmd(entity: str, record_id: int, as_json: bool, config: str | None, hub_path: str | None) -> None:
+    """Show one customer (with addresses) or transaction (with lines) and its Klaviyo link."""
+    _, store = _open(config, hub_path)
+    with store:
+        if entity == "customer":
+            record = store.get_customer(record_id)
+            link = store.get_klaviyo_id("Customer", record_id)
+        else:
+            record = store.get_transaction(record_id)
+            link = store.get_klaviyo_id("Transaction", record_id)
+    if record is None:
+        raise HubNotFoundError(f"no {entity.capitalize()} with Id {record_id}",
+                               location=Location(record_id=str(record_id)))
+    record = {**record, "KlaviyoId": link}
+    if as_json:
+        emit_json(record)
+    else:
+        _echo_record(record)
+
+
+@hub_group.command("export")
+@click.argument("kind", type=KINDS)
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@_common
+def export_cmd(kind: str, file: str | None, config: str | None, hub_path: str | None) -> None:
+    """Write every record of KIND as JSONL to FILE (default standard output)."""
+    _, store = _open(config, hub_path)
+    with store:
+        if file:
+            with open(file, "w", encoding="utf-8") as out:
+                count = export_jsonl(store, kind, out)
+            click.echo(f"Exported {count} {kind} to {file}", err=True)
+        else:
+            export_jsonl(store, kind, click.get_text_stream("stdout"))
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+@click.command("errors")
+@click.option("--json", "as_json", is_flag=True, help="Print entries as JSON.")
+@click.option("--flow", help="Only entries of this flow (collection title).")
+@click.option("--level", type=click.Choice(["error", "warning"]), help="Only errors or only warnings.")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved entries.")
+@click.option("--limit", type=int, default=50, show_default=True, help="At most this many entries.")
+@click.option("--resolve", "resolve_id", type=int, help="Mark entry ID resolved.")
+@_common
+def errors_cmd(as_json: bool, flow: str | None, level: str | None, show_all: bool, limit: int,
+               resolve_id: int | None, config: str | None, hub_path: str | None) -> None:
+    """List the error log (newest first; unresolved only unless --all), or resolve an entry."""
+    _, store = _open(config, hub_path)
+    with store:
+        if resolve_id is not None:
+            entry = store.errors.resolve(resolve_id)
+            if as_json:
+                emit_json(entry)
+            else:
+                click.echo(f"Resolved error {resolve_id}")
+            return
+        entries = store.errors.list(flow=flow, level=level, unresolved_only=not show_all, limit=limit)
+    if as_json:
+        emit_json(entries)
+        return
+    if not entries:
+        click.echo("No errors.")
+    for e in entries:
+        ids = ", ".join(p for p in (f"{e['Entity'] or 'hub'} {e['HubId']}" if e["HubId"] is not None else "",
+                                    f"Klaviyo {e['KlaviyoId']}" if e["KlaviyoId"] else "") if p)
+        state = " [resolved]" if e["ResolvedAt"] else ""
+        click.echo(f"#{e['Id']} {e['At']} {e['Level'].upper()} {e['Flow']}{state}"
+                   + (f" ({ids})" if ids else ""))
+        click.echo(f"  {(e['Code'] + ' ') if e['Code'] else ''}{e['Message']}")
+        if e["Detail"]:
+            click.echo(f"  {e['Detail']}")
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@_common
+def status_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
+    """Counts, last polls, queue length and recent errors."""
+    settings, store = _open(config, hub_path)
+    with store:
+        data = {
+            "hub": str(store.path),
+            "settings": str(settings.source) if settings.source else None,
+            "authentication": "api key" if settings.api_key else "none configured",
+            "outbound_triggers": sorted(settings.outbound_triggers.entities()),
+            "counts": store.counts(),
+            "last_polls": store.cursors(),
+            "recent_errors": store.errors.list(unresolved_only=True, limit=5),
+        }
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"Hub:        {data['hub']}")
+    click.echo(f"Settings:   {data['settings'] or '(defaults; no settings file)'}")
+    click.echo(f"Auth:       {data['authentication']}")
+    click.echo(f"Triggers:   {', '.join(data['outbound_triggers']) or 'none enabled'}")
+    for key, value in data["counts"].items():
+        click.echo(f"{key.replace('_', ' ').capitalize() + ':':<22}{value}")
+    if data["last_polls"]:
+        for name, cursor in data["last_polls"].items():
+            click.echo(f"Last poll {name}: {cursor['updated_at']} (cursor {cursor['value']})")
+    else:
+        click.echo("Last poll:  never")
+    for e in data["recent_errors"]:
+        click.echo(f"  #{e['Id']} {e['At']} {e['Level']} {e['Flow']}: {e['Message']}")
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+@click.group("settings")
+def settings_group() -> None:
+    """Subscription settings (klaviyo-sync.yaml)."""
+
+
+@settings_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
+@_common
+def settings_show_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
+    """Print every setting with its resolved value; secrets are masked."""
+    settings = _settings(config)
+    data = settings.display()
+    if hub_path:
+        data["hub"] = hub_path
+    if as_json:
+        emit_json(data)
+        return
+    _echo_settings(data)
+
+
+def _echo_settings(data: dict[str, Any], indent: str = "") -> None:
+    for key, value in data.items():
+        if isinstance(value, dict):
+            click.echo(f"{indent}{key}:")
+            _echo_settings(value, indent + "  ")
+        elif isinstance(value, list):
+            click.echo(f"{indent}{key}: {', '.join(map(str, value))}")
+        else:
+            click.echo(f"{indent}{key}: {'(none)' if value is None else value}")
+
+
+def register(group: click.Group) -> None:
+    """Add the hub, errors, status and settings commands."""
+    for command in (hub_group, errors_cmd, status_cmd, settings_group):
+        group.add_command(command)
