@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -50,6 +51,7 @@ _ADDRESS_COLUMNS = {
     "IsPrimaryShipping": "is_primary_shipping",
 }
 _FLAGS = ("IsPrimaryBilling", "IsPrimaryShipping")
+_PHONE_SHAPE = re.compile(r"^\s*\+?[\d\s().\-/]*\d{3}[\d\s().\-/]*$")
 
 
 def to_e164(value: str | None, region: str = "US") -> str | None:
@@ -57,7 +59,9 @@ def to_e164(value: str | None, region: str = "US") -> str | None:
 
     Numbers without a ``+`` prefix are read as numbers of ``region``.
     """
-    if not value or not any(ch.isdigit() for ch in value):
+    # Cheap refusal first: a phone number holds only digits, spaces, + ( ) - . /
+    # (customer numbers such as "C-1001" or "N/A" never reach the parser).
+    if not value or not _PHONE_SHAPE.match(value):
         return None
     try:
         number = phonenumbers.parse(value, region)
