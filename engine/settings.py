@@ -416,8 +416,15 @@ def _json_type(value: Any) -> str:
     return "a list" if isinstance(value, list) else "a mapping"
 
 
+_SECRET_KEYS: Final = (("api_key",), ("oauth", "client_secret"))
+
+
 def _schema_error(file: Path, marks: dict[Any, tuple[int, int]], err: jsonschema.ValidationError) -> SettingsError:
     path = tuple(err.absolute_path)
+    if path in _SECRET_KEYS:
+        # Never echo what is in a secret's place, even when it is malformed.
+        expected = "a string or ${ENV_VAR} reference" if err.validator == "type" else "valid"
+        return _error(file, marks, path, f"must be {expected} (value not shown)")
     schema = err.schema if isinstance(err.schema, dict) else {}
     if err.validator == "additionalProperties":
         allowed = list((schema.get("properties") or {}).keys())

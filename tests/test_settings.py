@@ -103,6 +103,10 @@ def test_api_key_falls_back_to_the_environment(tmp_path: Path) -> None:
         ("poll_interval: 5 minutes\n",
          ['1:16: S002 poll_interval: must be a duration such as 30s, 5m or 1h, got "5 minutes"']),
         ("api_key: ${NOT_SET}\n", ["1:10: S003 api_key: environment variable NOT_SET is not set"]),
+        ("api_key: 98765432101234\n",
+         ["1:10: S002 api_key: must be a string or ${ENV_VAR} reference (value not shown)"]),
+        ("oauth: {client_secret: [s3cr3t-value]}\n",
+         ["1:24: S002 oauth.client_secret: must be a string or ${ENV_VAR} reference (value not shown)"]),
         ("colour: blue\n",
          ["1:1: S002 colour: unknown key (valid: name, version, api_url, api_key, api_revision, generate_events, "
           "throttling, oauth, outbound_triggers, poll_interval, hub, collections)"]),
