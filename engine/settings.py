@@ -263,7 +263,7 @@ def _env_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[int, 
 
 
 def _resolve(data: dict[str, Any], file: Path | None, env: Mapping[str, str]) -> Settings:
-    base = file.parent if file is not None else Path.cwd()
+    base = file.resolve().parent if file is not None else Path.cwd()
 
     def expand(value: str | None) -> tuple[str | None, str]:
         """Replace ``${NAME}`` references; return the value and where it came from."""

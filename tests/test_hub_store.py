@@ -23,10 +23,12 @@ def test_sqlite_hub_satisfies_the_protocol(hub: SqliteHub) -> None:
 
 
 def test_file_is_created_owner_only(tmp_path: Path) -> None:
-    """A new hub file (in a new folder) is created with mode 0600."""
+    """A new hub file (in a new folder) and its WAL file are created with mode 0600."""
     path = tmp_path / "sub" / "hub.db"
-    SqliteHub(path).close()
-    assert 0o600 == stat.S_IMODE(path.stat().st_mode)
+    with SqliteHub(path) as store:
+        store.save_token("klaviyo", access_token="a", refresh_token="r", expires_at=None)
+        wal = path.with_name("hub.db-wal")
+        assert (0o600, 0o600) == (stat.S_IMODE(path.stat().st_mode), stat.S_IMODE(wal.stat().st_mode))
 
 
 def test_add_customer_returns_the_stored_record(hub: SqliteHub) -> None:
