@@ -30,6 +30,43 @@ from engine._formula_fast import Fault, compile_tree
 from engine._formula_runtime import Budget, Guards, Limits, make_builtins, plain_copy
 from engine.errors import FormulaError, FormulaRuntimeError, KlaviyoSyncError
 
+
+_DISPLAYS = (ast.Dict, ast.List, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)
+
+
+def _mutates_only_fresh_locals(tree: ast.AST) -> bool:
+    """True when every mutation in the formula (``x[k] = v``, ``del x[k]``, ``x.append(...)``)
+    targets a local name that is only ever bound to a new display (``{}``, ``[...]``, a
+    comprehension). Such a formula cannot change the data it reads, so it needs no copy of it;
+    a mutation through anything else (``a["b"]["c"] = 1``, a loop variable, an alias of a field)
+    keeps the copy."""
+    from engine._formula_check import MUTATING_METHODS
+
+    fresh: dict[str, bool] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            ok = isinstance(node.value, _DISPLAYS) and len(node.targets) == 1
+            for target in node.targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Store):
+                        fresh[name.id] = fresh.get(name.id, True) and ok and target is name
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.comprehension, ast.NamedExpr)):
+            for name in ast.walk(node.target):
+                if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Store):
+                    fresh[name.id] = False
+    for node in ast.walk(tree):
+        root = None
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            root = node.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in MUTATING_METHODS:
+            root = node.func.value
+        else:
+            continue
+        if not (isinstance(root, ast.Name) and fresh.get(root.id) is True):
+            return False
+    return True
+
 __all__ = ["FormulaEngine", "CompiledFormula", "Limits"]
 
 _KINDS = ("formula", "filter")
@@ -60,7 +97,7 @@ class CompiledFormula:
     """
 
     __slots__ = ("source", "kind", "names", "functions", "_run", "_functions", "_limits",
-                 "_loops", "_mutates", "_backend")
+                 "_loops", "_mutates", "_backend", "_read", "_merged")
 
     def __init__(self, source: str, kind: str, names: frozenset[str], functions: frozenset[str],
                  run: Callable[[dict[str, Any]], Any], table: Mapping[str, Callable[..., Any]],
@@ -75,6 +112,9 @@ class CompiledFormula:
         self._loops = loops
         self._mutates = mutates
         self._backend = backend
+        self._read = tuple(sorted(names))
+        # (caller's table, merged table): merging per call would cost more than most formulas
+        self._merged: tuple[Any, dict[str, Callable[..., Any]]] = (None, dict(table))
 
     def __repr__(self) -> str:
         return f"CompiledFormula({_shorten(self.source, 60)!r}, backend={self._backend!r})"
@@ -101,17 +141,24 @@ class CompiledFormula:
             KlaviyoSyncError: a helper's own error (e.g. ``PathNotFoundError`` from ``get``)
                 passes through unchanged, with ``formula_line``/``formula_column`` added.
         """
-        ns = dict(scope)
+        # The namespace holds only the names the formula reads (absent ones are None): cheaper
+        # than copying the whole scope, and nothing else is reachable from the formula anyway.
+        get = scope.get
+        ns = {name: get(name) for name in self._read}
         if self._mutates:
             # Only names the formula reads can be mutated by it: copy those that hold containers.
-            for name in self.names:
-                value = ns.get(name)
+            for name in self._read:
+                value = ns[name]
                 if isinstance(value, _CONTAINERS):
                     ns[name] = plain_copy(value)
         if functions is None:
             ns["_fn"] = self._functions
         else:
-            ns["_fn"] = {**self._functions, **functions}
+            cached_for, merged = self._merged
+            if cached_for is not functions:
+                merged = {**self._functions, **functions}
+                self._merged = (functions, merged)
+            ns["_fn"] = merged
         if self._loops:
             ns["_budget"] = Budget(self._limits)
         try:
@@ -203,5 +250,11 @@ class FormulaEngine:
             run = compile_asteval(result.tree, result.is_expression, self._guards, source)
         else:
             run = compile_tree(result.tree, result.is_expression, self._guards)
-        return CompiledFormula(source, kind, result.names, result.functions, run, self._table,
-                               L, result.has_loops, result.mutates, self.backend)
+        mutates = result.mutates and not _mutates_only_fresh_locals(result.tree)
+        compiled = CompiledFormula(source, kind, result.names, result.functions, run, self._table,
+                                   L, result.has_loops, mutates, self.backend)
+        # Every name read anywhere, locals included: a name can be local in one place (a
+        # comprehension variable) and free in another, and an extra name in the namespace is harmless.
+        compiled._read = tuple(sorted({n.id for n in ast.walk(result.tree) if isinstance(n, ast.Name)
+                                       and isinstance(n.ctx, ast.Load)} - result.functions))
+        return compiled

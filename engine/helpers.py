@@ -11,6 +11,7 @@ formulas are compiled once and each run brings its own resolver.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -31,7 +32,9 @@ MISSING: Any = _Missing()
 _STEP = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
 
 
-def _parse_path(path: str) -> list[str | int]:
+@functools.lru_cache(maxsize=4096)
+def _parse_path(path: str) -> tuple[str | int, ...]:
+    """Split a path into steps once; formulas call get() with the same few literal paths."""
     steps: list[str | int] = []
     pos = 0
     for m in _STEP.finditer(path):
@@ -42,7 +45,7 @@ def _parse_path(path: str) -> list[str | int]:
         pos = m.end()
     if not steps or path[pos:] not in ("",):
         raise ValueError(f"malformed path {path!r}")
-    return steps
+    return tuple(steps)
 
 
 def get(obj: Any, path: str, default: Any = MISSING) -> Any:

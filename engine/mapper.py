@@ -21,9 +21,11 @@ destination out — the default, so a missing source is never sent as null),
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from engine import helpers
 from engine.collection import Collection, Row
 from engine.errors import KlaviyoSyncError, Location, MappingError, PathNotFoundError
 
@@ -36,6 +38,7 @@ class _Missing:
 
 
 MISSING: Any = _Missing()
+_STATIC, _READ, _FORMULA = object(), object(), object()
 
 _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
@@ -129,6 +132,36 @@ class Mapper:
         self.collection = collection
         self.functions = functions
         self.settings = dict(settings or {})
+        overridden = functions is not None and "get" in functions and functions["get"] is not helpers.get
+        # The row plan: (row, kind, argument, single destination key, has checks). Field rows and
+        # formula rows that only read a path (``email``, ``get(existing, "FirstName", None)``)
+        # are path reads; static rows are constants; only real formulas reach the interpreter.
+        self._plan: list[tuple[Row, object, Any, str | None, bool]] = []
+        for row in collection.rows:
+            if row.type == "static":
+                kind, arg = _STATIC, row.value
+            elif row.type == "field":
+                kind, arg = _READ, row.source_path
+            elif not overridden and (path := path_read(row.formula.source)) is not None:
+                kind, arg = _READ, path
+            else:
+                kind, arg = _FORMULA, row.formula
+            key = row.dest_path[0] if len(row.dest_path) == 1 else None
+            self._plan.append((row, kind, arg, key, bool(row.expect or row.max_length is not None)))
+
+    @staticmethod
+    def _check(row: Row, value: Any) -> Problem | None:
+        """The row's type and length checks on a present value."""
+        if row.expect and not _TYPE_CHECKS[row.expect](value):
+            message = f"{row.destination} must be {row.expect}, got {type(value).__name__} {_short(value)}"
+            code = "M003"
+        elif row.max_length is not None and isinstance(value, str) and len(value) > row.max_length:
+            message = f"{row.destination} is {len(value)} characters; at most {row.max_length} allowed"
+            code = "M004"
+        else:
+            return None
+        return Problem(code, message, row=row.label, destination=row.destination, source=row.source,
+                       file=row.location.file, line=row.location.line, column=row.location.column)
 
     def _eval(self, formula: Any, scope: dict[str, Any]) -> Any:
         if self.functions is None:
@@ -163,19 +196,19 @@ class Mapper:
         if not isinstance(record, Mapping):
             return MapResult("invalid", problems=[Problem(
                 "M001", f"a source record must be a JSON object, not {type(record).__name__}", file=c.file)])
-        data = copy_data(dict(record))
+        # No copy here: the formula engine hands a formula that could mutate a value a private
+        # copy of it, and values placed in the payload are copied below, so the caller's data is
+        # never shared with the payload nor changed.
+        data = record if isinstance(record, dict) else dict(record)
         scope: dict[str, Any] = dict(data)
-        scope.update(
-            record=data,
-            parent=copy_data(parent) if parent is not None else None,
-            parent_mapped=copy_data(parent_mapped) if parent_mapped is not None else None,
-            existing=copy_data(existing) if existing is not None else None,
-            settings=copy_data(self.settings),
-        )
-        lets: dict[str, Any] = {}
+        scope["record"] = data
+        scope["parent"] = parent
+        scope["parent_mapped"] = parent_mapped
+        scope["existing"] = existing
+        scope["settings"] = self.settings
         for let in c.lets:
             try:
-                lets[let.name] = scope[let.name] = self._eval(let.formula, scope)
+                scope[let.name] = self._eval(let.formula, scope)
             except KlaviyoSyncError as exc:
                 p = self._problem_from(exc, None, f"let {let.name}")
                 return MapResult("invalid", problems=[p])
@@ -189,21 +222,17 @@ class Mapper:
 
         payload: dict[str, Any] = {}
         problems: list[Problem] = []
-        for row in c.rows:
-            if row.type == "static":
-                value = copy_data(row.value)
-            elif row.type == "field":
-                head = row.source_path[0]
-                base = lets if head in lets else data if head in data else scope
-                value = read_path(base, row.source_path)
+        for row, kind, arg, key, checked in self._plan:
+            if kind is _STATIC:
+                value = arg
+            elif kind is _READ:
+                value = read_path(scope, arg)
             else:
                 try:
-                    value = self._eval(row.formula, scope)
+                    value = self._eval(arg, scope)
                 except KlaviyoSyncError as exc:
                     problems.append(self._problem_from(exc, row, "formula"))
                     continue
-                if value is None:
-                    value = MISSING
             if value is MISSING or value is None:
                 if row.required:
                     problems.append(Problem(
@@ -223,19 +252,17 @@ class Mapper:
                         file=c.file, line=row.location.line, column=row.location.column))
                     continue
                 value = None
-            if value is not None and row.expect and not _TYPE_CHECKS[row.expect](value):
-                problems.append(Problem(
-                    "M003", f"{row.destination} must be {row.expect}, got {type(value).__name__} {_short(value)}",
-                    row=row.label, destination=row.destination, source=row.source, file=c.file,
-                    line=row.location.line, column=row.location.column))
-                continue
-            if row.max_length is not None and isinstance(value, str) and len(value) > row.max_length:
-                problems.append(Problem(
-                    "M004", f"{row.destination} is {len(value)} characters; at most {row.max_length} allowed",
-                    row=row.label, destination=row.destination, source=row.source, file=c.file,
-                    line=row.location.line, column=row.location.column))
-                continue
-            _put(payload, row.dest_path, value)
+            elif checked:
+                problem = self._check(row, value)
+                if problem is not None:
+                    problems.append(problem)
+                    continue
+            if isinstance(value, (dict, list)):
+                value = copy_data(value)
+            if key is not None:
+                payload[key] = value
+            else:
+                _put(payload, row.dest_path, value)
         if not problems and c.requires_one_of:
             if all(read_path(payload, tuple(d.split("."))) in (MISSING, None, "") for d in c.requires_one_of):
                 problems.append(Problem(
@@ -247,6 +274,41 @@ class Mapper:
         if problems:
             return MapResult("invalid", payload=None, problems=problems)
         return MapResult("ok", payload=payload)
+
+
+def path_read(source: str) -> tuple[str | int, ...] | None:
+    """The path a formula reads when it is nothing but a path read, else None.
+
+    ``email`` reads ('email',); ``get(existing, "FirstName", None)`` reads ('existing',
+    'FirstName'). Such a formula means exactly "the value at this path, or missing", which the
+    mapper evaluates as a field read without the interpreter (same result, a fraction of the cost).
+    """
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError:
+        return None
+    node = tree.body
+    if isinstance(node, ast.Name) and not node.id.startswith("_"):
+        return (node.id,)
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "get"):
+        return None
+    args = list(node.args)
+    default = args[2] if len(args) == 3 else None
+    for kw in node.keywords:
+        if kw.arg != "default" or default is not None:
+            return None
+        default = kw.value
+    if len(args) not in (2, 3) or not (isinstance(default, ast.Constant) and default.value is None):
+        return None
+    base, path = args[0], args[1]
+    if not (isinstance(base, ast.Name) and not base.id.startswith("_")
+            and isinstance(path, ast.Constant) and isinstance(path.value, str)):
+        return None
+    try:
+        steps = helpers._parse_path(path.value)
+    except ValueError:
+        return None
+    return (base.id, *steps)
 
 
 def problem_error(problem: Problem, record_id: str | None = None) -> MappingError:

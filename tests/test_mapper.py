@@ -212,3 +212,35 @@ def test_line_without_id_is_invalid_not_guessed() -> None:
     assert child.record_id == "5/Lines/0"
     assert child.status == "invalid"
     assert child.problems[0].message == catalog.PRODUCT_EVENT_NOT_CREATED
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("email", ("email",)),
+    ('get(existing, "FirstName", None)', ("existing", "FirstName")),
+    ("get(location, 'a.b[1]', default=None)", ("location", "a", "b", 1)),
+    ('get(existing, "FirstName")', None),          # no default: raises when absent, so not a plain read
+    ('get(existing, "FirstName", "x")', None),
+    ("email.lower()", None),
+    ("phone_number or 'N/A'", None),
+])
+def test_path_read_recognises_only_pure_path_reads(source: str, expected) -> None:
+    """Only a bare name or get(name, "path", None) is evaluated as a field read."""
+    from engine.mapper import path_read
+
+    assert expected == path_read(source)
+
+
+def test_path_read_rows_match_the_interpreter(tmp_path: Path) -> None:
+    """A formula row evaluated as a path read gives what the interpreter gives, present or absent."""
+    cs = build(tmp_path, """
+        rows:
+          - {type: formula, destination: FirstName, formula: "get(location, 'city', None)"}
+          - {type: formula, destination: LastName, formula: "get(location, 'city', None) or None"}
+          - {type: formula, destination: Company, formula: "organization"}
+          - {type: formula, destination: Comment, formula: "organization or None"}
+    """)
+    r = Runner(cs)
+    for rec in ({"id": "1", "location": {"city": "X"}, "organization": "O"}, {"id": "2", "location": None}, {"id": "3"}):
+        p = r.run("T", rec).payload
+        assert p.get("FirstName") == p.get("LastName")
+        assert p.get("Company") == p.get("Comment")

@@ -1,0 +1,75 @@
+"""Opening the two seams from the settings: the hub store and the Klaviyo client.
+
+Every command that talks to the hub or Klaviyo builds them here, so the
+settings are applied the same way everywhere:
+
+- :func:`open_hub`: the SQLite hub at ``--hub`` or the settings' ``hub``, with the
+  enabled outbound triggers and the secrets it must never store.
+- :func:`open_client`: a :class:`~engine.klaviyo.KlaviyoClient` on the settings'
+  API URL, revision and throttling, authenticated by the OAuth connection when
+  one is stored in the hub (:data:`TOKEN_SOURCES` lets the OAuth module plug in)
+  or else by the private API key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.errors import SettingsError
+from engine.hub import SqliteHub
+from engine.klaviyo import KlaviyoClient
+from engine.settings import Settings
+
+#: Factories tried in order by :func:`open_client`; each takes (settings, hub) and returns a
+#: token source or None. The OAuth module registers one; the API key is the fallback.
+TOKEN_SOURCES: list[Callable[[Settings, Any], Any]] = []
+
+
+def open_hub(settings: Settings, path: str | Path | None = None) -> SqliteHub:
+    """The hub store for these settings (``path`` overrides the settings' ``hub``)."""
+    return SqliteHub(
+        Path(path) if path else settings.hub_path,
+        outbound_triggers=settings.outbound_triggers.entities(),
+        secrets=settings.secrets(),
+    )
+
+
+def tier_overrides(settings: Settings) -> dict[str, dict[str, int]]:
+    """The settings' throttling tiers in the client's shape."""
+    return {t: {"burst": v.burst, "steady": v.steady} for t, v in settings.throttling.tiers.items()}
+
+
+def open_client(settings: Settings, hub: Any = None, **overrides: Any) -> KlaviyoClient:
+    """A Klaviyo client for these settings. Use it as ``async with open_client(...) as client``.
+
+    Args:
+        settings: the subscription settings.
+        hub: the hub store, where an OAuth connection's tokens live (optional).
+        overrides: keyword arguments passed to :class:`KlaviyoClient` over the settings'
+            values (tests use ``timeout``, ``max_attempts``...).
+    """
+    token_source = None
+    for factory in TOKEN_SOURCES:
+        token_source = factory(settings, hub)
+        if token_source is not None:
+            break
+    kwargs: dict[str, Any] = {
+        "base_url": settings.api_url,
+        "revision": settings.api_revision,
+        "tier_overrides": tier_overrides(settings),
+        "max_concurrency": settings.throttling.max_concurrency,
+    }
+    if token_source is not None:
+        kwargs["token_source"] = token_source
+    elif settings.api_key is not None and settings.api_key.reveal():
+        kwargs["api_key"] = settings.api_key.reveal()
+    kwargs.update(overrides)
+    if "api_key" not in kwargs and "token_source" not in kwargs:
+        raise SettingsError(
+            "no Klaviyo credentials: set api_key in the settings file (or the KLAVIYO_API_KEY "
+            "environment variable), or connect with `klaviyo-sync auth login`", code="S100")
+    return KlaviyoClient(**kwargs)
+
+
+__all__ = ["TOKEN_SOURCES", "open_client", "open_hub", "tier_overrides"]

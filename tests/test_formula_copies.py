@@ -1,0 +1,35 @@
+"""Formulas never change the data they read, whether or not the engine copies it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from engine.formula import FormulaEngine
+
+CASES = [
+    # (formula, copy needed?)  a formula that mutates only a fresh local needs no copy
+    ('props = {}\nprops["a"] = 1\nreturn props', False),
+    ('out = []\nout.append(record["x"])\nreturn out', False),
+    ('p = properties\np["x"] = 1\nreturn p', True),
+    ('props = {"l": Lines}\nprops["l"].append(1)\nreturn props', True),
+    ('props = {"l": Lines}\nprops["l"][0] = 9\nreturn props', True),
+    ('for line in Lines:\n    line["x"] = 1\nreturn Lines', True),
+    ('x = []\nx = Lines\nx.append(5)\nreturn x', True),
+    ('tags.sort()\nreturn tags', True),
+    ('d = {}\nd.update(properties)\nreturn d', False),
+]
+
+
+@pytest.mark.parametrize("backend", ["fast", "asteval"])
+@pytest.mark.parametrize(("source", "needs_copy"), CASES)
+def test_formula_leaves_scope_data_unchanged(backend: str, source: str, needs_copy: bool) -> None:
+    """Evaluating the formula leaves every value of the scope exactly as it was."""
+    scope = {"properties": {"a": [1]}, "Lines": [{"id": 2}, {"id": 1}], "record": {"x": [3]}, "tags": [3, 1, 2]}
+    before = copy.deepcopy(scope)
+    compiled = FormulaEngine(backend=backend).compile(source)
+    compiled.evaluate(scope)
+    compiled.evaluate(scope)
+    assert before == scope
+    assert needs_copy == compiled._mutates
