@@ -15,8 +15,8 @@ import click
 
 _COMMAND_MODULES = [
     # one line per command module; each defines register(group: click.Group) -> None
-    "_sandbox",
     "_collections",
+    "_sandbox",
     "_hub",
 ]
 
