@@ -108,6 +108,7 @@ class OAuthSettings:
     client_secret: Secret | None = None
     redirect_url: str | None = None
     scopes: tuple[str, ...] = DEFAULT_SCOPES
+    authorize_url: str | None = None  # None: Klaviyo's, or <api_url>/oauth/authorize off Klaviyo
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ class Settings:
                 "client_secret": secret(self.oauth.client_secret),
                 "redirect_url": self.oauth.redirect_url,
                 "scopes": list(self.oauth.scopes),
+                "authorize_url": self.oauth.authorize_url,
             },
             "outbound_triggers": {
                 "customer": self.outbound_triggers.customer,
@@ -288,6 +290,7 @@ def _resolve(data: dict[str, Any], file: Path | None, env: Mapping[str, str]) ->
         client_secret=Secret(raw_secret, secret_source) if raw_secret else None,
         redirect_url=oauth_data.get("redirect_url") or None,
         scopes=tuple(oauth_data.get("scopes") or DEFAULT_SCOPES),
+        authorize_url=oauth_data.get("authorize_url") or None,
     )
 
     throttle = data.get("throttling") or {}
