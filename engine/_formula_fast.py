@@ -164,6 +164,18 @@ class Compiler:
         return lambda ns: body(ns) if test(ns) else orelse(ns)
 
     def x_Dict(self, node: ast.Dict) -> Expr:
+        if all(isinstance(k, ast.Constant) for k in node.keys):
+            # constant keys (the usual {"Email": ..., "Order": ...}): no closure call per key
+            keys = [k.value for k in node.keys]  # type: ignore[union-attr]
+            values = [self.expr(v) for v in node.values]
+
+            def const_dict(ns: dict[str, Any]) -> Any:
+                try:
+                    return dict(zip(keys, [v(ns) for v in values]))
+                except Exception as exc:
+                    raise Fault(exc, node) from exc
+
+            return const_dict
         items = [(self.expr(k), self.expr(v)) for k, v in zip(node.keys, node.values)]  # type: ignore[arg-type]
 
         def dict_(ns: dict[str, Any]) -> Any:
@@ -237,6 +249,19 @@ class Compiler:
                     raise Fault(exc, node) from exc
 
             return call1
+
+        if not kwargs and len(args) == 3 and all(isinstance(a, ast.Constant) for a in node.args[1:]):
+            # get(x, "path", None) and friends: one variable argument, constants after it
+            a0 = args[0]
+            c1, c2 = node.args[1].value, node.args[2].value  # type: ignore[attr-defined]
+
+            def call_1_2(ns: dict[str, Any]) -> Any:
+                try:
+                    return ns["_fn"][fname](a0(ns), c1, c2)
+                except Exception as exc:
+                    raise Fault(exc, node) from exc
+
+            return call_1_2
 
         def call(ns: dict[str, Any]) -> Any:
             try:

@@ -103,6 +103,15 @@ def is_blank(value: Any) -> bool:
     return False
 
 
+def present(obj: Any, *paths: str) -> bool:
+    """True when every path has a value that is not blank: ``present(location, "address1",
+    "city", "country")``. One call instead of a chain of ``not is_blank(get(...))``."""
+    for path in paths:
+        if is_blank(get(obj, path, None)):
+            return False
+    return True
+
+
 def coalesce(*values: Any) -> Any:
     """The first value that is not blank (see :func:`is_blank`), else None."""
     for value in values:
@@ -237,7 +246,8 @@ class Resolver(Protocol):
         ...
 
     def get_customer_id_by_email(self, email: str) -> str | None:
-        """The hub Customer id whose email is ``email``."""
+        """The Klaviyo profile id of the customer whose email is ``email`` (the seeds'
+        GetCustomerIdByEmail, the ProfileId formula's fallback when no link exists)."""
         ...
 
 
@@ -252,12 +262,12 @@ def get_external_id(hub_id: Any, entity: str) -> str | None:
 
 
 def get_customer_id_by_email(email: str) -> str | None:
-    """The hub Customer id with this email (the seeds' GetCustomerIdByEmail). Needs a resolver."""
+    """The Klaviyo profile id for this email (the seeds' GetCustomerIdByEmail). Needs a resolver."""
     return _no_resolver()  # type: ignore[no-any-return]
 
 
 HELPERS: dict[str, Callable[..., Any]] = {
-    "get": get, "e164": e164, "is_blank": is_blank, "coalesce": coalesce, "to_str": to_str,
+    "get": get, "e164": e164, "is_blank": is_blank, "present": present, "coalesce": coalesce, "to_str": to_str,
     "to_int": to_int, "to_float": to_float, "to_decimal": to_decimal, "to_bool": to_bool,
     "trim": trim, "upper": upper, "lower": lower, "now_utc": now_utc, "iso_date": iso_date,
     "get_external_id": get_external_id, "get_customer_id_by_email": get_customer_id_by_email,
@@ -274,7 +284,7 @@ def bind_helpers(resolver: Resolver) -> dict[str, Callable[..., Any]]:
         return resolver.get_external_id(entity, hub_id)
 
     def bound_get_customer_id_by_email(email: str) -> str | None:
-        """The hub Customer id with this email (the seeds' GetCustomerIdByEmail)."""
+        """The Klaviyo profile id for this email (the seeds' GetCustomerIdByEmail)."""
         if is_blank(email):
             return None
         return resolver.get_customer_id_by_email(email)

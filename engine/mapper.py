@@ -38,7 +38,7 @@ class _Missing:
 
 
 MISSING: Any = _Missing()
-_STATIC, _READ, _FORMULA = object(), object(), object()
+_STATIC, _READ, _READ2, _FORMULA = object(), object(), object(), object()
 
 _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
@@ -146,6 +146,8 @@ class Mapper:
                 kind, arg = _READ, path
             else:
                 kind, arg = _FORMULA, row.formula
+            if kind is _READ and len(arg) == 2 and all(type(a) is str for a in arg):
+                kind = _READ2  # the common "location.city" / existing.FirstName read, inlined
             key = row.dest_path[0] if len(row.dest_path) == 1 else None
             self._plan.append((row, kind, arg, key, bool(row.expect or row.max_length is not None)))
 
@@ -193,7 +195,7 @@ class Mapper:
             existing: Mapping[str, Any] | None = None) -> MapResult:
         """Map one source record. Never raises for bad data: problems are in the result."""
         c = self.collection
-        if not isinstance(record, Mapping):
+        if type(record) is not dict and not isinstance(record, Mapping):
             return MapResult("invalid", problems=[Problem(
                 "M001", f"a source record must be a JSON object, not {type(record).__name__}", file=c.file)])
         # No copy here: the formula engine hands a formula that could mutate a value a private
@@ -225,6 +227,9 @@ class Mapper:
         for row, kind, arg, key, checked in self._plan:
             if kind is _STATIC:
                 value = arg
+            elif kind is _READ2:
+                value = scope.get(arg[0], MISSING)
+                value = value.get(arg[1], MISSING) if isinstance(value, dict) else MISSING
             elif kind is _READ:
                 value = read_path(scope, arg)
             else:

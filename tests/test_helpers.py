@@ -119,3 +119,14 @@ def test_bind_helpers_uses_the_resolver() -> None:
     assert None is table["get_external_id"](None, "Customer")
     assert "42" == table["get_customer_id_by_email"]("a@b.c")
     assert None is table["get_customer_id_by_email"]("")
+
+
+def test_present_is_true_only_when_every_path_has_a_value() -> None:
+    """present() checks every path for a non-blank value."""
+    from engine.helpers import present
+
+    loc = {"address1": "1 Main St", "city": " ", "country": "US"}
+    assert present(loc, "address1", "country") is True
+    assert present(loc, "address1", "city") is False
+    assert present(None, "address1") is False
+    assert present({"a": {"b": [1]}}, "a.b[0]") is True
