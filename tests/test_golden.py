@@ -51,3 +51,23 @@ def test_golden_case(case: Path, shipped, data_regression, monkeypatch) -> None:
     outcome = runner.run(coll, record, existing=_json(case / "existing.json"),
                          parent=_json(case / "parent.json"), parent_mapped=_json(case / "parent_mapped.json"))
     data_regression.check(outcome.to_dict(), fullpath=case / "expected.yml")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{p.parent.name}/{p.name}" for p in CASES])
+def test_map_command_prints_the_golden_outcome(case: Path, monkeypatch) -> None:
+    """`klaviyo-sync map` prints the same outcome as the golden file, exit 1 only when invalid."""
+    import yaml
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    monkeypatch.chdir(GOLDEN.parent.parent)
+    args = ["map", case.parent.name, str(case / "record.json")]
+    for option, name in (("--existing", "existing.json"), ("--links", "links.json"), ("--parent", "parent.json"),
+                         ("--parent-mapped", "parent_mapped.json")):
+        if (case / name).exists():
+            args += [option, str(case / name)]
+    result = CliRunner().invoke(main, args)
+    expected = yaml.safe_load((case / "expected.yml").read_text())
+    assert expected == json.loads(result.stdout)
+    assert result.exit_code == (1 if expected["status"] == "invalid" else 0)

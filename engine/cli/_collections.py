@@ -85,9 +85,12 @@ def validate_cmd(paths: tuple[str, ...], strict: bool, as_json: bool) -> None:
 @click.option("--existing", type=click.Path(), help="JSON file: the existing destination record (Update collections).")
 @click.option("--links", type=click.Path(), help='JSON file of links for get_external_id / get_customer_id_by_email: {"Customer": {"17": "01H..."}, "emails": {"a@x.com": "01H..."}}.')
 @click.option("--collections", "collections_dir", type=click.Path(), help="Collections directory (default: the shipped collections/).")
+@click.option("--parent", "parent", type=click.Path(), help="JSON file: the parent's source record (child collections run alone).")
+@click.option("--parent-mapped", "parent_mapped", type=click.Path(), help="JSON file: the parent's mapped payload (child collections run alone).")
 @click.option("--no-children", is_flag=True, help="Do not run child collections.")
 def map_cmd(collection: str, record: str, existing: str | None, links: str | None,
-            collections_dir: str | None, no_children: bool) -> None:
+            collections_dir: str | None, parent: str | None, parent_mapped: str | None,
+            no_children: bool) -> None:
     """Run one RECORD (a JSON file, or - for stdin) through COLLECTION and print the outcome.
 
     COLLECTION is a title ("Add Klaviyo Profile TO Hub") or a file name / stem
@@ -112,7 +115,9 @@ def map_cmd(collection: str, record: str, existing: str | None, links: str | Non
     existing_data = _read_json(existing, "existing record") if existing else None
     resolver = StaticResolver(_read_json(links, "links") if links else None)
     runner = Runner(report.collections, functions=bind_helpers(resolver))
-    outcome = runner.run(coll, data, existing=existing_data, with_children=not no_children)
+    outcome = runner.run(coll, data, existing=existing_data, with_children=not no_children,
+                         parent=_read_json(parent, "parent record") if parent else None,
+                         parent_mapped=_read_json(parent_mapped, "parent payload") if parent_mapped else None)
     emit_json(outcome.to_dict())
     sys.exit(1 if outcome.status == INVALID else 0)
 
