@@ -24,6 +24,7 @@ from engine.settings import Settings
 #: Factories tried in order by :func:`open_client`; each takes (settings, hub) and returns a
 #: token source or None. The OAuth module registers one; the API key is the fallback.
 TOKEN_SOURCES: list[Callable[[Settings, Any], Any]] = []
+TOKEN_SOURCES.append(__import__("engine._oauth_source", fromlist=["_"]).token_source_for)  # OAuth in the hub
 
 
 def open_hub(settings: Settings, path: str | Path | None = None) -> SqliteHub:

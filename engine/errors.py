@@ -28,6 +28,9 @@ Tree::
     │   ├── KlaviyoApiError       Klaviyo answered with an error ("Error calling Klaviyo")
     │   └── KlaviyoConnectionError transport failure ("An error occurred while contacting Klaviyo")
     └── AuthError                 OAuth connection problems                          A0xx
+        ├── AuthConfigError       Client ID / Client Secret / Redirect URL missing      A001-A004
+        ├── AuthorizationError    authorisation data/code missing, token exchange failed A010-A012
+        └── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
 """
 
 from __future__ import annotations
@@ -264,6 +267,25 @@ class AuthError(KlaviyoSyncError):
     code = "A000"
 
 
+class AuthConfigError(AuthError):
+    """OAuth settings are missing or unusable (Client ID A001, Client Secret A002, Redirect URL A003/A004)."""
+
+    code = "A001"
+    exit_code = 2
+
+
+class AuthorizationError(AuthError):
+    """The browser authorisation or the code exchange failed (data A010, code/state A011, exchange A012)."""
+
+    code = "A010"
+
+
+class ReauthorizationRequired(AuthError):
+    """The stored refresh token was rejected (revoked, expired, uninstalled): run ``auth login`` again."""
+
+    code = "A020"
+
+
 __all__ = [
     "Location",
     "KlaviyoSyncError",
@@ -286,4 +308,7 @@ __all__ = [
     "KlaviyoApiError",
     "KlaviyoConnectionError",
     "AuthError",
+    "AuthConfigError",
+    "AuthorizationError",
+    "ReauthorizationRequired",
 ]

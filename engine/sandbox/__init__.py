@@ -28,6 +28,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from engine.sandbox._oauth import SandboxOAuth
 from engine.sandbox._server import AuthHook, SandboxOptions, build_app, private_key_auth
 from engine.sandbox._state import SandboxApiError, SandboxState
 
@@ -40,8 +41,9 @@ class SandboxServer:
     Args:
         options: behaviour (:class:`SandboxOptions`); defaults are Klaviyo's real limits.
         state: data to serve (a fresh :class:`SandboxState` by default).
-        auth: the auth hook; ``None`` = :func:`private_key_auth`.  Reassign
-            :attr:`auth` at any time (the OAuth layer installs a Bearer-aware hook).
+        auth: the auth hook; ``None`` = :func:`private_key_auth` plus the Bearer tokens
+            issued by :attr:`oauth` (``/oauth/authorize|token|revoke``, see ``_oauth``).
+            Reassign :attr:`auth` at any time.
     """
 
     def __init__(
@@ -50,8 +52,10 @@ class SandboxServer:
     ) -> None:
         self.options = options or SandboxOptions()
         self.state = state or SandboxState(seed=self.options.seed)
-        self.auth: AuthHook = auth or private_key_auth
+        self.oauth = SandboxOAuth(self.options)
+        self.auth: AuthHook = auth or self.oauth.auth_hook(private_key_auth)
         self.app = build_app(self.state, self.options, lambda: self.auth)
+        self.oauth.mount(self.app)
         self._runner: web.AppRunner | None = None
         self._saver: asyncio.Task[None] | None = None
         self.url = ""

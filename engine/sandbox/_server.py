@@ -51,6 +51,9 @@ class SandboxOptions:
         state_file: load from / save to this JSON file.
         seed: seeds fault choice and ids (reproducible runs).
         validate: check requests against the OpenAPI spec.
+        oauth_clients: OAuth client id -> secret; empty = any id with a non-empty secret.
+        oauth_decision: what the authorize page does: "approve", "deny" or "page" (a form).
+        oauth_access_ttl_s: access-token lifetime; oauth_rotate_refresh: new refresh token per refresh.
     """
 
     host: str = "127.0.0.1"
@@ -68,6 +71,10 @@ class SandboxOptions:
     seed: int | None = None
     validate: bool = True
     counters: dict[str, int] = field(default_factory=dict)  # faults injected, 429s sent
+    oauth_clients: dict[str, str] = field(default_factory=dict)
+    oauth_decision: str = "approve"
+    oauth_access_ttl_s: float = 3600.0
+    oauth_rotate_refresh: bool = True
 
 
 ROUTE_META_KEY: web.AppKey[dict[str, dict[str, dict[str, Any]]]] = web.AppKey("route_meta", dict)

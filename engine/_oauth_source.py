@@ -1,0 +1,167 @@
+"""The OAuth token source the Klaviyo client calls (``TokenSource`` in ``engine.klaviyo._transport``).
+
+Contract, as the client uses it:
+
+- ``await get_token()`` before each request: the stored access token while it has
+  more than ``skew`` seconds left, else one refresh first;
+- ``await on_unauthorized()`` after a 401: one refresh, then the client retries once.
+
+Refreshes are serialised by one :class:`asyncio.Lock`: when many requests find the
+token expired (or get 401 together), the first refreshes and the rest take its
+result — a token refreshed less than ``refresh_grace`` seconds ago, or since the
+caller started waiting, is not refreshed again.  Before refreshing, the hub is
+re-read, so a token another process already refreshed is adopted instead.
+
+A refresh answer's ``refresh_token`` replaces the stored one (rotation); one
+that leaves it out keeps the old.  A rejected refresh token (``invalid_grant``:
+revoked, uninstalled, 90 days unused) raises
+:class:`~engine.errors.ReauthorizationRequired` with the re-authorise message;
+every failure is written to the hub error log (flow "Authorization and Connection").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+from authlib.integrations.base_client.errors import OAuthError
+
+from engine.errors import AuthError, KlaviyoConnectionError, ReauthorizationRequired
+from engine.oauth import PROVIDER, _http_detail, log_auth_error, oauth_client, oauth_endpoints, store_tokens
+from engine.settings import Settings
+
+log = logging.getLogger("engine.oauth")
+
+REAUTHORIZE = ("The Klaviyo OAuth connection is no longer valid: Klaviyo rejected the stored refresh "
+               "token (revoked, uninstalled or unused for 90 days). Run `klaviyo-sync auth login` to "
+               "authorise again.")
+
+
+class HubTokenSource:
+    """Access tokens from the hub's OAuth connection, refreshed when due.
+
+    Args:
+        settings: API URL and OAuth client settings (client id and secret for refreshes).
+        hub: the hub store holding the ``"klaviyo"`` tokens.
+        skew: refresh when fewer than this many seconds are left (Klaviyo's SDK uses 30).
+        refresh_grace: a 401 within this many seconds of a refresh reuses that refresh.
+        transport: httpx transport for token calls (tests).
+
+    Attributes:
+        refreshes: refresh calls made (the concurrency test counts them).
+    """
+
+    def __init__(self, settings: Settings, hub: Any, *, skew: float = 30.0, refresh_grace: float = 2.0,
+                 transport: httpx.AsyncBaseTransport | None = None, timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.skew = skew
+        self.refresh_grace = refresh_grace
+        self.refreshes = 0
+        self._transport = transport
+        self._timeout = timeout
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self._refreshed_at = float("-inf")
+        self._access: str | None = None
+        self._expires_at: float | None = None
+        self._load(hub.get_token(PROVIDER))
+
+    def __repr__(self) -> str:  # never show a token
+        return f"HubTokenSource(provider={PROVIDER!r}, expires_at={self._expires_at!r})"
+
+    def _load(self, stored: dict[str, Any] | None) -> None:
+        self._access = (stored or {}).get("access_token") or None
+        self._expires_at = (stored or {}).get("expires_at")
+
+    def _fresh(self) -> bool:
+        if not self._access:
+            return False
+        return self._expires_at is None or self._expires_at - time.time() > self.skew
+
+    async def get_token(self) -> str:
+        """A valid access token, refreshing first when it is (nearly) expired."""
+        if self._fresh():
+            assert self._access is not None
+            return self._access
+        async with self._lock:
+            if not self._fresh():
+                await self._refresh()
+            assert self._access is not None
+            return self._access
+
+    async def on_unauthorized(self) -> str | None:
+        """After a 401: a refreshed token (one refresh however many requests ask)."""
+        seen = self._generation
+        async with self._lock:
+            recent = time.monotonic() - self._refreshed_at < self.refresh_grace
+            if self._generation == seen and not recent:
+                await self._refresh()
+            return self._access
+
+    async def _refresh(self) -> None:
+        """Refresh with the stored refresh token and store the answer; call under the lock."""
+        stored = self.hub.get_token(PROVIDER)
+        if stored and stored.get("access_token") and stored.get("access_token") != self._access:
+            self._load(stored)  # another process refreshed meanwhile
+            if self._fresh():
+                self._bump()
+                return
+        refresh_token = (stored or {}).get("refresh_token")
+        if not refresh_token:
+            err = ReauthorizationRequired(REAUTHORIZE, detail="no refresh token is stored" if stored
+                                          else "no OAuth connection is stored")
+            log_auth_error(self.hub, err)
+            raise err
+        self.refreshes += 1
+        try:
+            async with oauth_client(self.settings, self.hub, transport=self._transport,
+                                    timeout=self._timeout) as client:
+                token = await client.refresh_token(oauth_endpoints(self.settings).token_url,
+                                                   refresh_token=refresh_token)
+        except OAuthError as exc:
+            if exc.error == "invalid_client":
+                failure: AuthError = AuthError(
+                    "The Klaviyo access token could not be refreshed: Klaviyo rejected the client "
+                    "credentials; check oauth.client_id and oauth.client_secret.", code="A021",
+                    detail="Klaviyo answered invalid_client")
+            else:
+                failure = ReauthorizationRequired(REAUTHORIZE, detail=f"Klaviyo answered {exc.error}")
+            log_auth_error(self.hub, failure)
+            raise failure from None
+        except (httpx.HTTPError, ValueError) as exc:
+            conn = KlaviyoConnectionError(
+                f"An error occurred while contacting Klaviyo: refreshing the OAuth access token failed "
+                f"({_http_detail(exc)})")
+            log_auth_error(self.hub, conn)
+            raise conn from None
+        if not token.get("access_token"):
+            failure = AuthError("The Klaviyo access token could not be refreshed: the answer held no "
+                                "access token.", code="A021")
+            log_auth_error(self.hub, failure)
+            raise failure
+        store_tokens(self.hub, token, previous=stored)
+        self._load(self.hub.get_token(PROVIDER))
+        self._bump()
+        log.info("OAuth access token refreshed (expires in %ss)", token.get("expires_in"))
+
+    def _bump(self) -> None:
+        self._generation += 1
+        self._refreshed_at = time.monotonic()
+
+
+def token_source_for(settings: Settings, hub: Any) -> HubTokenSource | None:
+    """The factory :func:`engine.connect.open_client` tries: a token source when the hub
+    holds an OAuth connection, else None (the API key is used)."""
+    if hub is None or not hasattr(hub, "get_token"):
+        return None
+    stored = hub.get_token(PROVIDER)
+    if not stored or not (stored.get("access_token") or stored.get("refresh_token")):
+        return None
+    return HubTokenSource(settings, hub)
+
+
+__all__ = ["HubTokenSource", "REAUTHORIZE", "token_source_for"]

@@ -1,0 +1,439 @@
+"""Connecting to Klaviyo with OAuth: login, status, logout (the token source is in ``_oauth_source``).
+
+Klaviyo offers two ways in (seed 004): a private API key, or OAuth, where the
+user authorises the integration in the browser and the integration stores and
+refreshes the tokens.  An OAuth install also gets its own rate-limit quota.
+
+Glossary:
+
+- **authorize URL**: the browser page where the user allows or denies access
+  (``www.klaviyo.com/oauth/authorize`` for Klaviyo; ``<api_url>/oauth/authorize``
+  for the sandbox, or ``oauth.authorize_url`` in the settings).
+- **state**: a random value sent with the authorize URL and checked on the
+  redirect, so a redirect we did not start is refused.
+- **PKCE** (S256): a random *verifier* stays here; its SHA-256 *challenge* goes in
+  the URL; the code exchange must present the verifier, so a stolen code is useless.
+- **code exchange**: ``POST <api_url>/oauth/token`` with a form body,
+  HTTP Basic client authentication and the verifier; the answer holds the access
+  token (short-lived), the refresh token and ``expires_in``.
+- **hub token store**: ``hub.save_token("klaviyo", ...)``; the hub file is owner-only.
+
+:func:`login` runs the whole browser dance against a loopback listener,
+:func:`connection_status` says how the engine connects (no secrets), and
+:func:`logout` revokes at Klaviyo and forgets locally.  Every failure raises an
+:class:`~engine.errors.AuthError` carrying the catalog text (seed 002) and is
+written to the hub's error log under the flow ``"Authorization and Connection"``.
+Tokens never appear in a message, a log line or an output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from aiohttp import web
+from authlib.common.security import generate_token
+from authlib.deprecate import AuthlibDeprecationWarning
+from authlib.integrations.base_client.errors import OAuthError
+
+with warnings.catch_warnings():
+    # authlib 1.9 prefers the httpx2 fork and warns when it falls back to httpx; the
+    # engine is built on httpx (the Klaviyo client, MockTransport tests), so stay on it.
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+from engine import catalog
+from engine.errors import AuthConfigError, AuthError, AuthorizationError, KlaviyoSyncError
+from engine.settings import Settings
+
+log = logging.getLogger("engine.oauth")
+
+PROVIDER = "klaviyo"
+FLOW = "Authorization and Connection"
+KLAVIYO_AUTHORIZE_URL = "https://www.klaviyo.com/oauth/authorize"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+_DONE_PAGE = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>klaviyo-sync</title></head>"
+    "<body><h1>{title}</h1><p>{text}</p><p>You can close this window.</p></body></html>"
+)
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OAuthEndpoints:
+    """Where each OAuth step goes. Token and revoke sit on the API host (Klaviyo blocks
+    them on www since 2025-03-31); the browser page on www for Klaviyo."""
+
+    authorize_url: str
+    token_url: str
+    revoke_url: str
+
+
+def oauth_endpoints(settings: Settings) -> OAuthEndpoints:
+    """The endpoints for these settings (see :class:`OAuthEndpoints`)."""
+    base = settings.api_url.rstrip("/")
+    host = (urlsplit(base).hostname or "").lower()
+    on_klaviyo = host == "klaviyo.com" or host.endswith(".klaviyo.com")
+    authorize = settings.oauth.authorize_url or (
+        KLAVIYO_AUTHORIZE_URL if on_klaviyo else f"{base}/oauth/authorize")
+    return OAuthEndpoints(authorize, f"{base}/oauth/token", f"{base}/oauth/revoke")
+
+
+def log_auth_error(hub: Any, err: KlaviyoSyncError) -> None:
+    """Write ``err`` to the hub's error log under :data:`FLOW` (no-op without a hub)."""
+    if hub is None:
+        return
+    try:
+        hub.errors.log(FLOW, err.message, code=err.code, detail=err.detail)
+    except Exception:  # the log must never hide the error being reported
+        log.exception("could not write the authorisation error to the hub error log")
+
+
+def _failed(hub: Any, err: AuthError) -> AuthError:
+    log_auth_error(hub, err)
+    return err
+
+
+def client_credentials(settings: Settings, hub: Any) -> tuple[str, str]:
+    """``(client_id, client_secret)``, or the catalog error for the first one missing (logged)."""
+    client_id = settings.oauth.client_id
+    secret = settings.oauth.client_secret.reveal() if settings.oauth.client_secret else ""
+    if not client_id:
+        raise _failed(hub, AuthConfigError(catalog.AUTH_CLIENT_ID_NOT_CONFIGURED, code="A001",
+                                           detail="set oauth.client_id in the settings file"))
+    if not secret:
+        raise _failed(hub, AuthConfigError(catalog.AUTH_CLIENT_SECRET_NOT_CONFIGURED, code="A002",
+                                           detail="set oauth.client_secret (e.g. ${KLAVIYO_CLIENT_SECRET})"))
+    return client_id, secret
+
+
+def oauth_client(settings: Settings, hub: Any, *, transport: httpx.AsyncBaseTransport | None = None,
+                 timeout: float = 30.0, **kwargs: Any) -> AsyncOAuth2Client:
+    """An authlib client that authenticates to the token endpoint with HTTP Basic."""
+    client_id, secret = client_credentials(settings, hub)
+    extra: dict[str, Any] = {"timeout": timeout}
+    if transport is not None:
+        extra["transport"] = transport
+    return AsyncOAuth2Client(
+        client_id, secret, token_endpoint_auth_method="client_secret_basic",
+        revocation_endpoint_auth_method="client_secret_basic", **kwargs, **extra)
+
+
+def _loopback_redirect(settings: Settings, hub: Any) -> tuple[str, str, int | None, str]:
+    """``(redirect_url, host, port, path)`` of a usable loopback redirect URL, else the error."""
+    url = settings.oauth.redirect_url
+    if not url:
+        raise _failed(hub, AuthConfigError(catalog.AUTH_REDIRECT_URL_NOT_CONFIGURED, code="A003",
+                                           detail="set oauth.redirect_url, e.g. http://127.0.0.1:8765/callback"))
+    parts = urlsplit(url)
+    if parts.scheme != "http" or (parts.hostname or "") not in LOOPBACK_HOSTS:
+        raise _failed(hub, AuthConfigError(
+            f"auth login listens on this machine, so oauth.redirect_url must be a loopback http URL "
+            f"such as http://127.0.0.1:8765/callback (got {url})", code="A004"))
+    return url, parts.hostname or "127.0.0.1", parts.port, parts.path or "/"
+
+
+# -- login -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionStatus:
+    """How the engine reaches Klaviyo, without any secret.
+
+    ``method`` is ``"oauth"`` (a connection is stored in the hub), ``"api_key"`` or ``"none"``.
+    """
+
+    method: str
+    expires_at: float | None = None
+    scopes: tuple[str, ...] = ()
+    refreshable: bool = False
+    api_key_source: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (``auth status --json``)."""
+        expires_in = None if self.expires_at is None else round(self.expires_at - time.time())
+        return {
+            "method": self.method,
+            "expires_at": _iso(self.expires_at),
+            "expires_in_s": expires_in,
+            "expired": expires_in is not None and expires_in <= 0,
+            "scopes": list(self.scopes),
+            "refreshable": self.refreshable,
+            "api_key": self.api_key_source,
+            **self.extra,
+        }
+
+    def lines(self) -> list[str]:
+        """Plain-text form (``auth status``)."""
+        d = self.to_dict()
+        if self.method == "oauth":
+            when = d["expires_at"] or "unknown"
+            state = "expired" if d["expired"] else f"in {d['expires_in_s']}s"
+            out = ["Connected with OAuth (tokens stored in the hub).",
+                   f"Access token expires: {when} ({state}); "
+                   + ("refreshed automatically." if self.refreshable else "no refresh token: log in again then."),
+                   f"Scopes: {' '.join(self.scopes) or '(none reported)'}"]
+            if self.api_key_source:
+                out.append(f"An API key is also set ({self.api_key_source}); OAuth is used while connected.")
+            return out
+        if self.method == "api_key":
+            return [f"Connected with the private API key ({self.api_key_source}).",
+                    "Run `klaviyo-sync auth login` to connect with OAuth instead."]
+        return ["Not connected: set api_key in the settings (or KLAVIYO_API_KEY), "
+                "or run `klaviyo-sync auth login`."]
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def store_tokens(hub: Any, token: Mapping[str, Any], *, previous: Mapping[str, Any] | None = None,
+                 requested: tuple[str, ...] = ()) -> None:
+    """Save a token-endpoint answer in the hub: expiry from ``expires_in``; a refresh token
+    the answer leaves out keeps the previous one; scopes from ``scope`` or what was asked."""
+    expires_in = token.get("expires_in")
+    try:
+        expires_at = time.time() + float(expires_in) if expires_in is not None else None
+    except (TypeError, ValueError):
+        expires_at = None
+    scope = token.get("scope")
+    scopes = (scope.split() if isinstance(scope, str) else list(scope) if isinstance(scope, list)
+              else list(previous.get("scopes") or []) if previous else list(requested))
+    hub.save_token(
+        PROVIDER,
+        access_token=str(token["access_token"]),
+        refresh_token=token.get("refresh_token") or (previous or {}).get("refresh_token"),
+        expires_at=expires_at,
+        scopes=scopes or list(requested),
+    )
+
+
+class _Listener:
+    """The loopback web server that receives Klaviyo's redirect (one request matters)."""
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        self.host, self.port, self.path = host, port, path
+        self.result: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.router.add_get(self.path, self._callback)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1" if self.host == "localhost" else self.host, self.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        query = dict(request.query)
+        if not self.result.done():
+            self.result.set_result(query)
+        ok = "code" in query and "error" not in query
+        title = "Klaviyo authorisation received" if ok else "Klaviyo authorisation not completed"
+        text = ("klaviyo-sync is finishing the connection." if ok
+                else "klaviyo-sync will report what went wrong in the terminal.")
+        return web.Response(text=_DONE_PAGE.format(title=title, text=text), content_type="text/html")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def login(
+    settings: Settings,
+    hub: Any,
+    *,
+    open_url: Callable[[str], object] | None = None,
+    port: int | None = None,
+    timeout: float = 300.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> ConnectionStatus:
+    """Authorise in the browser, exchange the code, store the tokens in the hub.
+
+    Args:
+        settings: needs ``oauth.client_id``, ``oauth.client_secret`` and a loopback
+            ``oauth.redirect_url`` (Klaviyo must have it registered exactly).
+        hub: where the tokens go (``save_token``) and errors are logged.
+        open_url: called in a worker thread with the authorize URL once the listener
+            is up (the CLI prints it and opens a browser; tests follow it with httpx).
+        port: listen on this port instead of the redirect URL's (0 = any free port;
+            the redirect URI sent is rewritten to match).
+        timeout: seconds to wait for the redirect.
+        transport: httpx transport for the token call (tests).
+
+    Returns:
+        The new :class:`ConnectionStatus` (no secrets).
+
+    Raises:
+        AuthConfigError: Client ID / Client Secret / Redirect URL not configured (A001-A004).
+        AuthorizationError: no redirect data (A010), no code / denied / state mismatch (A011),
+            token exchange refused (A012).  Each is logged in the hub error log.
+    """
+    client_id, _ = client_credentials(settings, hub)
+    redirect_url, host, url_port, path = _loopback_redirect(settings, hub)
+    endpoints = oauth_endpoints(settings)
+    listener = _Listener(host, port if port is not None else (url_port if url_port is not None else 80), path)
+    try:
+        bound = await listener.start()
+    except OSError as exc:
+        raise _failed(hub, AuthConfigError(
+            f"cannot listen for the redirect on {host}:{listener.port}: {exc.strerror or exc}",
+            code="A004")) from None
+    try:
+        parts = urlsplit(redirect_url)
+        netloc = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        redirect_uri = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        if parts.port == bound:
+            redirect_uri = redirect_url  # send exactly what is registered
+        scopes = tuple(settings.oauth.scopes)
+        verifier = generate_token(64)  # [A-Za-z0-9]{64}: inside PKCE's 43..128 unreserved chars
+        state = generate_token(32)
+        async with oauth_client(settings, hub, transport=transport, scope=" ".join(scopes),
+                                redirect_uri=redirect_uri, code_challenge_method="S256") as client:
+            url, _ = client.create_authorization_url(endpoints.authorize_url, state=state,
+                                                     code_verifier=verifier)
+            opener = asyncio.create_task(asyncio.to_thread(open_url, url)) if open_url else None
+            try:
+                query = await asyncio.wait_for(asyncio.shield(listener.result), timeout)
+            except asyncio.TimeoutError:
+                raise _failed(hub, AuthorizationError(
+                    catalog.AUTH_DATA_MISSING, code="A010",
+                    detail=f"no redirect from Klaviyo reached {redirect_uri} within {timeout:g}s")) from None
+            finally:
+                if opener is not None:
+                    await asyncio.gather(opener, return_exceptions=True)
+            code = _check_redirect(query, state, hub)
+            try:
+                token = await client.fetch_token(endpoints.token_url, grant_type="authorization_code",
+                                                 code=code, code_verifier=verifier, redirect_uri=redirect_uri)
+            except OAuthError as exc:
+                raise _failed(hub, AuthorizationError(
+                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012",
+                    detail=f"Klaviyo answered {exc.error}" + (f": {exc.description}" if exc.description else ""),
+                )) from None
+            except (httpx.HTTPError, ValueError) as exc:
+                raise _failed(hub, AuthorizationError(
+                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012", detail=_http_detail(exc))) from None
+        if not token.get("access_token"):
+            raise _failed(hub, AuthorizationError(catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012",
+                                                  detail="the token answer held no access_token"))
+        store_tokens(hub, token, requested=scopes)
+        log.info("OAuth connection stored for client %s", client_id)
+    finally:
+        await listener.stop()
+    return connection_status(settings, hub)
+
+
+def _check_redirect(query: Mapping[str, str], state: str, hub: Any) -> str:
+    """The code from Klaviyo's redirect, or the catalog error that fits what came back."""
+    if not query:
+        raise _failed(hub, AuthorizationError(catalog.AUTH_DATA_MISSING, code="A010",
+                                              detail="the redirect carried no parameters"))
+    if "error" in query:
+        why = query.get("error_description")
+        raise _failed(hub, AuthorizationError(
+            catalog.AUTH_CODE_MISSING, code="A011",
+            detail=f"Klaviyo answered {query['error']}" + (f": {why}" if why else "")))
+    if query.get("state") != state:
+        raise _failed(hub, AuthorizationError(
+            catalog.AUTH_CODE_MISSING, code="A011",
+            detail="the state value on the redirect does not match this login (a stale or foreign link)"))
+    code = query.get("code")
+    if not code:
+        raise _failed(hub, AuthorizationError(catalog.AUTH_CODE_MISSING, code="A011",
+                                              detail="the redirect carried no code"))
+    return code
+
+
+def _http_detail(exc: Exception) -> str:
+    """A secret-free description of a failed token-endpoint call."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"the token endpoint answered HTTP {exc.response.status_code}"
+    if isinstance(exc, httpx.HTTPError):
+        return f"An error occurred while contacting Klaviyo: {type(exc).__name__}"
+    return "the token endpoint's answer was not a JSON object"
+
+
+# -- status and logout -------------------------------------------------------------------
+
+
+def connection_status(settings: Settings, hub: Any) -> ConnectionStatus:
+    """How :func:`engine.connect.open_client` will authenticate, with no secret in it."""
+    key = settings.api_key.source if settings.api_key is not None and settings.api_key.reveal() else None
+    stored = hub.get_token(PROVIDER) if hub is not None else None
+    if stored and (stored.get("access_token") or stored.get("refresh_token")):
+        return ConnectionStatus("oauth", stored.get("expires_at"), tuple(stored.get("scopes") or ()),
+                                bool(stored.get("refresh_token")), key)
+    return ConnectionStatus("api_key" if key else "none", api_key_source=key)
+
+
+@dataclass(frozen=True)
+class LogoutResult:
+    """What ``auth logout`` did: ``connected`` (a connection was stored), ``revoked`` (Klaviyo
+    accepted the revocation), ``deleted`` (forgotten locally), ``detail`` (why not revoked)."""
+
+    connected: bool
+    revoked: bool
+    deleted: bool
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"connected": self.connected, "revoked": self.revoked, "deleted": self.deleted,
+                "detail": self.detail}
+
+
+async def logout(settings: Settings, hub: Any, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> LogoutResult:
+    """Revoke the stored refresh token at Klaviyo, then delete the tokens from the hub.
+
+    The local copy is deleted even when revocation fails (the failure is logged and
+    reported in ``detail``): after ``logout`` the engine no longer uses OAuth.
+    """
+    stored = hub.get_token(PROVIDER)
+    if not stored:
+        return LogoutResult(False, False, False, "no OAuth connection is stored")
+    token = stored.get("refresh_token") or stored.get("access_token")
+    hint = "refresh_token" if stored.get("refresh_token") else "access_token"
+    revoked, detail = False, None
+    try:
+        async with oauth_client(settings, hub, transport=transport) as client:
+            resp = await client.revoke_token(oauth_endpoints(settings).revoke_url, token=token,
+                                              token_type_hint=hint)
+        revoked = resp.status_code == 200
+        if not revoked:
+            detail = f"Klaviyo answered HTTP {resp.status_code} to the revocation"
+    except AuthConfigError as err:
+        detail = f"not revoked at Klaviyo: {err.message}"
+    except httpx.HTTPError as exc:
+        detail = f"not revoked at Klaviyo: {_http_detail(exc)}"
+    if detail and revoked is False:
+        log_auth_error(hub, AuthError("The OAuth connection was removed locally but could not be "
+                                      "revoked at Klaviyo; remove the integration in Klaviyo "
+                                      "(Profile > Integrations).", code="A030", detail=detail))
+    deleted = hub.delete_token(PROVIDER)
+    return LogoutResult(True, revoked, deleted, detail)
+
+
+__all__ = [
+    "FLOW", "PROVIDER", "KLAVIYO_AUTHORIZE_URL", "ConnectionStatus", "LogoutResult", "OAuthEndpoints",
+    "client_credentials", "connection_status", "log_auth_error", "login", "logout", "oauth_client",
+    "oauth_endpoints", "store_tokens",
+]
