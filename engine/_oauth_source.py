@@ -8,9 +8,11 @@ Contract, as the client uses it:
 
 Refreshes are serialised by one :class:`asyncio.Lock`: when many requests find the
 token expired (or get 401 together), the first refreshes and the rest take its
-result — a token refreshed less than ``refresh_grace`` seconds ago, or since the
-caller started waiting, is not refreshed again.  Before refreshing, the hub is
-re-read, so a token another process already refreshed is adopted instead.
+result.  Each request remembers (in a context variable, so per task) which
+generation of the token it was given; a 401 on a token older than the current
+one takes the current one instead of refreshing again, so late 401s from
+requests already in flight during a refresh cost nothing.  Before refreshing,
+the hub is re-read, so a token another process already refreshed is adopted.
 
 A refresh answer's ``refresh_token`` replaces the stored one (rotation); one
 that leaves it out keeps the old.  A rejected refresh token (``invalid_grant``:
@@ -22,6 +24,7 @@ every failure is written to the hub error log (flow "Authorization and Connectio
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from typing import Any
@@ -35,6 +38,9 @@ from engine.settings import Settings
 
 log = logging.getLogger("engine.oauth")
 
+# (id of the token source, generation of the token this task was given)
+_GIVEN: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("oauth_token_given", default=(0, -1))
+
 REAUTHORIZE = ("The Klaviyo OAuth connection is no longer valid: Klaviyo rejected the stored refresh "
                "token (revoked, uninstalled or unused for 90 days). Run `klaviyo-sync auth login` to "
                "authorise again.")
@@ -47,25 +53,22 @@ class HubTokenSource:
         settings: API URL and OAuth client settings (client id and secret for refreshes).
         hub: the hub store holding the ``"klaviyo"`` tokens.
         skew: refresh when fewer than this many seconds are left (Klaviyo's SDK uses 30).
-        refresh_grace: a 401 within this many seconds of a refresh reuses that refresh.
         transport: httpx transport for token calls (tests).
 
     Attributes:
         refreshes: refresh calls made (the concurrency test counts them).
     """
 
-    def __init__(self, settings: Settings, hub: Any, *, skew: float = 30.0, refresh_grace: float = 2.0,
+    def __init__(self, settings: Settings, hub: Any, *, skew: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None, timeout: float = 30.0) -> None:
         self.settings = settings
         self.hub = hub
         self.skew = skew
-        self.refresh_grace = refresh_grace
         self.refreshes = 0
         self._transport = transport
         self._timeout = timeout
         self._lock = asyncio.Lock()
         self._generation = 0
-        self._refreshed_at = float("-inf")
         self._access: str | None = None
         self._expires_at: float | None = None
         self._load(hub.get_token(PROVIDER))
@@ -84,22 +87,21 @@ class HubTokenSource:
 
     async def get_token(self) -> str:
         """A valid access token, refreshing first when it is (nearly) expired."""
-        if self._fresh():
-            assert self._access is not None
-            return self._access
-        async with self._lock:
-            if not self._fresh():
-                await self._refresh()
-            assert self._access is not None
-            return self._access
+        if not self._fresh():
+            async with self._lock:
+                if not self._fresh():
+                    await self._refresh()
+        assert self._access is not None
+        _GIVEN.set((id(self), self._generation))
+        return self._access
 
     async def on_unauthorized(self) -> str | None:
         """After a 401: a refreshed token (one refresh however many requests ask)."""
-        seen = self._generation
+        owner, given = _GIVEN.get()
         async with self._lock:
-            recent = time.monotonic() - self._refreshed_at < self.refresh_grace
-            if self._generation == seen and not recent:
+            if owner != id(self) or given == self._generation:
                 await self._refresh()
+            _GIVEN.set((id(self), self._generation))
             return self._access
 
     async def _refresh(self) -> None:
@@ -150,7 +152,6 @@ class HubTokenSource:
 
     def _bump(self) -> None:
         self._generation += 1
-        self._refreshed_at = time.monotonic()
 
 
 def token_source_for(settings: Settings, hub: Any) -> HubTokenSource | None:
