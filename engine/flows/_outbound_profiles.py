@@ -1,0 +1,203 @@
+"""Hub Customer -> Klaviyo profile: match, write partially, link (seed 000 limitations 3, 5, 6).
+
+Matching, in the seeds' order: the external-id **link**, then **email**, then
+**phone** (E.164).  It costs as few calls as the revision allows:
+
+* **Linked** Customer: one ``PATCH /api/profiles/<id>`` with the *Update* collection's
+  payload.  A 404 (the profile was deleted in Klaviyo) drops to the unlinked path.
+* **Unlinked**, revision >= 2024-02-15 and the Add and Update collections map the
+  Customer identically: one ``POST /api/profile-import`` (Klaviyo matches by its
+  identifiers, email first).
+* **Unlinked** otherwise: ``POST /api/profiles`` with the *Add* payload.  201 ->
+  created.  409 ``duplicate_profile`` -> the existing id is patched with the
+  *Update* payload.  The sandbox (and, as far as we know, Klaviyo) names the email
+  match first; if the 409 named a profile matched only by phone while the email
+  belongs to another profile, the PATCH answers 409 in turn and only then is the
+  profile looked up by email (``find_profiles``), keeping email-first semantics.
+
+Every write is partial: only mapped attributes, never a null (see
+:mod:`engine.payloads`).  The **"could not automatically link ... by email
+address"** warning (O006) is logged when the Customer has no email, so matching
+could use the phone number at best, and when the email's profile and the phone's
+profile are different Klaviyo profiles (the phone number stays on the other one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import catalog
+from engine.collection import Collection
+from engine.errors import KlaviyoApiError, KlaviyoSyncError
+from engine.flows._outbound_consent import ConsentBatch
+from engine.flows._outbound_records import (
+    CODE_FLAG_UNREADABLE,
+    CODE_LINK_WARNING,
+    RecordResult,
+)
+from engine.klaviyo import KlaviyoClient
+from engine.payloads import ProfileRequest, profile_request
+from engine.runner import OK, Runner
+
+
+class ProfileFlow:
+    """Sends hub Customers to Klaviyo profiles through the Add / Update FROM Hub collections.
+
+    Args:
+        client: the Klaviyo client.
+        runner: a runner over the loaded collections.
+        add / update: the enabled outbound profile collections (either may be None).
+        consent: where list and consent wishes are collected (flushed by the caller).
+    """
+
+    def __init__(self, client: KlaviyoClient, runner: Runner, add: Collection | None,
+                 update: Collection | None, consent: ConsentBatch) -> None:
+        self.client = client
+        self.runner = runner
+        self.add = add
+        self.update = update
+        self.consent = consent
+
+    def _map(self, result: RecordResult, coll: Collection, customer: dict[str, Any]) -> ProfileRequest | None:
+        """The collection's request for this Customer, or None (problems logged, outcome set)."""
+        out = self.runner.run(coll, customer, record_id=str(result.hub_id))
+        if out.status != OK:
+            result.flow = coll.title
+            result.outcome = "invalid" if out.status == "invalid" else "skipped"
+            for p in out.problems:
+                where = ":".join(str(x) for x in (p.file, p.line, p.column) if x is not None)
+                result.log(coll.title, p.message, code=p.code,
+                           detail="; ".join(x for x in (p.detail, p.row, where) if x))
+            if out.status != "invalid":
+                result.note(f"{coll.title}: filtered out")
+            return None
+        request = profile_request(out.payload or {})
+        for text in request.problems:
+            result.log(coll.title, text, code=CODE_FLAG_UNREADABLE)
+        return request
+
+    async def send(self, customer: dict[str, Any], link: str | None) -> RecordResult:
+        """Transfer one Customer. Never raises for Klaviyo or data problems: see the result."""
+        hub_id = int(customer["Id"])
+        result = RecordResult("Customer", hub_id, (self.update or self.add).title if link else
+                              (self.add or self.update).title)
+        try:
+            if link and self.update is not None:
+                done = await self._send_linked(result, customer, link)
+                if done:
+                    return result
+            if self.add is None:
+                result.outcome = "skipped"
+                result.note("no enabled Add Klaviyo Profile collection: unlinked Customer not sent")
+                return result
+            await self._send_unlinked(result, customer)
+        except KlaviyoSyncError as exc:
+            result.outcome = "failed"
+            result.log_exception(result.flow, exc)
+        return result
+
+    async def _send_linked(self, result: RecordResult, customer: dict[str, Any], link: str) -> bool:
+        assert self.update is not None
+        request = self._map(result, self.update, customer)
+        if request is None:
+            return True
+        try:
+            await self.client.update_profile(link, request.attributes)
+        except KlaviyoApiError as exc:
+            if exc.status != 404:
+                raise
+            result.note(f"linked profile {link} no longer exists in Klaviyo: matching again")
+            return False
+        result.outcome, result.klaviyo_id = "updated", link
+        result.note(f"linked profile {link}: partial update")
+        await self._finish(result, self.update, link, request)
+        return True
+
+    async def _send_unlinked(self, result: RecordResult, customer: dict[str, Any]) -> None:
+        assert self.add is not None
+        add_req = self._map(result, self.add, customer)
+        if add_req is None:
+            return
+        update_req = add_req
+        if self.update is not None and self.update is not self.add:
+            mapped = self._map(result, self.update, customer)
+            if mapped is None:
+                return
+            update_req = mapped
+        result.flow = self.add.title
+        same = (add_req.attributes == update_req.attributes)
+        if same and self.client.supports("profile_import"):
+            try:
+                upserted = await self.client.create_or_update_profile(add_req.attributes)
+            except KlaviyoApiError as exc:
+                if exc.status != 409:
+                    raise
+                upserted = None  # email and phone belong to two profiles: resolve email-first below
+            if upserted is not None:
+                pid, created = upserted
+                self._matched(result, pid, created, "profile-import", add_req)
+                await self._finish(result, self.add if created else self.update or self.add, pid,
+                                   add_req if created else update_req)
+                return
+            pid = await self._patch_email_first(result, None, update_req)
+        else:
+            pid, created = await self.client.create_profile(add_req.attributes)
+            if created:
+                self._matched(result, pid, True, "create", add_req)
+                await self._finish(result, self.add, pid, add_req)
+                return
+            pid = await self._patch_email_first(result, pid, update_req)
+        self._matched(result, pid, False, "409 duplicate_profile", update_req)
+        await self._finish(result, self.update or self.add, pid, update_req)
+
+    async def _patch_email_first(self, result: RecordResult, pid: str | None, request: ProfileRequest) -> str:
+        """Patch the existing profile; when email and phone point to different profiles the
+        email's profile wins (and the phone number stays where it is, with a warning)."""
+        if pid is not None:
+            try:
+                await self.client.update_profile(pid, request.attributes)
+                return pid
+            except KlaviyoApiError as exc:
+                if exc.status != 409 or not request.email:
+                    raise
+        email = request.email
+        if not email:
+            raise KlaviyoApiError(f"{catalog.ERROR_CALLING_KLAVIYO} (HTTP 409): the profile's identifiers belong "
+                                  "to different Klaviyo profiles", status=409, klaviyo_code="duplicate_profile")
+        found = await self.client.find_profiles(email=email)
+        if not found:
+            raise KlaviyoApiError(f"{catalog.ERROR_CALLING_KLAVIYO} (HTTP 409): the profile's identifiers belong "
+                                  "to different Klaviyo profiles", status=409, klaviyo_code="duplicate_profile")
+        target = str(found[0]["id"])
+        try:
+            await self.client.update_profile(target, request.attributes)
+        except KlaviyoApiError as exc:
+            if exc.status != 409 or "phone_number" not in request.attributes:
+                raise
+            attrs = {k: v for k, v in request.attributes.items() if k != "phone_number"}
+            await self.client.update_profile(target, attrs)
+            result.log(result.flow, catalog.PROFILE_LINK_WARNING, level="warning", code=CODE_LINK_WARNING,
+                       klaviyo_id=target,
+                       detail=f"matched profile {target} by email; phone number {request.phone_number} belongs "
+                              "to another Klaviyo profile and was not moved")
+        return target
+
+    def _matched(self, result: RecordResult, pid: str, created: bool, how: str, request: ProfileRequest) -> None:
+        result.klaviyo_id = pid
+        result.outcome = "created" if created else "linked"
+        by = "email" if request.email else ("phone number" if request.phone_number else "identifiers")
+        result.note(f"no link; {how}: " + (f"created profile {pid}" if created else
+                                           f"matched existing profile {pid} by {by}, partial update"))
+        if not request.email:
+            result.log(result.flow, catalog.PROFILE_LINK_WARNING, level="warning", code=CODE_LINK_WARNING,
+                       klaviyo_id=pid,
+                       detail="the Customer has no email address, so it could only be matched by phone number"
+                              + ("" if created else f" (matched profile {pid})"))
+
+    async def _finish(self, result: RecordResult, coll: Collection, pid: str, request: ProfileRequest) -> None:
+        result.flow = coll.title
+        result.links.append(("Customer", result.hub_id, pid))
+        await self.consent.add(result, coll.title, pid, request)
+
+
+__all__ = ["ProfileFlow"]

@@ -1,0 +1,302 @@
+"""The outbound flows: queued hub changes (and manual pushes) to Klaviyo.
+
+Entry points (the CLI's ``dispatch`` and ``push``):
+
+* :func:`dispatch` -- send every queued change.  Changes are **claimed with a
+  lease** (``hub.claim_changes``), sent in batches, and each is **acknowledged
+  only when it was sent or its error logged**, in one hub transaction with the
+  record's external-id links and error-log entries.  A process killed midway
+  loses nothing: what it claimed but did not acknowledge is claimable again when
+  the lease runs out, and re-sending is harmless (profiles are matched and
+  patched, events carry deterministic unique ids).  A failure that may pass
+  (Klaviyo unreachable, 5xx, 429 after the client's retries) releases the change
+  for a later attempt, up to ``max_attempts`` claims; then its error is logged
+  and it is acknowledged.
+* :func:`push` -- the seeds' Manual Sync: one Customer or Transaction by hub id.
+
+Both accept a :class:`~engine.flows._outbound_dryrun.DryRunTransport`: the same
+flows run, writes are recorded instead of sent, the hub is not written and the
+queue is not claimed.
+
+The per-record work lives in :mod:`._outbound_profiles` (Customers),
+:mod:`._outbound_orders` (Transactions) and :mod:`._outbound_consent` (lists and
+consent, batched); results are :class:`~._outbound_records.RecordResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.collection import Collection, CollectionSet
+from engine.errors import HubNotFoundError
+from engine.flows._outbound_consent import ConsentBatch, ListResolver
+from engine.flows._outbound_dryrun import DryRunTransport
+from engine.flows._outbound_orders import AnswerResolver, OrderFlow
+from engine.flows._outbound_profiles import ProfileFlow
+from engine.flows._outbound_records import CODE_NOT_FOUND, RecordResult
+from engine.flows.summary import RunSummary
+from engine.helpers import bind_helpers
+from engine.hub import QueuedChange
+from engine.klaviyo import KlaviyoClient
+from engine.runner import Runner
+from engine.settings import Settings
+
+NO_EVENTS_NOTE = "Generate Events is FALSE: no events were sent"
+DEFAULT_BATCH = 100
+DEFAULT_LEASE = 300.0
+DEFAULT_MAX_ATTEMPTS = 5
+RETRY_DELAY = 30.0
+
+
+def _pick(collections: CollectionSet, entity: str, action: str, *, parent: bool = False) -> Collection | None:
+    for c in collections:
+        if (c.direction == "to_klaviyo" and c.hub_entity == entity and c.action == action and c.enabled
+                and (c.parent is None) != parent):
+            return c
+    return None
+
+
+@dataclass
+class OutboundReport:
+    """What a dispatch or push did: the run summary and every record's result."""
+
+    summary: RunSummary
+    results: list[RecordResult] = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary.to_dict(), "dry_run": self.dry_run,
+                "records": [r.to_dict() for r in self.results]}
+
+
+class Outbound:
+    """The outbound flows for one run: one client, one hub, the loaded collections.
+
+    Args:
+        settings: subscription settings (Generate Events, revision...).
+        hub: the hub store.
+        client: the Klaviyo client (built on ``dry_run`` for a dry run).
+        collections: the loaded collections (the enabled ``to_klaviyo`` ones are used).
+        dry_run: the client's recording transport, or None for a real run.
+        concurrency: records in flight at once (HTTP concurrency is the client's own).
+        max_attempts: claims before a transient failure is logged and acknowledged.
+    """
+
+    def __init__(self, settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, *,
+                 dry_run: DryRunTransport | None = None, concurrency: int = 32,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.client = client
+        self.dry_run = dry_run
+        self.concurrency = 1 if dry_run is not None else max(1, concurrency)
+        self.max_attempts = max_attempts
+        self.resolver = AnswerResolver()
+        self.runner = Runner(collections, functions=bind_helpers(self.resolver), settings={
+            "generate_events": settings.generate_events, "api_revision": settings.api_revision})
+        self.add = _pick(collections, "Customer", "add")
+        self.update = _pick(collections, "Customer", "update")
+        self.placed = _pick(collections, "Transaction", "add")
+        self.lists = ListResolver(client)
+        self._memo: dict[int, asyncio.Task[RecordResult]] = {}
+        self._consent = ConsentBatch(client, self.lists)
+
+    # -- one record -------------------------------------------------------------------
+
+    def _profiles(self) -> ProfileFlow | None:
+        if self.add is None and self.update is None:
+            return None
+        return ProfileFlow(self.client, self.runner, self.add, self.update, self._consent)
+
+    async def _ensure_customer(self, customer: dict[str, Any]) -> tuple[RecordResult, bool]:
+        """Transfer a Customer once per batch; (result, whether the caller created the task)."""
+        cid = int(customer["Id"])
+        task = self._memo.get(cid)
+        owned = task is None
+        if task is None:
+            flow = self._profiles()
+            if flow is None:
+                res = RecordResult("Customer", cid, "Add Klaviyo Profile FROM Hub", outcome="skipped",
+                                   decision="no enabled outbound profile collection")
+                return res, True
+            task = asyncio.ensure_future(flow.send(customer, self.hub.get_klaviyo_id("Customer", cid)))
+            self._memo[cid] = task
+        return await task, owned
+
+    async def _one(self, entity: str, hub_id: int) -> RecordResult:
+        if entity == "Customer":
+            customer = self.hub.get_customer(hub_id)
+            if customer is None:
+                return self._missing(entity, hub_id)
+            result, _ = await self._ensure_customer(customer)
+            return result
+        tx = self.hub.get_transaction(hub_id)
+        if tx is None:
+            return self._missing(entity, hub_id)
+        if self.placed is None:
+            return RecordResult(entity, hub_id, "Add Klaviyo Placed Order Event FROM Hub", outcome="skipped",
+                                decision="no enabled Placed Order collection")
+        orders = OrderFlow(self.client, self.runner, self.resolver, self.placed, self.hub,
+                           self._ensure_customer, self.settings.generate_events)
+        return await orders.send(tx)
+
+    @staticmethod
+    def _missing(entity: str, hub_id: int) -> RecordResult:
+        result = RecordResult(entity, hub_id, f"{entity} dispatch", outcome="skipped")
+        result.log(f"{entity} dispatch", f"{entity} {hub_id} is not in the hub (deleted after it was queued)",
+                   level="warning", code=CODE_NOT_FOUND)
+        return result
+
+    async def run_batch(self, items: list[tuple[str, int]]) -> list[RecordResult]:
+        """Send records (entity, hub id); lists and consent are flushed once at the end."""
+        self._memo = {}
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def guarded(entity: str, hub_id: int) -> RecordResult:
+            async with sem:
+                if self.dry_run is None:
+                    return await self._one(entity, hub_id)
+                # A dry run goes one record at a time so each record shows its own requests.
+                sink: list[Any] = []
+                self.dry_run.sink = sink
+                result = await self._one(entity, hub_id)
+                await self._consent.flush()
+                result.requests = sink
+                return result
+
+        results = list(await asyncio.gather(*(guarded(e, h) for e, h in items)))
+        await self._consent.flush()
+        return results
+
+    # -- committing ---------------------------------------------------------------------
+
+    def commit(self, result: RecordResult, change: QueuedChange | None, done: set[int]) -> bool:
+        """Write links and log entries, and ack (or release) the change, in one hub transaction.
+
+        Returns True when the change was acknowledged (or there was none).
+        """
+        final = not result.transient or change is None or change.attempts >= self.max_attempts
+        with self.hub.transaction():
+            for r in (*result.prerequisites, result):
+                if id(r) in done:
+                    continue
+                done.add(id(r))
+                for e in r.logs:
+                    level = e.level if final else "warning"
+                    detail = e.detail if final else f"{e.detail or ''} (will retry: attempt {change.attempts} "\
+                                                    f"of {self.max_attempts})".strip()
+                    self.hub.errors.log(e.flow, e.message, level=level, entity=e.entity, hub_id=e.hub_id,
+                                        klaviyo_id=e.klaviyo_id, detail=detail, code=e.code)
+                for entity, hub_id, klaviyo_id in r.links:
+                    self.hub.set_link(entity, hub_id, klaviyo_id)
+            if change is not None:
+                if final:
+                    self.hub.ack_change(change)
+                else:
+                    self.hub.release_change(change, delay=RETRY_DELAY * change.attempts)
+        return final
+
+    def count(self, summary: RunSummary, result: RecordResult, done: set[int]) -> None:
+        for r in (*result.prerequisites, result):
+            if id(r) in done:
+                continue
+            done.add(id(r))
+            summary.count(r.flow, r.outcome)
+            for flow, outcome in r.counts:
+                summary.count(flow, outcome)
+            summary.warnings += sum(1 for e in r.logs if e.level == "warning")
+            summary.errors += sum(1 for e in r.logs if e.level == "error")
+            if r.entity == "Transaction" and r.outcome == "skipped" and not self.settings.generate_events:
+                summary.note(NO_EVENTS_NOTE)
+
+
+async def dispatch(settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, *,
+                   limit: int | None = None, batch_size: int = DEFAULT_BATCH, lease_seconds: float = DEFAULT_LEASE,
+                   dry_run: DryRunTransport | None = None, concurrency: int = 32,
+                   max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> OutboundReport:
+    """Send queued outbound changes (all, or ``limit`` of them). See the module docstring.
+
+    Returns:
+        An :class:`OutboundReport`; its summary counts records per flow and outcome.
+    """
+    flows = Outbound(settings, hub, client, collections, dry_run=dry_run, concurrency=concurrency,
+                     max_attempts=max_attempts)
+    summary = RunSummary("dispatch (dry run)" if dry_run else "dispatch")
+    report = OutboundReport(summary, dry_run=dry_run is not None)
+    if not settings.generate_events:
+        summary.note(NO_EVENTS_NOTE)
+    counted: set[int] = set()
+    if dry_run is not None:
+        changes = hub.pending_changes(limit)
+        report.results = await flows.run_batch([(c.entity, c.hub_id) for c in changes])
+        for r in report.results:
+            flows.count(summary, r, counted)
+        summary.finish(calls=_calls(client))
+        return report
+    sent, released = 0, 0
+    committed: set[int] = set()
+    while limit is None or sent < limit:
+        size = batch_size if limit is None else min(batch_size, limit - sent)
+        changes = hub.claim_changes(size, lease_seconds=lease_seconds)
+        if not changes:
+            break
+        results = await flows.run_batch([(c.entity, c.hub_id) for c in changes])
+        for change, result in zip(changes, results):
+            if not flows.commit(result, change, committed):
+                released += 1
+            flows.count(summary, result, counted)
+        report.results.extend(results)
+        sent += len(changes)
+    if released:
+        summary.note(f"{released} change(s) failed for a reason that may pass and stay queued for a later dispatch")
+    summary.finish(calls=_calls(client))
+    return report
+
+
+async def push(settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, entity: str,
+               hub_id: int, *, dry_run: DryRunTransport | None = None) -> OutboundReport:
+    """Manual Sync: send one Customer or Transaction by hub id (the queue is left as it is).
+
+    Raises:
+        HubNotFoundError: no such record in the hub.
+    """
+    getter = hub.get_customer if entity == "Customer" else hub.get_transaction
+    if getter(hub_id) is None:
+        raise HubNotFoundError(f"{entity} {hub_id} is not in the hub", code="H003")
+    flows = Outbound(settings, hub, client, collections, dry_run=dry_run)
+    summary = RunSummary(f"push {entity.lower()} {hub_id}" + (" (dry run)" if dry_run else ""))
+    if entity == "Transaction" and not settings.generate_events:
+        summary.note(NO_EVENTS_NOTE)
+    results = await flows.run_batch([(entity, hub_id)])
+    if dry_run is None:
+        flows.commit(results[0], None, set())
+    flows.count(summary, results[0], set())
+    summary.finish(calls=_calls(client))
+    return OutboundReport(summary, results, dry_run=dry_run is not None)
+
+
+def open_outbound_client(settings: Settings, hub: Any = None, *, dry_run: bool = False,
+                         **overrides: Any) -> tuple[KlaviyoClient, DryRunTransport | None]:
+    """The Klaviyo client for an outbound run; for a dry run, built on a recording transport.
+
+    ``overrides`` go to :func:`engine.connect.open_client` (tests pass ``backoff_base``...).
+    """
+    from engine.connect import open_client
+
+    transport = DryRunTransport() if dry_run else None
+    if transport is not None:
+        overrides["transport"] = transport
+    return open_client(settings, hub, **overrides), transport
+
+
+def _calls(client: KlaviyoClient) -> dict[str, int]:
+    stats = client.stats
+    calls = {k: int(v) for k, v in stats.requests.items()}
+    if stats.total_retries:
+        calls["retries"] = stats.total_retries
+    return calls
+
+
+__all__ = ["NO_EVENTS_NOTE", "Outbound", "OutboundReport", "dispatch", "open_outbound_client", "push"]
