@@ -18,7 +18,6 @@ _COMMAND_MODULES = [
     "_collections",
     "_sandbox",
     "_hub",
-    "_inbound",
     "_outbound",
     "_auth",
 ]
