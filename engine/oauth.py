@@ -33,7 +33,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -158,7 +158,6 @@ class ConnectionStatus:
     scopes: tuple[str, ...] = ()
     refreshable: bool = False
     api_key_source: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (``auth status --json``)."""
@@ -171,7 +170,6 @@ class ConnectionStatus:
             "scopes": list(self.scopes),
             "refreshable": self.refreshable,
             "api_key": self.api_key_source,
-            **self.extra,
         }
 
     def lines(self) -> list[str]:

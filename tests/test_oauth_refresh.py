@@ -131,3 +131,15 @@ async def test_no_token_reaches_a_log_an_error_or_the_error_log(sandbox_factory,
     issued = handle.server.oauth.issued_tokens() | {CLIENT_SECRET}
     assert len(issued) >= 5 and any("OAuth access token refreshed" in t for t in ours)
     assert [] == [t for t in issued if any(t in text for text in texts)]
+
+
+async def test_a_token_refreshed_by_another_process_is_adopted_not_refreshed_again(connected) -> None:
+    """Two sources on one hub: after one refreshes (rotating the refresh token), the other takes its token."""
+    from engine._oauth_source import HubTokenSource
+
+    handle, settings, hub = connected
+    _expire_locally(hub)
+    first, second = HubTokenSource(settings, hub), HubTokenSource(settings, hub)
+    token_first = await first.get_token()
+    token_second = await second.get_token()
+    assert (token_first, 1) == (token_second, handle.options.counters["oauth_refresh"])
