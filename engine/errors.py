@@ -27,6 +27,8 @@ Tree::
     ├── KlaviyoError              talking to Klaviyo                                 K0xx
     │   ├── KlaviyoApiError       Klaviyo answered with an error ("Error calling Klaviyo")
     │   └── KlaviyoConnectionError transport failure ("An error occurred while contacting Klaviyo")
+    ├── InboundError              the inbound flows (poll, Manual Sync)               I0xx
+    │   └── ProfileNotFoundError  Manual Sync of a profile id Klaviyo does not have   I003
     └── AuthError                 OAuth connection problems                          A0xx
         ├── AuthConfigError       Client ID / Client Secret / Redirect URL missing      A001-A004
         ├── AuthorizationError    authorisation data/code missing, token exchange failed A010-A012
@@ -286,6 +288,22 @@ class ReauthorizationRequired(AuthError):
     code = "A020"
 
 
+# -- inbound flows (engine/flows/inbound.py) ------------------------------------------------
+
+
+class InboundError(KlaviyoSyncError):
+    """An inbound poll or Manual Sync problem: I001 a profile could not be written (unexpected
+    failure), I002 not a profile id, I004 a bad ``--since``."""
+
+    code = "I000"
+
+
+class ProfileNotFoundError(InboundError):
+    """Manual Sync of a profile id Klaviyo answers 404 for."""
+
+    code = "I003"
+
+
 __all__ = [
     "Location",
     "KlaviyoSyncError",
@@ -308,6 +326,8 @@ __all__ = [
     "KlaviyoApiError",
     "KlaviyoConnectionError",
     "AuthError",
+    "InboundError",
+    "ProfileNotFoundError",
     "AuthConfigError",
     "AuthorizationError",
     "ReauthorizationRequired",

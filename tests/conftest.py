@@ -3,3 +3,4 @@ and are re-exported here, one import line each."""
 from _hub_fixtures import hub, hub_factory  # noqa: F401,E402
 from _sandbox_fixtures import sandbox, sandbox_api_key, sandbox_factory  # noqa: F401,E402
 from _outbound_fixtures import outbound, outbound_factory  # noqa: F401,E402
+from _inbound_fixtures import inbound, inbound_factory  # noqa: F401,E402

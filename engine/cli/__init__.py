@@ -18,6 +18,7 @@ _COMMAND_MODULES = [
     "_collections",
     "_sandbox",
     "_hub",
+    "_inbound",
     "_outbound",
     "_auth",
 ]

@@ -270,9 +270,21 @@ class SandboxState:
         value = p["attributes"].get(field)
         return value.lower() if field == "email" and isinstance(value, str) else value
 
-    def add_profile(self, **attributes: Any) -> str:
-        """Test/demo helper: create a profile directly and return its id."""
-        return self.create_profile(attributes)["id"]
+    def add_profile(self, profile_id: str | None = None, **attributes: Any) -> str:
+        """Test/demo helper: create a profile directly and return its id.
+
+        ``profile_id`` gives it a chosen id instead of a generated one (e.g. an older
+        numeric id such as ``44552``); a taken id is a ``ValueError``.
+        """
+        with self.lock:
+            if profile_id is not None and profile_id in self.profiles:
+                raise ValueError(f"profile id {profile_id!r} is already taken")
+            p = self.create_profile(attributes)
+            if profile_id is not None:
+                del self.profiles[p["id"]]
+                p["id"] = profile_id
+                self.profiles[profile_id] = p
+            return str(p["id"])
 
     # -- consent ---------------------------------------------------------------------
 
