@@ -39,6 +39,7 @@ class RecordedRequest:
     body: Any = None
     params: dict[str, str] = field(default_factory=dict)
     read_only: bool = False
+    answer: str | None = None  # the simulated answer of a recorded write
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method, "path": self.path}
@@ -48,6 +49,8 @@ class RecordedRequest:
             out["body"] = self.body
         if self.read_only:
             out["sent"] = "read-only lookup"
+        if self.answer:
+            out["simulated_answer"] = self.answer
         return out
 
     def line(self) -> str:
@@ -55,6 +58,8 @@ class RecordedRequest:
         text = f"{self.method} {self.path}{query}"
         if self.body is not None:
             text += " " + json.dumps(self.body, ensure_ascii=False, separators=(",", ":"))
+        if self.answer:
+            text += f"   -> simulated {self.answer}"
         return text + ("   (read-only, sent)" if self.read_only else "")
 
 
@@ -110,6 +115,16 @@ class DryRunTransport(httpx.AsyncBaseTransport):
         raw = await request.aread()
         body = json.loads(raw) if raw else None
         self._record(request, body)
+        recorded = self.sink[-1]
+        response = await self._simulate(request, body)
+        recorded.answer = str(response.status_code)
+        if response.status_code in (200, 201) and "/profile" in request.url.path:
+            recorded.answer += f" (profile {response.json()['data'].get('id')})"
+        elif response.status_code == 409:
+            recorded.answer += f" duplicate_profile (profile {response.json()['errors'][0]['meta']['duplicate_profile_id']})"
+        return response
+
+    async def _simulate(self, request: httpx.Request, body: Any) -> httpx.Response:
         path = request.url.path.rstrip("/")
         data = (body or {}).get("data") if isinstance(body, dict) else None
         if request.method == "POST" and (path.endswith("/api/profiles") or path.endswith("/api/profile-import")):
