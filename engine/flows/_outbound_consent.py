@@ -24,6 +24,7 @@ cannot fail its 99 neighbours; each failure is logged on its own record.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -47,14 +48,27 @@ class ListResolver:
 
     def __init__(self, client: KlaviyoClient) -> None:
         self.client = client
-        self._ids: dict[str, str | None] = {}
+        self._lookups: dict[str, asyncio.Task[str | None]] = {}
+
+    async def _lookup(self, name: str) -> str | None:
+        found = await self.client.find_list_by_name(name)
+        return None if found is None else str(found["id"])
 
     async def resolve(self, name: str) -> str | None:
-        """The id of the first list named ``name``, or None. Raises Klaviyo errors."""
-        if name not in self._ids:
-            found = await self.client.find_list_by_name(name)
-            self._ids[name] = None if found is None else str(found["id"])
-        return self._ids[name]
+        """The id of the first list named ``name``, or None. Raises Klaviyo errors.
+
+        Concurrent records asking for the same name share one lookup; a failed lookup is
+        forgotten so the next record tries again.
+        """
+        task = self._lookups.get(name)
+        if task is None:
+            task = self._lookups[name] = asyncio.ensure_future(self._lookup(name))
+        try:
+            return await asyncio.shield(task)
+        except Exception:
+            if self._lookups.get(name) is task:
+                del self._lookups[name]
+            raise
 
 
 Item = tuple[RecordResult, str, dict[str, Any]]  # (record, flow title, profile {"id", "email"?, "phone_number"?})
