@@ -147,3 +147,16 @@ def test_push_cli_dry_run_prints_requests_and_unknown_id_fails(outbound, tmp_pat
     _, err = missing.communicate(timeout=30)
     assert 1 == missing.returncode
     assert "H003 Transaction 99 is not in the hub" in err
+
+
+def test_one_bad_record_does_not_stop_the_dispatch(outbound) -> None:
+    """A Customer Klaviyo rejects is logged with Klaviyo's answer; the next Customer still goes."""
+    bad = _customer(outbound.hub, 1, EmailAddress="not-an-email", Phone=None)
+    good = _customer(outbound.hub, 2)
+    report = outbound.dispatch()
+    [entry] = outbound.hub.errors.list()
+    assert (bad["Id"], "Add Klaviyo Profile FROM Hub") == (entry["HubId"], entry["Flow"])
+    assert entry["Message"].startswith("Error calling Klaviyo (HTTP 400): Invalid email address")
+    assert outbound.hub.get_klaviyo_id("Customer", good["Id"]) is not None
+    assert {"created": 1, "failed": 1} == report.summary.to_dict()["flows"]["Add Klaviyo Profile FROM Hub"]
+    assert 0 == outbound.hub.queue_length()
