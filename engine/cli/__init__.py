@@ -16,6 +16,7 @@ import click
 _COMMAND_MODULES = [
     # one line per command module; each defines register(group: click.Group) -> None
     "_collections",
+    "_demo",
     "_sandbox",
     "_hub",
     "_inbound",
