@@ -55,7 +55,7 @@ def seed(state: SandboxState, n: int) -> None:
         p["id"] = f"01BENCH{i:019d}"
         attrs = p["attributes"]
         attrs.update({"email": f"user{i}@example.com", "first_name": f"First{i}", "last_name": f"Last{i}",
-                      "organization": "Bench Co", "phone_number": f"+1500555{i % 10000:04d}" if i % 3 else None,
+                      "organization": "Bench Co", "phone_number": f"+1212{5000000 + i:07d}" if i % 3 else None,
                       "properties": {"Last active": "2024-05-01"} if i % 2 else {}})
         if i % 2 == 0:
             attrs["location"] = dict(address, address1=f"{i} Main St")
