@@ -11,11 +11,15 @@ import click
 from engine.cli import main
 
 
-def _walk(cmd: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
-    out = [(path, cmd)]
+def _walk(cmd: click.Command, name: str, parent: click.Context | None) -> list[tuple[click.Context, click.Command]]:
+    # Contexts are chained as a real invocation chains them, so inherited settings (the -h
+    # alias of --help) show exactly as the user sees them.
+    settings = {"terminal_width": 100, "max_content_width": 100, **cmd.context_settings}
+    ctx = click.Context(cmd, info_name=name, parent=parent, **settings)
+    out = [(ctx, cmd)]
     if isinstance(cmd, click.Group):
-        for name in sorted(cmd.commands):
-            out.extend(_walk(cmd.commands[name], path + [name]))
+        for sub in sorted(cmd.commands):
+            out.extend(_walk(cmd.commands[sub], sub, ctx))
     return out
 
 
@@ -24,9 +28,8 @@ def render() -> str:
     lines = ["# Command reference", "",
              "Generated from the commands' own `--help` "
              "(`.venv/bin/python -m engine.cli._reference > docs/cli.md`).", ""]
-    for path, cmd in _walk(main, ["klaviyo-sync"]):
-        ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100)
-        lines += [f"## `{' '.join(path)}`", "", "```text", cmd.get_help(ctx).rstrip(), "```", ""]
+    for ctx, cmd in _walk(main, "klaviyo-sync", None):
+        lines += [f"## `{ctx.command_path}`", "", "```text", cmd.get_help(ctx).rstrip(), "```", ""]
     return "\n".join(lines)
 
 
