@@ -73,6 +73,9 @@ def get(obj: Any, path: str, default: Any = MISSING) -> Any:
     return current
 
 
+_PHONE_SHAPE = re.compile(r"^\+?[\d\s().\-/]*\d{3}[\d\s().\-/]*$")
+
+
 def e164(phone: Any, region: str = "US") -> str | None:
     """Normalise a phone number to E.164 (``"+15551234567"``), or None when it cannot be.
 
@@ -81,7 +84,9 @@ def e164(phone: Any, region: str = "US") -> str | None:
     if phone is None or isinstance(phone, bool):
         return None
     text = str(phone).strip()
-    if not text:
+    # Cheap refusal first: a phone number holds only digits, spaces, + ( ) - . / (customer
+    # numbers such as "C-1001" or "N/A" never reach the parser).
+    if not text or not _PHONE_SHAPE.match(text):
         return None
     try:
         number = phonenumbers.parse(text, region)

@@ -22,6 +22,7 @@ from typing import Any
 import phonenumbers
 
 from engine import catalog
+from engine.helpers import e164
 from engine.errors import EmailExistsError, HubNotFoundError, HubRecordError, Location
 from engine.hub._errorlog import ErrorLog
 from engine.hub._migrations import migrate
@@ -51,25 +52,15 @@ _ADDRESS_COLUMNS = {
     "IsPrimaryShipping": "is_primary_shipping",
 }
 _FLAGS = ("IsPrimaryBilling", "IsPrimaryShipping")
-_PHONE_SHAPE = re.compile(r"^\s*\+?[\d\s().\-/]*\d{3}[\d\s().\-/]*$")
 
 
 def to_e164(value: str | None, region: str = "US") -> str | None:
     """Normalise a phone number to E.164 (``+15551234567``), or None when it is not one.
 
-    Numbers without a ``+`` prefix are read as numbers of ``region``.
+    The same normalisation as the formulas' ``e164()`` (one rule for matching and sending):
+    numbers without a ``+`` prefix are read as numbers of ``region``.
     """
-    # Cheap refusal first: a phone number holds only digits, spaces, + ( ) - . /
-    # (customer numbers such as "C-1001" or "N/A" never reach the parser).
-    if not value or not _PHONE_SHAPE.match(value):
-        return None
-    try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164(value, region)
 
 
 class SqliteHub(TransactionsMixin, StateMixin):
