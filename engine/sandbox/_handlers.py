@@ -19,7 +19,7 @@ from engine.sandbox import _filters as flt
 from engine.sandbox._render import (
     BODY_KEY, REVISION_KEY,
     additional_fields, body_response, event_resource, list_resource, metric_resource, page_size,
-    paginate, profile_resource,
+    page_of, paginate, profile_resource, sort_keyed,
 )
 from engine.sandbox._state import SandboxApiError, SandboxState, invalid, not_found
 
@@ -74,11 +74,18 @@ async def get_profiles(request: web.Request) -> web.Response:
     field = sort.lstrip("-")
     if field not in ("id", "created", "updated", "email"):
         raise invalid(f"'{sort}' is not a supported sort for profiles in the sandbox.", parameter="sort")
-    items = state.query_profiles(conds)
-    page, links = paginate(
-        request, items, sort_value=lambda p: SandboxState.profile_field(p, field),
-        descending=sort.startswith("-"), page_size=page_size(request, 20, 100),
-    )
+    # A poll asks for the same filter and sort page after page: sort once per state version.
+    cache_key = ("profiles", request.query.get("filter", ""), field)
+    with state.lock:
+        cached = state.page_cache.get(cache_key)
+        if cached is not None and cached[0] == state.version:
+            keyed = cached[1]
+        else:
+            keyed = sort_keyed(state.query_profiles(conds), lambda p: SandboxState.profile_field(p, field))
+            if len(state.page_cache) > 64:
+                state.page_cache.clear()
+            state.page_cache[cache_key] = (state.version, keyed)
+    page, links = page_of(request, keyed, descending=sort.startswith("-"), page_size=page_size(request, 20, 100))
     extra = additional_fields(request)
     return body_response({"data": [profile_resource(request, p, extra) for p in page], "links": links})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -117,21 +118,50 @@ def paginate(
     pages cannot make it skip or repeat unchanged records.  Returns the page and
     the ``links`` object (``next`` only when more records follow).
     """
-    keyed = sorted(((_key(sort_value(it), it["id"]), it) for it in items), key=lambda t: t[0], reverse=descending)
+    return page_of(request, sort_keyed(items, sort_value), descending=descending, page_size=page_size)
+
+
+def sort_keyed(items: Sequence[dict[str, Any]],
+               sort_value: Callable[[dict[str, Any]], Any]) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """The items sorted ascending by (value, id), as parallel lists of keys and items.
+
+    Callers that page through an unchanged result many times (a poll over 100,000 profiles)
+    keep this and pass it to :func:`page_of`, so each page costs a binary search, not a sort.
+    """
+    keyed = sorted(((_key(sort_value(it), it["id"]), it) for it in items), key=lambda t: t[0])
+    return [k for k, _ in keyed], [it for _, it in keyed]
+
+
+def page_of(request: web.Request, keyed: tuple[list[list[Any]], list[dict[str, Any]]], *, descending: bool,
+            page_size: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One page of an ascending :func:`sort_keyed` result, after the request's cursor."""
+    keys, items = keyed
     cursor = request.query.get("page[cursor]")
+    after: Any = None
     if cursor:
         try:
             after = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"==="))
         except (ValueError, json.JSONDecodeError):
             raise invalid("Invalid page cursor.", parameter="page[cursor]") from None
-        keyed = [t for t in keyed if (t[0] < after if descending else t[0] > after)]
-    page = keyed[:page_size]
+        if not isinstance(after, list):
+            raise invalid("Invalid page cursor.", parameter="page[cursor]")
+    try:
+        if descending:
+            end = len(keys) if after is None else bisect.bisect_left(keys, after)
+            idx = list(range(end - 1, max(end - page_size - 1, 0) - 1, -1))
+        else:
+            start = 0 if after is None else bisect.bisect_right(keys, after)
+            idx = list(range(start, min(start + page_size + 1, len(keys))))
+    except TypeError:
+        raise invalid("Invalid page cursor.", parameter="page[cursor]") from None
+    more = len(idx) > page_size
+    idx = idx[:page_size]
     links: dict[str, Any] = {"self": str(request.url), "first": str(request.url.with_query({k: v for k, v in request.query.items() if k != "page[cursor]"})),
                              "last": None, "prev": None, "next": None}
-    if len(keyed) > page_size:
-        token = base64.urlsafe_b64encode(json.dumps(page[-1][0]).encode()).decode().rstrip("=")
+    if more:
+        token = base64.urlsafe_b64encode(json.dumps(keys[idx[-1]]).encode()).decode().rstrip("=")
         links["next"] = str(request.url.update_query({"page[cursor]": token}))
-    return [it for _, it in page], links
+    return [items[i] for i in idx], links
 
 
 def page_size(request: web.Request, default: int, maximum: int) -> int:

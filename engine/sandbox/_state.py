@@ -95,7 +95,21 @@ class SandboxState:
         self.events: list[dict[str, Any]] = []
         self._event_keys: set[tuple[str, str, str]] = set()
         self.jobs: dict[str, dict[str, Any]] = {}
-        self.dirty = False
+        #: bumped on every change; caches of sorted query results are valid for one version
+        self.version = 0
+        self.page_cache: dict[Any, tuple[int, Any]] = {}
+        self._dirty = False
+
+    @property
+    def dirty(self) -> bool:
+        """True when the state changed since it was last saved."""
+        return self._dirty
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        if value:
+            self.version += 1
+        self._dirty = value
 
     # -- ids -------------------------------------------------------------------------
 
@@ -284,6 +298,7 @@ class SandboxState:
                 del self.profiles[p["id"]]
                 p["id"] = profile_id
                 self.profiles[profile_id] = p
+                self.dirty = True
             return str(p["id"])
 
     # -- consent ---------------------------------------------------------------------
