@@ -275,3 +275,25 @@ def test_bad_records_do_not_stop_the_run(sandbox_factory, tmp_path: Path) -> Non
         assert summary["flows"]["Add Klaviyo Profile FROM Hub"].get("created", 0) >= 2
     finally:
         hub.close()
+
+
+def test_a_broken_collection_stops_poll_before_the_cursor_moves(sandbox_factory, tmp_path: Path) -> None:
+    """poll with a collection that does not parse exits 1 naming file:line:col, and writes nothing."""
+    sb = sandbox_factory()
+    sb.state.add_profile(email="waiting@example.org")
+    settings = _settings_file(tmp_path, sb.url)
+    bad = tmp_path / "collections"
+    bad.mkdir()
+    for f in (ROOT / "collections").glob("*.yaml"):
+        (bad / f.name).write_text(f.read_text())
+    (bad / "add-profile-address-to-hub.yaml").write_text("title: [unclosed\n")
+    settings.write_text(settings.read_text() + f"collections: {bad}\n")
+    proc = _cli(settings, "poll")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "add-profile-address-to-hub.yaml:2:1: C001 YAML syntax error" in err
+    hub = SqliteHub(tmp_path / "hub.db")
+    try:
+        assert (None, []) == (hub.get_cursor("profiles"), list(hub.iter_customers()))
+    finally:
+        hub.close()

@@ -31,12 +31,12 @@ from engine.settings import Settings, parse_duration
 
 
 def _collections(settings: Settings) -> CollectionSet:
-    """The settings' collections; load problems are printed, the collections that loaded run."""
+    """The settings' collections. Any load problem stops the command before anything is read or
+    written (as dispatch does): running with a collection missing would transfer profiles without
+    their address, or not at all, and move the cursor past them."""
     loaded = load_collections([settings.collections_dir])
     if loaded.errors:
-        if not len(loaded.collections):
-            raise CollectionSetError(loaded.errors)
-        report(CollectionSetError(loaded.errors))
+        raise CollectionSetError(loaded.errors)
     return loaded.collections
 
 
