@@ -117,6 +117,15 @@ def present(obj: Any, *paths: str) -> bool:
     return True
 
 
+def join_ids(*parts: Any, sep: str = "-") -> str | None:
+    """A deterministic identity from its parts: ``join_ids(55260, 901)`` is ``"55260-901"``;
+    None when any part is blank, so an identity is never built from a missing id."""
+    for part in parts:
+        if is_blank(part):
+            return None
+    return sep.join(str(p) for p in parts)
+
+
 def coalesce(*values: Any) -> Any:
     """The first value that is not blank (see :func:`is_blank`), else None."""
     for value in values:
@@ -272,7 +281,7 @@ def get_customer_id_by_email(email: str) -> str | None:
 
 
 HELPERS: dict[str, Callable[..., Any]] = {
-    "get": get, "e164": e164, "is_blank": is_blank, "present": present, "coalesce": coalesce, "to_str": to_str,
+    "get": get, "e164": e164, "is_blank": is_blank, "present": present, "join_ids": join_ids, "coalesce": coalesce, "to_str": to_str,
     "to_int": to_int, "to_float": to_float, "to_decimal": to_decimal, "to_bool": to_bool,
     "trim": trim, "upper": upper, "lower": lower, "now_utc": now_utc, "iso_date": iso_date,
     "get_external_id": get_external_id, "get_customer_id_by_email": get_customer_id_by_email,

@@ -130,3 +130,13 @@ def test_present_is_true_only_when_every_path_has_a_value() -> None:
     assert present(loc, "address1", "city") is False
     assert present(None, "address1") is False
     assert present({"a": {"b": [1]}}, "a.b[0]") is True
+
+
+def test_join_ids_builds_an_identity_only_from_present_parts() -> None:
+    """join_ids joins every part, and gives None when any part is blank."""
+    from engine.helpers import join_ids
+
+    assert "55260-901" == join_ids(55260, 901)
+    assert "a/b" == join_ids("a", "b", sep="/")
+    assert join_ids(55260, None) is None
+    assert join_ids("", 3) is None
