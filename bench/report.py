@@ -55,11 +55,47 @@ def machine() -> str:
             f"CPython {platform.python_version()}")
 
 
+def run_one(script: str, cmd_args: list[str]) -> tuple[str, float, int]:
+    """Run one benchmark; its printed figures, the seconds it took and its exit code."""
+    t0 = time.monotonic()
+    proc = subprocess.run([PY, str(ROOT / "bench" / script), *cmd_args], cwd=ROOT, capture_output=True, text=True)
+    out = (proc.stdout + (("\n" + proc.stderr) if proc.returncode else "")).rstrip()
+    return out, time.monotonic() - t0, proc.returncode
+
+
+def rerun(only: str, out_path: Path, *, quick: bool) -> int:
+    """Replace the sections of the benchmarks matching ``only`` in ``out_path``."""
+    text = out_path.read_text()
+    failed = 0
+    for title, script, full, quick_args, _reference in BENCHES:
+        if only.lower() not in title.lower():
+            continue
+        cmd_args = quick_args if quick else full
+        print(f"== {title}", flush=True)
+        out, took, rc = run_one(script, cmd_args)
+        print(out, flush=True)
+        failed += rc != 0
+        start = text.index(f"## {title}\n")
+        block_start = text.index("```text\n", start)
+        block_end = text.index("\n```\n", block_start) + len("\n```\n")
+        tail_end = text.index("\n", text.index("(", block_end)) + 1
+        when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+        text = (text[:block_start] + "```text\n" + out + "\n```\n\n"
+                + f"({took:.0f} s; section re-run alone on {when} with `bench/run --only \"{only}\"`)\n"
+                + text[tail_end:])
+    out_path.write_text(text)
+    return 1 if failed else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, not the published figures)")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--only", metavar="TEXT", help="re-run only the benchmarks whose title contains TEXT and "
+                    "replace their sections in an existing report (each re-run section says when it ran)")
     args = ap.parse_args()
+    if args.only:
+        return rerun(args.only, Path(args.out), quick=args.quick)
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     parts = [
         "# Benchmarks", "",

@@ -97,7 +97,7 @@ class CompiledFormula:
     """
 
     __slots__ = ("source", "kind", "names", "functions", "_run", "_functions", "_limits",
-                 "_loops", "_mutates", "_backend", "_read", "_merged")
+                 "_loops", "_mutates", "_backend", "_read", "_merged", "_pure")
 
     def __init__(self, source: str, kind: str, names: frozenset[str], functions: frozenset[str],
                  run: Callable[[dict[str, Any]], Any], table: Mapping[str, Callable[..., Any]],
@@ -113,6 +113,7 @@ class CompiledFormula:
         self._mutates = mutates
         self._backend = backend
         self._read = tuple(sorted(names))
+        self._pure = False  # set by FormulaEngine.compile
         # (caller's table, merged table): merging per call would cost more than most formulas
         self._merged: tuple[Any, dict[str, Callable[..., Any]]] = (None, dict(table))
 
@@ -120,8 +121,13 @@ class CompiledFormula:
         return f"CompiledFormula({_shorten(self.source, 60)!r}, backend={self._backend!r})"
 
     def evaluate(self, scope: Mapping[str, Any],
-                 functions: Mapping[str, Callable[..., Any]] | None = None) -> Any:
+                 functions: Mapping[str, Callable[..., Any]] | None = None, *, private: bool = False) -> Any:
         """Evaluate the formula with ``scope`` as the only visible names.
+
+        ``private=True`` says ``scope`` is a plain dict the caller made for this evaluation and
+        will throw away (the mapper's per-record scope): a pure expression (no assignment, loop or
+        mutation) then reads it directly instead of a namespace built for it. The engine may add
+        keys starting with ``_`` to such a scope.
 
         Args:
             scope: name -> value.  Names the formula reads but ``scope`` lacks are ``None``.
@@ -143,8 +149,11 @@ class CompiledFormula:
         """
         # The namespace holds only the names the formula reads (absent ones are None): cheaper
         # than copying the whole scope, and nothing else is reachable from the formula anyway.
-        get = scope.get
-        ns = {name: get(name) for name in self._read}
+        if private and self._pure and type(scope) is dict:
+            ns = scope
+        else:
+            get = scope.get
+            ns = {name: get(name) for name in self._read}
         if self._mutates:
             # Only names the formula reads can be mutated by it: copy those that hold containers.
             for name in self._read:
@@ -255,6 +264,7 @@ class FormulaEngine:
                                    L, result.has_loops, mutates, self.backend)
         # Every name read anywhere, locals included: a name can be local in one place (a
         # comprehension variable) and free in another, and an extra name in the namespace is harmless.
+        compiled._pure = result.is_expression and not result.has_loops and not mutates
         compiled._read = tuple(sorted({n.id for n in ast.walk(result.tree) if isinstance(n, ast.Name)
                                        and isinstance(n.ctx, ast.Load)} - result.functions))
         return compiled

@@ -77,12 +77,16 @@ class MapResult:
     problems: list[Problem] = field(default_factory=list)
 
 
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def copy_data(value: Any) -> Any:
-    """A plain copy of JSON-like data (dicts, lists, scalars): formulas never see the caller's objects."""
+    """A plain copy of JSON-like data (dicts, lists, scalars), so a payload never shares an object
+    with the caller's record. Scalars are not recursed into (most payload values are scalars)."""
     if isinstance(value, dict):
-        return {k: copy_data(v) for k, v in value.items()}
+        return {k: v if type(v) in _LEAVES else copy_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [copy_data(v) for v in value]
+        return [v if type(v) in _LEAVES else copy_data(v) for v in value]
     return value
 
 
@@ -166,9 +170,8 @@ class Mapper:
                        file=row.location.file, line=row.location.line, column=row.location.column)
 
     def _eval(self, formula: Any, scope: dict[str, Any]) -> Any:
-        if self.functions is None:
-            return formula.evaluate(scope)
-        return formula.evaluate(scope, functions=self.functions)
+        # the scope is this record's own dict, made in map() and dropped after it
+        return formula.evaluate(scope, functions=self.functions, private=True)
 
     def _problem_from(self, exc: KlaviyoSyncError, row: Row | None, where: str) -> Problem:
         c = self.collection

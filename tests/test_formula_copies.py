@@ -33,3 +33,25 @@ def test_formula_leaves_scope_data_unchanged(backend: str, source: str, needs_co
     compiled.evaluate(scope)
     assert before == scope
     assert needs_copy == compiled._mutates
+
+
+@pytest.mark.parametrize("backend", ["fast", "asteval"])
+@pytest.mark.parametrize("source", [
+    'phone_number if not is_blank(phone_number) else "N/A"',
+    '{"Email": get(parent, "EmailAddress", None), "Sku": Sku}',
+    'join_ids(get(parent, "Id", None), Id)',
+    "missing_name",
+    "x = 1\nreturn x + Id",
+    "[s.upper() for s in tags]",
+])
+def test_private_scope_gives_the_same_result(backend: str, source: str) -> None:
+    """Evaluating on the caller's private scope gives what a built namespace gives, and adds
+    nothing but engine-private keys to that scope."""
+    def scope() -> dict:
+        return {"phone_number": None, "parent": {"EmailAddress": "a@x.com", "Id": 5}, "Sku": "S", "Id": 7,
+                "tags": ["a", "b"]}
+
+    compiled = FormulaEngine(backend=backend).compile(source)
+    private = scope()
+    assert compiled.evaluate(scope()) == compiled.evaluate(private, private=True)
+    assert scope() == {k: v for k, v in private.items() if not k.startswith("_")}
