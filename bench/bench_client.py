@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,9 +49,31 @@ def _line(label: str, n: int, secs: float, tier: str) -> str:
             f"{t.steady_per_second:5.1f}/s ({t.steady}/min) -> {100 * rate / t.steady_per_second:6.1f} % of it")
 
 
+def serve(latency_ms: float, conn: Any) -> None:
+    """Child process: run the sandbox (its own core, as Klaviyo is its own machine), report its URL,
+    then answer one request for what it stored and stop."""
+    server = SandboxServer(SandboxOptions(latency_ms=latency_ms, rate_limits=True, seed=1))
+
+    async def run() -> None:
+        conn.send(await server.start())
+        seed_pid = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        state = server.state
+        with state.lock:
+            events = sum(1 for e in state.events if e["metric_id"] and e["profile_id"] == seed_pid)
+            profiles = sum(1 for p in state.profiles.values()
+                           if (p["attributes"].get("email") or "").startswith("bench") and p["id"] != seed_pid)
+        conn.send((events, profiles, server.options.counters.get("429", 0)))
+        await server.stop()
+
+    asyncio.run(run())
+
+
 async def main(args: argparse.Namespace) -> None:
-    server = SandboxServer(SandboxOptions(latency_ms=args.latency_ms, rate_limits=True, seed=1))
-    url = await server.start()
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=serve, args=(args.latency_ms, child), daemon=True)
+    proc.start()
+    url = parent.recv()
     try:
         async with KlaviyoClient(base_url=url, api_key=KEY, max_concurrency=args.concurrency,
                                  revision=args.revision) as kl:
@@ -63,18 +87,16 @@ async def main(args: argparse.Namespace) -> None:
             ev_secs, pr_secs = await asyncio.gather(ev_task, pr_task)
             wall = time.monotonic() - wall
             stats = kl.stats.as_dict()
-        state = server.state
-        with state.lock:
-            events = sum(1 for e in state.events if e["metric_id"] and e["profile_id"] == seed_pid)
-            profiles = sum(1 for p in state.profiles.values() if (p["attributes"].get("email") or "").startswith("bench") and p["id"] != seed_pid)
+        parent.send(seed_pid)
+        events, profiles, throttled = parent.recv()
     finally:
-        await server.stop()
+        proc.join(30)
     print(f"Klaviyo client vs sandbox (revision {args.revision}, {args.latency_ms:.0f} ms latency, "
-          f"concurrency {args.concurrency}, real tier limits)")
+          f"concurrency {args.concurrency}, real tier limits, sandbox in its own process)")
     print(_line("events", args.events, ev_secs, "XL"))
     print(_line("profiles", args.profiles, pr_secs, "L"))
     print(f"wall time {wall:.1f} s; requests sent {stats['total_requests']}; retries {stats['total_retries']} "
-          f"{stats['retry_reasons']}; 429s from server {server.options.counters.get('429', 0)}; "
+          f"{stats['retry_reasons']}; 429s from server {throttled}; "
           f"client waited for budget {stats['throttle_wait_s']:.1f} s")
     print(f"stored: events {events}/{args.events} (lost {args.events - events}), "
           f"profiles {profiles}/{args.profiles} (lost {args.profiles - profiles})")
