@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ from typing import Any
 
 from engine.collection import load_collections
 from engine.connect import open_client, open_hub
-from engine.errors import KlaviyoSyncError
 from engine.flows.inbound import InboundFlow
 from engine.flows.outbound import dispatch, push
 from engine.flows.summary import RunSummary
@@ -101,7 +99,7 @@ class DemoResult:
         }
 
 
-def _customers(rnd: random.Random, n: int) -> list[dict[str, Any]]:
+def _customers(n: int) -> list[dict[str, Any]]:
     out = []
     for i in range(1, n + 1):
         first, last = FIRST[i % len(FIRST)], LAST[(i * 7) % len(LAST)]
@@ -127,7 +125,7 @@ def _customers(rnd: random.Random, n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _transactions(rnd: random.Random, n: int, customers: int) -> list[dict[str, Any]]:
+def _transactions(n: int, customers: int) -> list[dict[str, Any]]:
     out = []
     for i in range(1, n + 1):
         cid = (i % customers) + 1
@@ -177,7 +175,7 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-async def _run(folder: Path, url: str, result: DemoResult, customers: int, transactions: int) -> None:
+async def _run(folder: Path, result: DemoResult) -> None:
     settings = load_settings(folder / "klaviyo-sync.yaml")
     report = load_collections([settings.collections_dir])
     if report.errors:
@@ -195,12 +193,12 @@ async def _run(folder: Path, url: str, result: DemoResult, customers: int, trans
             result.phases.append(out.summary)
         async with open_client(settings, hub) as client:
             flow = InboundFlow(hub, client, cs, summary=RunSummary("poll (Klaviyo -> hub)"),
-                               formula_settings={"name": settings.name, "generate_events": settings.generate_events})
+                               formula_settings=settings.for_formulas())
             await flow.poll()
             result.phases.append(flow.summary)
         async with open_client(settings, hub) as client:
             flow = InboundFlow(hub, client, cs, summary=RunSummary("sync profile 44552 (Manual Sync, Klaviyo -> hub)"),
-                               formula_settings={"name": settings.name, "generate_events": settings.generate_events})
+                               formula_settings=settings.for_formulas())
             await flow.sync_profile("44552")
             result.phases.append(flow.summary)
         async with open_client(settings, hub) as client:
@@ -228,10 +226,9 @@ def run_demo(folder: str | Path = "demo-hub", *, customers: int = 12, transactio
     folder.mkdir(parents=True, exist_ok=True)
     for name in DEMO_FILES:
         (folder / name).unlink(missing_ok=True)
-    rnd = random.Random(seed)
-    cust = _customers(rnd, customers)
+    cust = _customers(customers)
     _write_jsonl(folder / "customers.jsonl", cust)
-    _write_jsonl(folder / "transactions.jsonl", _transactions(rnd, transactions, customers))
+    _write_jsonl(folder / "transactions.jsonl", _transactions(transactions, customers))
     server = SandboxServer(SandboxOptions(port=0, seed=seed))
     handle = server.start_in_thread()
     result = DemoResult(folder, sandbox_url=handle.url)
@@ -247,10 +244,10 @@ def run_demo(folder: str | Path = "demo-hub", *, customers: int = 12, transactio
             "generate_events: TRUE\n"
             "outbound_triggers:\n  customer: true\n  transaction: true\n"
             "hub: klaviyo-sync.db\n", encoding="utf-8")
-        asyncio.run(_run(folder, handle.url, result, customers, transactions))
+        asyncio.run(_run(folder, result))
         state = handle.state
         with state.lock:
-            result.klaviyo = {"profiles": len(state.profiles), "events": len(getattr(state, "events", {}) or {}),
+            result.klaviyo = {"profiles": len(state.profiles), "events": len(state.events),
                               "lists": len(state.lists)}
             state.save(folder / "sandbox-state.json")
     finally:
@@ -259,4 +256,4 @@ def run_demo(folder: str | Path = "demo-hub", *, customers: int = 12, transactio
     return result
 
 
-__all__ = ["DemoResult", "run_demo", "KlaviyoSyncError"]
+__all__ = ["DemoResult", "run_demo"]

@@ -147,6 +147,11 @@ class Settings:
         found = [s.reveal() for s in (self.api_key, self.oauth.client_secret) if s is not None]
         return tuple(v for v in found if v)
 
+    def for_formulas(self) -> dict[str, Any]:
+        """What formulas see as ``settings``: plain values, never a secret or a path."""
+        return {"name": self.name, "version": self.version, "api_url": self.api_url,
+                "api_revision": self.api_revision, "generate_events": self.generate_events}
+
     def display(self) -> dict[str, Any]:
         """Every setting as plain data with secrets masked (``settings show``)."""
 

@@ -144,3 +144,14 @@ def test_secret_compares_by_value_and_never_prints() -> None:
 def test_durations_parse(text: str, seconds: float) -> None:
     """Poll intervals read as seconds, minutes or hours."""
     assert seconds == parse_duration(text)
+
+
+def test_formulas_see_settings_without_secrets(tmp_path) -> None:
+    """for_formulas() gives plain values and never the API key or the OAuth client secret."""
+    from engine.settings import load_settings
+
+    path = tmp_path / "klaviyo-sync.yaml"
+    path.write_text("api_key: pk_formula_secret_1234\noauth: {client_id: c, client_secret: s3cr3t-value}\n")
+    seen = load_settings(path).for_formulas()
+    assert {"name", "version", "api_url", "api_revision", "generate_events"} == set(seen)
+    assert "pk_formula_secret_1234" not in repr(seen) and "s3cr3t-value" not in repr(seen)

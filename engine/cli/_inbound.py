@@ -16,7 +16,6 @@ import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import click
 
@@ -38,10 +37,6 @@ def _collections(settings: Settings) -> CollectionSet:
     if loaded.errors:
         raise CollectionSetError(loaded.errors)
     return loaded.collections
-
-
-def _formula_settings(settings: Settings) -> dict[str, Any]:
-    return {"name": settings.name, "generate_events": settings.generate_events}
 
 
 def _print_summary(summary: RunSummary, as_json: bool) -> None:
@@ -114,7 +109,7 @@ async def _poll(settings: Settings, hub_path: str | None, since: datetime | None
             first = True
             while True:
                 flow = InboundFlow(hub, client, collections, summary=RunSummary("poll"),
-                                   formula_settings=_formula_settings(settings))
+                                   formula_settings=settings.for_formulas())
                 wake = asyncio.Event()
                 uninstall = _install_stop(flow, wake)
                 try:
@@ -196,7 +191,7 @@ def sync_profile_cmd(profile_id: str, as_json: bool, config: str | None, hub_pat
         try:
             async with open_client(settings, hub) as client:
                 flow = InboundFlow(hub, client, collections, summary=RunSummary("sync profile"),
-                                   formula_settings=_formula_settings(settings))
+                                   formula_settings=settings.for_formulas())
                 return await flow.sync_profile(profile_id), flow.summary
         finally:
             hub.close()

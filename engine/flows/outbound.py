@@ -94,8 +94,7 @@ class Outbound:
         self.concurrency = 1 if dry_run is not None else max(1, concurrency)
         self.max_attempts = max_attempts
         self.resolver = AnswerResolver()
-        self.runner = Runner(collections, functions=bind_helpers(self.resolver), settings={
-            "generate_events": settings.generate_events, "api_revision": settings.api_revision})
+        self.runner = Runner(collections, functions=bind_helpers(self.resolver), settings=settings.for_formulas())
         self.add = _pick(collections, "Customer", "add")
         self.update = _pick(collections, "Customer", "update")
         self.placed = _pick(collections, "Transaction", "add")

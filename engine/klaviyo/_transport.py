@@ -31,7 +31,7 @@ import httpx
 
 from engine.errors import KlaviyoApiError, KlaviyoConnectionError
 from engine.klaviyo import revision as rev
-from engine.klaviyo._errors import api_error, connection_error, parse_retry_after, redact
+from engine.klaviyo._errors import api_error, connection_error, parse_retry_after
 from engine.klaviyo.ratelimit import RateBudget
 
 log = logging.getLogger("engine.klaviyo")
