@@ -26,6 +26,7 @@ Tree::
     │   └── HubVersionError       the hub file was written by a newer release                 H004
     ├── KlaviyoError              talking to Klaviyo                                 K0xx
     │   ├── KlaviyoApiError       Klaviyo answered with an error ("Error calling Klaviyo")
+    │   │   └── KlaviyoAuthError  401/403 or a failed OAuth refresh: credentials, not the record  K003
     │   └── KlaviyoConnectionError transport failure ("An error occurred while contacting Klaviyo")
     ├── InboundError              the inbound flows (poll, Manual Sync)               I0xx
     │   └── ProfileNotFoundError  Manual Sync of a profile id Klaviyo does not have   I003
@@ -259,6 +260,12 @@ class KlaviyoApiError(KlaviyoError):
         self.errors = errors or []
 
 
+class KlaviyoAuthError(KlaviyoApiError):
+    """Klaviyo refused the credentials (401/403) or the OAuth connection could not be refreshed: no record's fault; the run stops."""
+
+    code = "K003"
+
+
 class KlaviyoConnectionError(KlaviyoError):
     """Transport failure. ``message`` starts with "An error occurred while contacting Klaviyo"."""
 
@@ -324,6 +331,7 @@ __all__ = [
     "HubVersionError",
     "KlaviyoError",
     "KlaviyoApiError",
+    "KlaviyoAuthError",
     "KlaviyoConnectionError",
     "AuthError",
     "InboundError",
