@@ -20,6 +20,7 @@ set, S004 settings file not found.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -39,6 +41,9 @@ DEFAULT_API_URL: Final = "https://a.klaviyo.com"
 DEFAULT_REVISION: Final = "2023-10-15"
 DEFAULT_HUB: Final = "klaviyo-sync.db"
 DEFAULT_POLL: Final = "5m"
+DEFAULT_REQUEST_TIMEOUT: Final = "30s"  # per read/connect of one HTTP attempt (httpx timeout)
+DEFAULT_REQUEST_DEADLINE: Final = "60s"  # whole HTTP attempt: request sent and answer read
+DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_SCOPES: Final = ("accounts:read", "events:write", "profiles:read", "profiles:write")
 ENV_CONFIG: Final = "KLAVIYO_SYNC_CONFIG"
 ENV_API_KEY: Final = "KLAVIYO_API_KEY"
@@ -138,6 +143,9 @@ class Settings:
     outbound_triggers: OutboundTriggers = field(default_factory=OutboundTriggers)
     poll_interval: float = 300.0
     poll_interval_text: str = DEFAULT_POLL
+    request_timeout: float = 30.0
+    request_deadline: float = 60.0
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     hub_path: Path = Path(DEFAULT_HUB)
     collections_dir: Path = SHIPPED_COLLECTIONS
     source: Path | None = None
@@ -145,11 +153,12 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """The literal secret values, for masking (``SqliteHub(secrets=...)``)."""
         found = [s.reveal() for s in (self.api_key, self.oauth.client_secret) if s is not None]
+        found.append(_url_password(self.api_url) or "")
         return tuple(v for v in found if v)
 
     def for_formulas(self) -> dict[str, Any]:
         """What formulas see as ``settings``: plain values, never a secret or a path."""
-        return {"name": self.name, "version": self.version, "api_url": self.api_url,
+        return {"name": self.name, "version": self.version, "api_url": mask_url(self.api_url),
                 "api_revision": self.api_revision, "generate_events": self.generate_events}
 
     def display(self) -> dict[str, Any]:
@@ -162,7 +171,7 @@ class Settings:
             "source": str(self.source) if self.source else None,
             "name": self.name,
             "version": self.version,
-            "api_url": self.api_url,
+            "api_url": mask_url(self.api_url),
             "api_key": secret(self.api_key),
             "api_revision": self.api_revision,
             "generate_events": self.generate_events,
@@ -182,9 +191,28 @@ class Settings:
                 "transaction": self.outbound_triggers.transaction,
             },
             "poll_interval": self.poll_interval_text,
+            "request_timeout": f"{self.request_timeout:g}s",
+            "request_deadline": f"{self.request_deadline:g}s",
+            "max_response_bytes": self.max_response_bytes,
             "hub": str(self.hub_path),
             "collections": str(self.collections_dir),
         }
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its userinfo (``https://user:pw@host``) replaced by the mask."""
+    if _url_password(url) is None:
+        return url
+    parts = urlsplit(url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:{MASK}@{host}").geturl()
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:  # e.g. an unclosed [IPv6 bracket: no usable userinfo either
+        return None
 
 
 def _default_tiers() -> Mapping[str, TierLimit]:
@@ -241,6 +269,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[st
         raise SettingsErrors([_error(file, marks, (), "the settings file must be a mapping of keys to values")])
     problems = [_schema_error(file, marks, e) for e in _validator().iter_errors(data)]
     problems += _env_problems(data, file, marks, env)
+    problems += _client_problems(data, file, marks)
     if problems:
         problems.sort(key=lambda e: (e.location.line or 0, e.location.column or 0))
         raise SettingsErrors(problems)
@@ -267,6 +296,40 @@ def _env_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[int, 
                                            code="S003"))
     return problems
 
+
+_DURATION_KEYS: Final = ("request_timeout", "request_deadline")
+
+
+def _client_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[int, int]]) -> list[SettingsError]:
+    """S002 for an ``http://`` API URL off loopback and for a zero request timeout or deadline."""
+    problems = []
+    url = data.get("api_url")
+    if isinstance(url, str) and url.lower().startswith("http://") and not _loopback(url):
+        problems.append(_error(file, marks, ("api_url",), "must use https:// (plain http:// is allowed only "
+                                                        f"for a loopback host such as 127.0.0.1), got {_short(mask_url(url))}"))
+    for key in _DURATION_KEYS:
+        value = data.get(key)
+        try:
+            seconds = parse_duration(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        except ValueError:
+            continue  # the schema reports the malformed text
+        if seconds is not None and seconds <= 0:
+            problems.append(_error(file, marks, (key,), f"must be a positive duration such as 30s, got {_short(value)}"))
+    return problems
+
+
+def _loopback(url: str) -> bool:
+    """Whether ``url``'s host is localhost, 127.0.0.0/8 or ::1."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _resolve(data: dict[str, Any], file: Path | None, env: Mapping[str, str]) -> Settings:
@@ -319,6 +382,9 @@ def _resolve(data: dict[str, Any], file: Path | None, env: Mapping[str, str]) ->
                                            bool(triggers.get("transaction", False))),
         poll_interval=parse_duration(poll_text),
         poll_interval_text=poll_text,
+        request_timeout=parse_duration(data.get("request_timeout", DEFAULT_REQUEST_TIMEOUT)),
+        request_deadline=parse_duration(data.get("request_deadline", DEFAULT_REQUEST_DEADLINE)),
+        max_response_bytes=int(data.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)),
         hub_path=(base / data.get("hub", DEFAULT_HUB)),
         collections_dir=(base / collections) if collections else SHIPPED_COLLECTIONS,
         source=file,

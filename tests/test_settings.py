@@ -109,7 +109,8 @@ def test_api_key_falls_back_to_the_environment(tmp_path: Path) -> None:
          ["1:24: S002 oauth.client_secret: must be a string or ${ENV_VAR} reference (value not shown)"]),
         ("colour: blue\n",
          ["1:1: S002 colour: unknown key (valid: name, version, api_url, api_key, api_revision, generate_events, "
-          "throttling, oauth, outbound_triggers, poll_interval, hub, collections)"]),
+          "throttling, oauth, outbound_triggers, poll_interval, request_timeout, request_deadline, "
+          "max_response_bytes, hub, collections)"]),
         ("- a\n- b\n", ["1:1: S002 the settings file must be a mapping of keys to values"]),
         ("name: [unclosed\n", ["2:1: S001 invalid YAML: expected ',' or ']', but got '<stream end>'"]),
     ],
