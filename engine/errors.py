@@ -237,7 +237,12 @@ class KlaviyoError(KlaviyoSyncError):
 
 
 class KlaviyoApiError(KlaviyoError):
-    """Klaviyo answered with an error status. ``message`` starts with "Error calling Klaviyo"."""
+    """Klaviyo answered with an error status, or with an answer that is not Klaviyo's for the call
+    (wrong status, wrong body shape, a redirect). ``message`` starts with "Error calling Klaviyo".
+
+    ``transient`` says whether the same request may succeed later (429, 5xx, a malformed 2xx
+    answer from a proxy); by default it follows ``status``.
+    """
 
     code = "K001"
 
@@ -250,10 +255,12 @@ class KlaviyoApiError(KlaviyoError):
         pointer: str | None = None,
         retry_after: float | None = None,
         errors: list[dict[str, Any]] | None = None,
+        transient: bool | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(message, **kw)
         self.status = status
+        self.transient = (status == 429 or status >= 500) if transient is None else transient
         self.klaviyo_code = klaviyo_code
         self.pointer = pointer
         self.retry_after = retry_after
