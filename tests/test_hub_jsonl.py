@@ -6,6 +6,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from engine import catalog
 from engine.hub import SqliteHub, export_jsonl, import_jsonl
 
@@ -97,3 +99,97 @@ def test_export_imports_back_unchanged(hub: SqliteHub, hub_factory, tmp_path: Pa
     strip = lambda r: {k: v for k, v in r.items() if k not in ("CreatedAt", "UpdatedAt")}  # noqa: E731
     assert strip(hub.get_customer(1)) == strip(copy.get_customer(1))
     assert strip(hub.get_transaction(1)) == strip(copy.get_transaction(1))
+
+
+# -- hostile lines: each is reported where it is and costs only itself -------------------------
+
+_GOOD_BEFORE = _customer(1).encode()
+_GOOD_AFTER = _customer(2).encode()
+
+HOSTILE_LINES = [
+    pytest.param(b'{"Id": 9223372036854775808, "EmailAddress": "x@example.com", "CustomerNumber": "X"}',
+                 "2: H001 Customer.Id must be between 1 and 9223372036854775807, got 9223372036854775808 "
+                 "(record 9223372036854775808)", id="id-2**63"),
+    pytest.param(b'{"Id": -4, "EmailAddress": "x@example.com", "CustomerNumber": "X"}',
+                 "2: H001 Customer.Id must be between 1 and 9223372036854775807, got -4 (record -4)", id="id-negative"),
+    pytest.param(b'{"EmailAddress": "x@example.com", "CustomerNumber": "X", "Addresses": [{"CustomerId": 0}]}',
+                 "2: H001 Address Addresses[0].CustomerId must be between 1 and 9223372036854775807, got 0",
+                 id="nested-id-zero"),
+    pytest.param(b'{"EmailAddress": "x@example.com", "CustomerNumber": "X", "CustomFields": {"n": 18446744073709551616}}',
+                 "2: H001 Customer.CustomFields.n must be between -9223372036854775808 and 9223372036854775807, "
+                 "got 18446744073709551616", id="custom-field-int-2**64"),
+    pytest.param(b'{"EmailAddress": "x@example.com", "CustomerNumber": "X", "FirstName": "\\ud800"}',
+                 "2: H001 Customer.FirstName contains a lone surrogate (\\ud800), which is not valid text",
+                 id="lone-surrogate"),
+    pytest.param(b'{"EmailAddress": "x@example.com", "CustomerNumber": "X", "CustomFields": {"\\udfff": 1}}',
+                 "2: H001 Customer.CustomFields key contains a lone surrogate (\\udfff), which is not valid text",
+                 id="lone-surrogate-key"),
+    pytest.param(b"[" * 100_000 + b"]" * 100_000, "2: H001 invalid JSON: nested deeper than 64 levels",
+                 id="nesting-100000"),
+    pytest.param(b'{"EmailAddress": "x@example.com", "CustomerNumber": "X", "CustomFields": '
+                 + b'{"a": ' * 70 + b"1" + b"}" * 71,
+                 "2: H001 " + ("Customer.CustomFields" + ".a" * 64)[:117] + "... is nested deeper than 64 levels",
+                 id="nesting-70"),
+    pytest.param(b'{"EmailAddress": "x@example.com", "CustomerNumber": "\xff\xfeX"}',
+                 "2:54: H001 not UTF-8 text: byte 0xff cannot be decoded", id="non-utf8"),
+    pytest.param(b'{"EmailAddress": "x@example.com", "CustomerNumber": "X", "CustomFields": {"n": NaN}}',
+                 "2: H001 invalid JSON: NaN is not a JSON number", id="nan"),
+    pytest.param(b'{"EmailAddress": "x@example.com", "CustomerNumber": "X", "CustomFields": {"n": -Infinity}}',
+                 "2: H001 invalid JSON: -Infinity is not a JSON number", id="infinity"),
+    pytest.param(b'{"EmailAddress": "x@example.com", "CustomerNumber": "X", "CustomFields": {"n": 1e999}}',
+                 "2: H001 Customer.CustomFields.n must be a finite number, got inf", id="float-overflow"),
+    pytest.param(b'{"EmailAddress": "x@example.com", "CustomerNumber": "X", "CustomFields": {"n": 1' + b"0" * 5000
+                 + b"}}", "2: H001 invalid JSON: an integer with too many digits", id="int-5001-digits"),
+    pytest.param(b"42", "2: H001 each line must be a JSON object, got int", id="not-an-object"),
+    pytest.param(b'{"EmailAddress": "' + b"x" * (1024 * 1024) + b'"}', "2: H001 line is longer than 1048576 bytes",
+                 id="line-over-1MiB"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), HOSTILE_LINES)
+def test_a_hostile_line_is_located_and_every_good_line_is_stored(hub: SqliteHub, tmp_path: Path, line: bytes,
+                                                                  expected: str) -> None:
+    """A hostile line is reported as FILE:LINE with its reason; the good lines around it (same batch) are stored."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"\n".join([_GOOD_BEFORE, line, _GOOD_AFTER]) + b"\n")
+    report = import_jsonl(hub, "customers", path)
+    assert [f"{path}:{expected}"] == [str(e) for e in report.errors]
+    assert ["c1@example.com", "c2@example.com"] == [c["EmailAddress"] for c in hub.iter_customers()]
+
+
+def test_hostile_lines_in_one_batch_do_not_undo_the_good_ones(hub: SqliteHub, tmp_path: Path) -> None:
+    """Every hostile line at once, interleaved with good ones in a single batch: all good lines are stored."""
+    lines: list[bytes] = []
+    for i, param in enumerate(HOSTILE_LINES):
+        lines += [_customer(100 + i).encode(), param.values[0]]
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    report = import_jsonl(hub, "customers", path, batch=1000)
+    assert [2 * (i + 1) for i in range(len(HOSTILE_LINES))] == [e.location.line for e in report.errors]
+    assert [f"c{100 + i}@example.com" for i in range(len(HOSTILE_LINES))] == [
+        c["EmailAddress"] for c in hub.iter_customers()]
+
+
+def test_a_bad_transaction_id_is_refused_and_the_rest_import(hub: SqliteHub, tmp_path: Path) -> None:
+    """A Transaction whose CustomerId or line Id is out of SQLite's range is skipped with the record id."""
+    path = _write(tmp_path / "t.jsonl", [
+        json.dumps({"Id": 3, "TransactionNumber": "T-3", "CustomerId": 2**63}),
+        json.dumps({"TransactionNumber": "T-4", "Lines": [{"Id": 2**70, "Sku": "A"}]}),
+        json.dumps({"TransactionNumber": "T-5", "Total": 2**63}),
+        json.dumps({"TransactionNumber": "T-6", "Total": 1.5}),
+    ])
+    report = import_jsonl(hub, "transactions", path)
+    assert [
+        f"{path}:1: H001 Transaction.CustomerId must be between 1 and 9223372036854775807, got {2**63} (record 3)",
+        f"{path}:2: H001 TransactionLine Lines[0].Id must be between 1 and 9223372036854775807, got {2**70}",
+        f"{path}:3: H001 Transaction.Total must be between -9223372036854775808 and 9223372036854775807, got {2**63}",
+    ] == [str(e) for e in report.errors]
+    assert ["T-6"] == [t["TransactionNumber"] for t in hub.iter_transactions()]
+
+
+def test_a_byte_order_mark_on_the_first_line_is_accepted(hub: SqliteHub, tmp_path: Path) -> None:
+    """A file saved with a UTF-8 BOM imports its first line like any other."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + _GOOD_BEFORE + b"\n" + _GOOD_AFTER)
+    assert [] == import_jsonl(hub, "customers", path).errors
+    assert 2 == len(list(hub.iter_customers()))

@@ -7,6 +7,10 @@ reported as ``FILE:LINE: CODE message`` and skipped; every other line is kept.
 Re-importing a record updates it: by ``Id`` when the line has one, else by
 email (Customers) or transaction number (Transactions).
 
+The file is read as bytes and each line decoded and parsed on its own, so a
+non-UTF-8 byte, NaN/Infinity, nesting deeper than 64 levels, an integer SQLite
+cannot hold (an ``Id`` from 2**63, or below 1) or a lone surrogate costs one
+line; a line longer than 1 MiB is skipped without being read into memory.
 Lines are written in batches, one SQLite transaction per batch and a savepoint
 per line, so a bad line undoes only itself and a large file imports quickly.
 """
@@ -16,16 +20,19 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal
+from typing import IO, Any, Final, Literal
 
 from engine.errors import HubError, HubRecordError, Location
-from engine.hub._records import check_customer, check_transaction
+from engine.hub._records import MAX_DEPTH, check_customer, check_transaction
 from engine.hub._sqlite import SqliteHub
 
 Kind = Literal["customers", "transactions"]
 KINDS: tuple[str, ...] = ("customers", "transactions")
+MAX_LINE_BYTES: Final = 1024 * 1024  # a longer line is refused without being read into memory
+_BATCH_BYTES: Final = 8 * 1024 * 1024  # a batch also ends when its lines reach this size
+_CHUNK: Final = 64 * 1024
 
 
 @dataclass
@@ -61,48 +68,85 @@ def import_jsonl(
     *,
     batch: int = 1000,
     on_progress: Callable[[int], None] | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> ImportReport:
     """Import a JSONL file of ``customers`` or ``transactions`` into ``hub``.
+
+    The file is read as bytes and each line decoded on its own, so a bad byte, a
+    line that is not JSON, or a value the hub cannot store (an ``Id`` of 2**63, a
+    lone surrogate, NaN, nesting deeper than 64 levels) costs that line only.
 
     Args:
         hub: the store to write to (its outbound triggers apply to imported changes).
         kind: ``"customers"`` or ``"transactions"``.
         path: the JSONL file.
-        batch: lines per SQLite transaction.
+        batch: lines per SQLite transaction (fewer when the lines are large).
         on_progress: called with the number of lines read after each batch.
+        max_line_bytes: a longer line is skipped without being read into memory.
 
     Returns:
         An :class:`ImportReport`; skipped lines are in ``errors``, each located at
-        ``path:line``.  Nothing raises for a bad line.
+        ``path:line`` (and the record id when the line has one).  Nothing raises for a bad line.
     """
     _check_kind(kind)
     name = os.fspath(path)
     report = ImportReport()
-    with open(name, encoding="utf-8") as fh:
-        pending: list[tuple[int, str]] = []
+    with open(name, "rb") as fh:
+        pending: list[tuple[int, bytes]] = []
+        pending_bytes = 0
         lineno = 0
-        for lineno, text in enumerate(fh, start=1):
-            if text.strip():
-                pending.append((lineno, text))
-            if len(pending) >= batch:
+        for lineno, raw in enumerate(_lines(fh, max_line_bytes), start=1):
+            if raw is None:
+                report.errors.append(HubRecordError(f"line is longer than {max_line_bytes} bytes",
+                                                    location=Location(file=name, line=lineno)))
+                continue
+            if raw.strip():
+                pending.append((lineno, raw))
+                pending_bytes += len(raw)
+            if len(pending) >= batch or pending_bytes >= _BATCH_BYTES:
                 _import_batch(hub, kind, name, pending, report)
-                pending = []
+                pending, pending_bytes = [], 0
                 if on_progress:
                     on_progress(lineno)
         if pending:
             _import_batch(hub, kind, name, pending, report)
         if on_progress:
             on_progress(lineno)
+    report.errors.sort(key=lambda e: e.location.line or 0)  # over-long lines are reported as they are read
     return report
 
 
+def _lines(fh: IO[bytes], limit: int) -> Iterator[bytes | None]:
+    """Each line of ``fh`` without its newline, or None for a line longer than ``limit`` bytes
+    (read past in chunks, never held whole)."""
+    while True:
+        raw = fh.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) > limit and not (raw.endswith(b"\n") and len(raw) - 1 <= limit):
+            while not raw.endswith(b"\n"):
+                raw = fh.readline(_CHUNK)
+                if not raw:
+                    break
+            yield None
+            continue
+        yield raw.rstrip(b"\r\n")
+
+
+# What a line may fail with once parsed and checked: the store refusing it, or a value our
+# checks did not foresee (every one undoes only its own line's savepoint).
+_LINE_FAILURES = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, OverflowError,
+                  ValueError, RecursionError)
+
+
 def _import_batch(
-    hub: SqliteHub, kind: str, name: str, lines: Iterable[tuple[int, str]], report: ImportReport
+    hub: SqliteHub, kind: str, name: str, lines: Iterable[tuple[int, bytes]], report: ImportReport
 ) -> None:
     with hub.transaction():
-        for lineno, text in lines:
+        for lineno, raw in lines:
+            record: dict[str, Any] | None = None
             try:
-                record = _parse(text)
+                record = _parse(raw, first=lineno == 1)
                 with hub.transaction():  # a savepoint: a bad line undoes only itself
                     if kind == "customers":
                         check_customer(record)
@@ -111,21 +155,51 @@ def _import_batch(
                         check_transaction(record)
                         _, outcome = hub._upsert_transaction(record)
             except HubError as err:
-                report.errors.append(err.at(file=name, line=lineno))
+                report.errors.append(err.at(file=name, line=lineno, record_id=_record_id(record)))
                 continue
-            except sqlite3.IntegrityError as err:
-                # A constraint we did not foresee: report it like any bad line.
-                report.errors.append(HubRecordError(f"refused by the store: {err}",
-                                                    location=Location(file=name, line=lineno)))
+            except _LINE_FAILURES as err:
+                # A refusal we did not foresee: report it like any bad line.
+                report.errors.append(HubRecordError(
+                    f"refused by the store: {_cut(str(err))}",
+                    location=Location(file=name, line=lineno, record_id=_record_id(record))))
                 continue
             setattr(report, outcome, getattr(report, outcome) + 1)
 
 
-def _parse(text: str) -> dict[str, Any]:
+def _record_id(record: dict[str, Any] | None) -> str | None:
+    """The line's ``Id`` as text for error locations (None when it has none)."""
+    value = record.get("Id") if isinstance(record, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**40 else None
+    return _cut(value.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
+def _cut(text: str, size: int = 200) -> str:
+    return text if len(text) <= size else text[: size - 3] + "..."
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse(raw: bytes, *, first: bool = False) -> dict[str, Any]:
+    """Decode and parse one line; HubRecordError (with the column where known) when it is not a JSON object."""
     try:
-        record = json.loads(text.rstrip("\r\n"))
+        text = raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError as err:
+        raise HubRecordError(f"not UTF-8 text: byte 0x{raw[err.start]:02x} cannot be decoded",
+                             location=Location(column=err.start + 1)) from None
+    try:
+        record = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as err:
         raise HubRecordError(f"invalid JSON: {err.msg}", location=Location(column=err.colno)) from None
+    except RecursionError:
+        raise HubRecordError(f"invalid JSON: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as err:  # NaN/Infinity, or an integer of more than 4300 digits
+        text = str(err) if "is not a JSON number" in str(err) else "an integer with too many digits"
+        raise HubRecordError(f"invalid JSON: {text}") from None
     if not isinstance(record, dict):
         kind = type(record).__name__ if record is not None else "null"
         raise HubRecordError(f"each line must be a JSON object, got {kind}")

@@ -2,19 +2,30 @@
 
 Records are plain dicts with the seeds' PascalCase field names.  This module
 knows, for each entity, which fields exist, their JSON types, and which are
-required; :func:`check_record` refuses a malformed record with a message that
-names the field, and never mutates its input.  Read-only fields a record may
+required; :func:`check_fields` refuses a malformed record with a message that
+names the field, and never mutates its input.  Values must also be storable:
+integers within SQLite's 64-bit range (ids from 1), finite numbers, text without
+lone surrogates (``"\ud800"`` cannot be encoded as UTF-8), and ``CustomFields``
+nested at most :data:`MAX_DEPTH` levels.  Read-only fields a record may
 carry back in from an export (``CreatedAt``, ``UpdatedAt``, ``CustomerId`` on a
 nested address, ``TransactionId`` on a nested line) are accepted and ignored.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from engine import catalog
 from engine.errors import HubRecordError
+
+SQLITE_MIN: Final = -(2**63)
+SQLITE_MAX: Final = 2**63 - 1  # the largest integer SQLite stores, and so the largest hub Id
+MAX_DEPTH: Final = 64  # nesting of lists/objects inside a value (CustomFields)
+ID_FIELDS: Final = frozenset({"Id", "CustomerId", "TransactionId"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _NUMBER = (int, float)
 _STR = (str,)
@@ -103,6 +114,60 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _shown_int(value: int) -> str:
+    return str(value) if abs(value) < 10**40 else f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+
+
+def _shown_key(key: Any) -> str:
+    """A field name as it can be printed: escaped if it holds surrogates, cut when long."""
+    text = str(key)
+    if _SURROGATE.search(text):
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _surrogate_error(where: str, text: str) -> HubRecordError:
+    found = _SURROGATE.search(text)
+    code = ord(found.group()) if found else 0
+    return HubRecordError(f"{where} contains a lone surrogate (\\u{code:04x}), which is not valid text")
+
+
+def check_value(where: str, value: Any, *, is_id: bool = False) -> None:
+    """Raise :class:`HubRecordError` unless ``value`` can be stored as it is.
+
+    Integers must fit SQLite (ids: 1 to 2**63-1), floats must be finite, strings
+    (and object keys) must be valid text; lists and objects are walked without
+    recursion and may nest at most :data:`MAX_DEPTH` levels.
+    """
+    stack: list[tuple[str, Any, int]] = [(where, value, 0)]
+    while stack:
+        path, item, depth = stack.pop()
+        if len(path) > 120:
+            path = path[:117] + "..."
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, int):
+            low = 1 if is_id and path == where else SQLITE_MIN
+            if not low <= item <= SQLITE_MAX:
+                raise HubRecordError(f"{path} must be between {low} and {SQLITE_MAX}, got {_shown_int(item)}")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise HubRecordError(f"{path} must be a finite number, got {item}")
+        elif isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise _surrogate_error(path, item)
+        elif isinstance(item, (list, dict)):
+            if depth >= MAX_DEPTH:
+                raise HubRecordError(f"{path} is nested deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if isinstance(key, str) and _SURROGATE.search(key):
+                        raise _surrogate_error(f"{path} key", key)
+                    stack.append((f"{path}.{_shown_key(key)}", child, depth + 1))
+            else:
+                stack.extend((f"{path}[{i}]", child, depth + 1) for i, child in enumerate(item))
+
+
 def check_fields(
     entity: str, record: Mapping[str, Any], fields: Mapping[str, tuple[type, ...]], where: str = ""
 ) -> None:
@@ -117,7 +182,7 @@ def check_fields(
         types = fields.get(key)
         if types is None:
             valid = ", ".join(fields)
-            raise HubRecordError(f"{entity}{where}: unknown field '{key}' (valid: {valid})")
+            raise HubRecordError(f"{entity}{where}: unknown field '{_shown_key(key)}' (valid: {valid})")
         if value is None:
             continue
         wrong_bool = isinstance(value, bool) and bool not in types
@@ -125,6 +190,8 @@ def check_fields(
             raise HubRecordError(
                 f"{entity}{where}.{key} must be {_type_name(types)}, got {_json_type(value)}"
             )
+        if not isinstance(value, list):  # nested Addresses / Lines are checked field by field
+            check_value(f"{entity}{where}.{key}", value, is_id=key in ID_FIELDS)
 
 
 def check_customer(record: Mapping[str, Any], *, partial: bool = False) -> None:
