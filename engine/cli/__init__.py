@@ -22,6 +22,7 @@ _COMMAND_MODULES = [
     "_inbound",
     "_outbound",
     "_auth",
+    "_service",
 ]
 
 

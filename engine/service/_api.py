@@ -1,0 +1,347 @@
+"""The hub API: JSON over HTTP, described by :mod:`engine.service._openapi` at ``/openapi.json``.
+
+Records have the shape of ``hub import`` lines (PascalCase, nested ``Addresses`` / ``Lines``)
+and pass the same checks (:func:`engine.hub._records.check_customer` / ``check_transaction``),
+so a bad record gets the message ``hub import`` gives, located in the request body instead of
+a file line.  A body holding a list is all-or-nothing: every item is checked first, and one bad
+item stores none of them.  Writes queue outbound changes exactly as imports do (the hub's
+outbound triggers) and wake the dispatch loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import web
+
+from engine.errors import HubError, HubNotFoundError, HubRecordError, KlaviyoSyncError, Location
+from engine.hub import SqliteHub
+from engine.hub._records import check_customer, check_transaction
+from engine.service._errors import ServiceError
+from engine.service._queries import ErrorFilter, hub_status, record_view, search_errors
+from engine.service._runtime import Service
+
+SERVICE = web.AppKey("service", Service)
+BODY = "request body"
+MAX_PAGE = 500
+
+
+def _service(request: web.Request) -> Service:
+    return request.app[SERVICE]
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False, default=str))
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON body.
+
+    Raises:
+        ServiceError: V400 not UTF-8 or not JSON (with line and column); V413 too large.
+    """
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(request.app["max_body_bytes"]) from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ServiceError("the request body is not UTF-8 text", code="V400", location=Location(file=BODY)) from None
+    except json.JSONDecodeError as err:
+        raise ServiceError(f"invalid JSON: {err.msg}", code="V400",
+                           location=Location(file=BODY, line=err.lineno, column=err.colno)) from None
+
+
+def too_large(limit: int) -> ServiceError:
+    return ServiceError(f"the request body is larger than {limit} bytes (service.max_body_bytes)",
+                        code="V413", status=413, location=Location(file=BODY))
+
+
+def _int(request: web.Request, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ServiceError(f"query parameter {name} must be an integer, got {text[:40]!r}", code="V400") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ServiceError(f"query parameter {name} must be {bound}, got {value}", code="V400")
+    return value
+
+
+def _path_id(request: web.Request, name: str = "id") -> int:
+    text = request.match_info[name]
+    try:
+        return int(text)
+    except ValueError:
+        raise ServiceError(f"{name} must be an integer, got {text[:40]!r}", code="V404", status=404) from None
+
+
+# -- records -------------------------------------------------------------------------------
+
+Checker = Callable[..., None]
+_KINDS: dict[str, tuple[str, Checker]] = {"customers": ("Customer", check_customer),
+                                          "transactions": ("Transaction", check_transaction)}
+
+
+def _where(single: bool, i: int) -> str:
+    return BODY if single else f"{BODY}[{i}]"
+
+
+def _check_items(items: list[Any], checker: Checker, single: bool, *, partial: bool = False) -> list[HubError]:
+    errors: list[HubError] = []
+    for i, record in enumerate(items):
+        try:
+            if not isinstance(record, dict):
+                kind = "null" if record is None else type(record).__name__.replace("dict", "object")
+                raise HubRecordError(f"each record must be a JSON object, got {kind}")
+            if partial:
+                checker(record, partial=True)
+            else:
+                checker(record)
+        except HubError as err:
+            errors.append(err.at(file=_where(single, i)))
+    return errors
+
+
+def _store(hub: SqliteHub, entity: str, items: list[dict[str, Any]], single: bool,
+           partial_id: int | None) -> list[tuple[dict[str, Any], str]]:
+    """Write every item in one hub transaction (all or none); runs on the API's worker thread."""
+    out: list[tuple[dict[str, Any], str]] = []
+    with hub.transaction():
+        for i, record in enumerate(items):
+            try:
+                if partial_id is not None:
+                    before = hub.get_customer(partial_id)
+                    if before is None:
+                        raise HubNotFoundError(f"no Customer with Id {partial_id}", code="H003",
+                                               location=Location(record_id=str(partial_id)))
+                    after = hub.update_customer(partial_id, record)
+                    out.append((after, "unchanged" if after == before else "updated"))
+                elif entity == "Customer":
+                    out.append(hub.upsert_customer(record))
+                else:
+                    out.append(hub.upsert_transaction(record))
+            except HubError as err:
+                raise err.at(file=_where(single, i)) from None
+            except sqlite3.IntegrityError as err:
+                raise HubRecordError(f"refused by the store: {err}", location=Location(file=_where(single, i))) from None
+    return out
+
+
+async def _write(request: web.Request, kind: str, *, record_id: int | None = None, partial: bool = False) -> web.Response:
+    svc = _service(request)
+    entity, checker = _KINDS[kind]
+    body = await read_json(request)
+    single = not isinstance(body, list)
+    items = [body] if single else list(body)
+    if not items:
+        raise ServiceError("the request body is an empty list: nothing to store", code="V400",
+                           location=Location(file=BODY))
+    if record_id is not None:
+        if not single:
+            raise ServiceError(f"PUT/PATCH /api/{kind}/{{id}} takes one record, not a list", code="V400",
+                               location=Location(file=BODY))
+        if isinstance(body, dict):
+            if body.get("Id") not in (None, record_id):
+                raise HubRecordError(f"Id {body['Id']} does not match {entity} {record_id}",
+                                     location=Location(file=BODY, record_id=str(record_id)))
+            if not partial:
+                items = [{**body, "Id": record_id}]
+    errors = _check_items(items, checker, single, partial=partial)
+    if errors:
+        raise _Many(errors)
+    stored = await svc.db(_store, svc.hub_api, entity, items, single, record_id if partial else None)
+    queued = await svc.db(svc.hub_api.queue_length)
+    if any(outcome != "unchanged" for _, outcome in stored):
+        svc.wake_dispatch()
+    results = [{"record": await svc.db(_with_link, svc.hub_api, entity, rec), "outcome": outcome}
+               for rec, outcome in stored] if single else \
+        [{"Id": rec["Id"], "outcome": outcome} for rec, outcome in stored]
+    created = all(outcome == "added" for _, outcome in stored)
+    data = results[0] if single else {"results": results}
+    data["queue_length"] = queued
+    return ok(data, status=201 if created else 200)
+
+
+def _with_link(hub: SqliteHub, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "KlaviyoId": hub.get_klaviyo_id(entity, int(record["Id"]))}  # type: ignore[arg-type]
+
+
+class _Many(KlaviyoSyncError):
+    """Several located record errors, answered together (422)."""
+
+    code = "H001"
+
+    def __init__(self, errors: list[HubError]) -> None:
+        self.errors = errors
+        super().__init__(f"{len(errors)} record(s) refused; nothing was stored", code=errors[0].code)
+
+
+async def create_customers(request: web.Request) -> web.Response:
+    return await _write(request, "customers")
+
+
+async def put_customer(request: web.Request) -> web.Response:
+    return await _write(request, "customers", record_id=_path_id(request))
+
+
+async def patch_customer(request: web.Request) -> web.Response:
+    return await _write(request, "customers", record_id=_path_id(request), partial=True)
+
+
+async def create_transactions(request: web.Request) -> web.Response:
+    return await _write(request, "transactions")
+
+
+async def put_transaction(request: web.Request) -> web.Response:
+    return await _write(request, "transactions", record_id=_path_id(request))
+
+
+async def _get(request: web.Request, entity: str) -> web.Response:
+    svc = _service(request)
+    hub_id = _path_id(request)
+    view = await svc.db(record_view, svc.hub_api, entity, hub_id)
+    if view is None:
+        raise HubNotFoundError(f"no {entity} with Id {hub_id}", code="H003", location=Location(record_id=str(hub_id)))
+    return ok({**view["record"], "KlaviyoId": view["links"]["Klaviyo"], "Queue": view["queue"]})
+
+
+async def get_customer(request: web.Request) -> web.Response:
+    return await _get(request, "Customer")
+
+
+async def get_transaction(request: web.Request) -> web.Response:
+    return await _get(request, "Transaction")
+
+
+# -- error log, queue, Manual Sync ---------------------------------------------------------
+
+
+def error_filter(query: Mapping[str, str]) -> ErrorFilter:
+    level = query.get("level") or None
+    if level not in (None, "error", "warning"):
+        raise ServiceError(f"level must be error or warning, got {level[:40]!r}", code="V400")
+    return ErrorFilter(flow=query.get("flow") or None, level=level, code=query.get("code") or None,
+                       record=query.get("record") or None, text=query.get("q") or None,
+                       include_resolved=query.get("all", "") in ("1", "true", "yes", "on"))
+
+
+async def list_errors(request: web.Request) -> web.Response:
+    svc = _service(request)
+    flt = error_filter(request.query)
+    limit = _int(request, "limit", 50, low=1, high=MAX_PAGE)
+    offset = _int(request, "offset", 0)
+    entries, total = await svc.db(search_errors, svc.hub_api, flt, limit=limit, offset=offset)
+    return ok({"total": total, "limit": limit, "offset": offset, "filter": flt.to_dict(), "entries": entries})
+
+
+async def resolve_error(request: web.Request) -> web.Response:
+    svc = _service(request)
+    return ok(await svc.db(svc.hub_api.errors.resolve, _path_id(request)))
+
+
+async def retry_error(request: web.Request) -> web.Response:
+    svc = _service(request)
+    return ok(await svc.retry(_path_id(request)))
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    svc = _service(request)
+    limit = _int(request, "limit", 100, low=1, high=MAX_PAGE)
+    changes = await svc.db(svc.hub_api.pending_changes, limit)
+    length = await svc.db(svc.hub_api.queue_length)
+    return ok({"length": length, "dispatching": svc.dispatching, "changes": [asdict(c) for c in changes]})
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ServiceError("the request body must be a JSON object", code="V400", location=Location(file=BODY))
+    return body
+
+
+async def sync_pull(request: web.Request) -> web.Response:
+    body = _object(await read_json(request))
+    pid = body.get("profile_id")
+    if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+        raise ServiceError("profile_id is required: a Klaviyo profile id such as 01H8TVABCDEF1234567890 or 44552",
+                           code="V400", location=Location(file=BODY))
+    return ok(await _service(request).pull(str(pid)))
+
+
+def push_args(body: Mapping[str, Any]) -> tuple[str, int, bool]:
+    entity = str(body.get("entity") or "").capitalize()
+    if entity not in ("Customer", "Transaction"):
+        raise ServiceError(f"entity must be customer or transaction, got {str(body.get('entity'))[:40]!r}",
+                           code="V400", location=Location(file=BODY))
+    hub_id = body.get("id")
+    if isinstance(hub_id, str) and hub_id.strip().isdigit():
+        hub_id = int(hub_id)
+    if not isinstance(hub_id, int) or isinstance(hub_id, bool):
+        raise ServiceError("id must be the record's hub Id (an integer)", code="V400", location=Location(file=BODY))
+    dry = body.get("dry_run", False)
+    return entity, hub_id, dry in (True, "1", "true", "on")
+
+
+async def sync_push(request: web.Request) -> web.Response:
+    entity, hub_id, dry = push_args(_object(await read_json(request)))
+    report = await _service(request).push(entity, hub_id, dry_run=dry)
+    data = report.to_dict()
+    data["ok"] = all(r.outcome not in ("failed", "invalid") for r in report.results)
+    return ok(data)
+
+
+async def status(request: web.Request) -> web.Response:
+    svc = _service(request)
+    data = await svc.db(hub_status, svc.hub_api)
+    return ok({**data, **overview(svc)})
+
+
+def overview(svc: Service) -> dict[str, Any]:
+    """What the dashboard shows beside the hub's counts (never a secret)."""
+    s = svc.settings
+    return {"connection": svc.connection_method(), "api_url": _public_url(s.api_url), "revision": s.api_revision,
+            "generate_events": s.generate_events, "outbound_triggers": sorted(s.outbound_triggers.entities()),
+            "dispatching": svc.dispatching, "poll_interval": s.poll_interval_text, "klaviyo": svc.client_stats(),
+            "last_poll": dict(svc.last_poll),
+            "started": svc.started}
+
+
+def _public_url(url: str) -> str:
+    """The API URL without any user or password written into it."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def routes() -> list[web.RouteDef]:
+    """The API's routes (the OpenAPI document lists the same ones)."""
+    return [
+        web.post("/api/customers", create_customers, name="createCustomers"),
+        web.get("/api/customers/{id}", get_customer, name="getCustomer"),
+        web.put("/api/customers/{id}", put_customer, name="putCustomer"),
+        web.patch("/api/customers/{id}", patch_customer, name="patchCustomer"),
+        web.post("/api/transactions", create_transactions, name="createTransactions"),
+        web.get("/api/transactions/{id}", get_transaction, name="getTransaction"),
+        web.put("/api/transactions/{id}", put_transaction, name="putTransaction"),
+        web.get("/api/errors", list_errors, name="listErrors"),
+        web.post("/api/errors/{id}/resolve", resolve_error, name="resolveError"),
+        web.post("/api/errors/{id}/retry", retry_error, name="retryError"),
+        web.get("/api/queue", get_queue, name="getQueue"),
+        web.post("/api/sync/pull", sync_pull, name="syncPull"),
+        web.post("/api/sync/push", sync_push, name="syncPush"),
+        web.get("/api/status", status, name="getStatus"),
+    ]
+
+
+__all__ = ["SERVICE", "error_filter", "ok", "overview", "push_args", "read_json", "routes", "too_large"]

@@ -1,0 +1,247 @@
+"""The pages: server-rendered HTML from the jinja2 templates in ``templates/``, no JavaScript.
+
+- ``/``: Dashboard (per flow the outcomes of the last hour and day, queue, last poll and
+  cursor, Klaviyo calls / retries / 429s, connection method, revision, Generate Events);
+  it refreshes itself every 30 s with a ``<meta>`` tag.
+- ``/errors``: Error Logs (filters, paging, resolve, retry; each entry links to its record).
+- ``/sync``: Manual Sync (pull a profile, push a Customer or Transaction, dry run).
+- ``/records/customer/{id}``, ``/records/transaction/{id}``: a record with its Klaviyo links,
+  queue state and error-log entries.
+- ``/login``, ``/logout``: sessions (see :mod:`._security`).
+
+Every form posts a CSRF token.  Secrets are never passed to a template.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from aiohttp import web
+
+from engine.errors import KlaviyoSyncError
+from engine.flows.summary import OUTCOMES
+from engine.service import _api
+from engine.service._errors import ServiceError
+from engine.service._queries import error_facets, hub_status, record_view, search_errors
+from engine.service._security import SID_COOKIE, Guard
+
+ENV = web.AppKey("jinja", jinja2.Environment)
+PAGE_SIZE = 25
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def setup(app: web.Application) -> None:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("engine.service", "templates"),
+                             autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, default=str)
+    app[ENV] = env
+
+
+def _guard(request: web.Request) -> Guard:
+    from engine.service.app import GUARD
+
+    return request.app[GUARD]
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    guard = _guard(request)
+    sid = request.get("sid") or ""
+    html = request.app[ENV].get_template(template).render(
+        csrf=guard.csrf(sid) if sid else "", signed_in=guard.signed_in(sid), token_set=guard.enabled,
+        path=request.path, outcomes=OUTCOMES, **context)
+    return web.Response(text=html, status=status, content_type="text/html")
+
+
+def error_page(request: web.Request, err: KlaviyoSyncError, status: int) -> web.Response:
+    body = _api_error(err)
+    return render(request, "error.html", status=status, status_code=status, err=body)
+
+
+def _api_error(err: KlaviyoSyncError) -> dict[str, Any]:
+    from engine.service.app import error_body
+
+    return error_body(err)
+
+
+async def guard_page(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Sessions and CSRF for the pages; sets the ``ks_sid`` cookie on a first visit."""
+    guard = _guard(request)
+    sid = request.cookies.get(SID_COOKIE)
+    new_sid = None
+    if not sid:
+        sid = new_sid = guard.new_sid()
+    request["sid"] = sid
+    if request.method == "POST":
+        if not guard.enabled:
+            raise ServiceError("this page is read-only: set service.token in the settings to use forms",
+                               code="V403", status=403)
+        form = await request.post()
+        request["form"] = form
+        if not guard.csrf_ok(sid, str(form.get("csrf") or "")):
+            raise ServiceError("the form's CSRF token is missing or stale: reload the page and try again",
+                               code="V403", status=403)
+        if not guard.signed_in(sid):
+            raise ServiceError("sign in first (/login)", code="V401", status=401)
+    elif guard.enabled and not guard.signed_in(sid):
+        return _redirect("/login?" + urlencode({"next": request.path_qs}), new_sid)
+    response = await handler(request)
+    _set_sid(response, new_sid)
+    return response
+
+
+def _redirect(location: str, sid: str | None = None) -> web.Response:
+    response = web.Response(status=303, headers={"Location": location})
+    _set_sid(response, sid)
+    return response
+
+
+def _set_sid(response: web.StreamResponse, sid: str | None) -> None:
+    if sid:
+        response.set_cookie(SID_COOKIE, sid, httponly=True, samesite="Strict", path="/")
+
+
+def _form(request: web.Request) -> Any:
+    return request.get("form") or {}
+
+
+# -- login ---------------------------------------------------------------------------------
+
+
+def _safe_next(value: str | None) -> str:
+    return value if value and value.startswith("/") and not value.startswith("//") else "/"
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    guard = _guard(request)
+    sid = request.cookies.get(SID_COOKIE) or guard.new_sid()
+    request["sid"] = sid
+    response = render(request, "login.html", next=_safe_next(request.query.get("next")), failed=False)
+    _set_sid(response, sid)
+    return response
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    guard = _guard(request)
+    sid = request.cookies.get(SID_COOKIE)
+    form = await request.post()
+    request["sid"] = sid or ""
+    if not guard.enabled:
+        raise ServiceError("no service.token is set: there is nothing to sign in to (pages are read-only)",
+                           code="V403", status=403)
+    if not guard.csrf_ok(sid, str(form.get("csrf") or "")):
+        raise ServiceError("the form's CSRF token is missing or stale: reload the page and try again",
+                           code="V403", status=403)
+    if not guard.token_ok(str(form.get("token") or "")):
+        return render(request, "login.html", status=401, next=_safe_next(str(form.get("next") or "")), failed=True)
+    guard.close_session(sid)
+    fresh = guard.new_sid()
+    guard.open_session(fresh)
+    return _redirect(_safe_next(str(form.get("next") or "")), fresh)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    _guard(request).close_session(request.get("sid"))
+    return _redirect("/login")
+
+
+# -- pages ---------------------------------------------------------------------------------
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    svc = request.app[_api.SERVICE]
+    data = await svc.db(hub_status, svc.hub_api)
+    return render(request, "dashboard.html", status_data=data, info=_api.overview(svc))
+
+
+async def errors_page(request: web.Request) -> web.Response:
+    svc = request.app[_api.SERVICE]
+    flt = _api.error_filter(request.query)
+    page = max(1, _api._int(request, "page", 1, low=1))
+    entries, total = await svc.db(search_errors, svc.hub_api, flt, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    facets = await svc.db(error_facets, svc.hub_api)
+    query = {k: v for k, v in {"flow": flt.flow, "level": flt.level, "code": flt.code, "record": flt.record,
+                               "q": flt.text, "all": "1" if flt.include_resolved else None}.items() if v}
+    pages = max(1, -(-total // PAGE_SIZE))
+
+    def link(n: int) -> str:
+        return "/errors?" + urlencode({**query, "page": n})
+
+    return render(request, "errors.html", entries=entries, total=total, page=page, pages=pages, flt=flt,
+                  facets=facets, prev_link=link(page - 1) if page > 1 else None,
+                  next_link=link(page + 1) if page < pages else None, back="/errors?" + urlencode(query))
+
+
+async def resolve_action(request: web.Request) -> web.StreamResponse:
+    svc = request.app[_api.SERVICE]
+    entry = await svc.db(svc.hub_api.errors.resolve, _api._path_id(request))
+    back = str(_form(request).get("back") or "")
+    return _redirect(_safe_next(back) if back else f"/errors?record={entry['HubId'] or entry['KlaviyoId'] or ''}&all=1")
+
+
+async def retry_action(request: web.Request) -> web.Response:
+    svc = request.app[_api.SERVICE]
+    result = await svc.retry(_api._path_id(request))
+    return render(request, "result.html", title="Retry", result=result, ok=result["ok"],
+                  back=_safe_next(str(_form(request).get("back") or "/errors")))
+
+
+async def sync_page(request: web.Request) -> web.Response:
+    return render(request, "sync.html", result=None, kind=None)
+
+
+async def sync_pull_action(request: web.Request) -> web.Response:
+    svc = request.app[_api.SERVICE]
+    pid = str(_form(request).get("profile_id") or "")
+    out = await svc.pull(pid)
+    return render(request, "sync.html", result=out, kind="pull")
+
+
+async def sync_push_action(request: web.Request) -> web.Response:
+    svc = request.app[_api.SERVICE]
+    form = _form(request)
+    entity, hub_id, dry = _api.push_args({"entity": form.get("entity"), "id": form.get("id"),
+                                          "dry_run": form.get("dry_run") or False})
+    report = await svc.push(entity, hub_id, dry_run=dry)
+    return render(request, "sync.html", result=report, kind="push", entity=entity, hub_id=hub_id)
+
+
+async def record_page(request: web.Request) -> web.Response:
+    svc = request.app[_api.SERVICE]
+    entity = {"customer": "Customer", "transaction": "Transaction"}.get(request.match_info["entity"])
+    if entity is None:
+        raise ServiceError(f"no such record kind: {request.match_info['entity'][:40]!r} (customer or transaction)",
+                           code="V404", status=404)
+    hub_id = _api._path_id(request)
+    view = await svc.db(record_view, svc.hub_api, entity, hub_id)
+    if view is None:
+        raise ServiceError(f"no {entity} with Id {hub_id} in the hub", code="V404", status=404)
+    return render(request, "record.html", view=view)
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[ENV].get_template("style.css.html").render(),
+                        content_type="text/css")
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/", dashboard, name="dashboard"),
+        web.get("/errors", errors_page, name="errors"),
+        web.post("/errors/{id}/resolve", resolve_action, name="resolvePage"),
+        web.post("/errors/{id}/retry", retry_action, name="retryPage"),
+        web.get("/sync", sync_page, name="sync"),
+        web.post("/sync/pull", sync_pull_action, name="pullPage"),
+        web.post("/sync/push", sync_push_action, name="pushPage"),
+        web.get("/records/{entity}/{id}", record_page, name="record"),
+        web.get("/login", login_page, name="login"),
+        web.post("/login", login_submit, name="loginSubmit"),
+        web.post("/logout", logout, name="logout"),
+        web.get("/static/style.css", stylesheet, name="style"),
+    ]
+
+
+__all__ = ["error_page", "guard_page", "render", "routes", "setup"]

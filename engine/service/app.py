@@ -1,0 +1,273 @@
+"""The aiohttp application of ``klaviyo-sync serve`` and the process around it.
+
+:func:`build_app` wires the hub API (:mod:`._api`), the pages (:mod:`._pages`), ``/healthz``,
+``/readyz``, ``/metrics`` and ``/openapi.json`` with one middleware that checks the body size,
+the token or session, counts the request for ``/metrics`` and turns every error into a clear
+answer (JSON under ``/api`` and for the service routes, HTML for pages): 400 bad JSON, 401 no
+token, 403 CSRF, 404 unknown route or record, 405 wrong method, 413 too large, 422 refused
+record, 502 Klaviyo failed.  No traceback is ever sent.
+
+:func:`serve` runs the process: the serve lock, the service, the site, and the clean stop on
+SIGTERM / Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from engine.errors import (
+    EmailExistsError,
+    HubNotFoundError,
+    InboundError,
+    KlaviyoError,
+    KlaviyoSyncError,
+    Location,
+    ProfileNotFoundError,
+)
+from engine.service import _api, _pages
+from engine.service._errors import ServiceError
+from engine.service._lock import ServeLock
+from engine.service._metrics import CONTENT_TYPE, Metrics
+from engine.service._openapi import document
+from engine.service._runtime import Service
+from engine.service._security import PUBLIC_PATHS, SID_COOKIE, Guard, is_loopback
+from engine.settings import Settings
+
+log = logging.getLogger("engine.service")
+GUARD = web.AppKey("guard", Guard)
+METRICS = web.AppKey("metrics", Metrics)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+READY_CACHE_SECONDS = 5.0
+
+
+def _status_of(err: KlaviyoSyncError) -> int:
+    if isinstance(err, ServiceError):
+        return err.status
+    if isinstance(err, (HubNotFoundError, ProfileNotFoundError)):
+        return 404
+    if isinstance(err, EmailExistsError):
+        return 409
+    if isinstance(err, KlaviyoError):
+        return 502
+    if isinstance(err, InboundError):
+        return 422
+    return 422
+
+
+def error_body(err: KlaviyoSyncError) -> dict[str, Any]:
+    """``{"error": {...}}`` (and ``errors`` when several records were refused)."""
+
+    def one(e: KlaviyoSyncError) -> dict[str, Any]:
+        loc = e.location
+        where = str(Location(file=loc.file, line=loc.line, column=loc.column)) or None
+        out = {"code": e.code, "message": e.message, "detail": e.detail, "where": where,
+               "line": loc.line, "column": loc.column}
+        if loc.record_id is not None:
+            out["record_id"] = loc.record_id
+        return out
+
+    many = getattr(err, "errors", None)
+    body: dict[str, Any] = {"error": one(err)}
+    if isinstance(many, list) and many:
+        body["errors"] = [one(e) for e in many]
+        body["error"] = {**one(many[0]), "message": err.message if len(many) > 1 else many[0].message}
+    return body
+
+
+def _wants_html(request: web.Request) -> bool:
+    path = request.path
+    if path.startswith("/api/") or path in PUBLIC_PATHS - {"/login"}:
+        return False
+    return "text/html" in request.headers.get("accept", "") or request.method == "POST" and \
+        request.content_type == "application/x-www-form-urlencoded"
+
+
+def _http_error(exc: web.HTTPException, request: web.Request) -> ServiceError:
+    limit = request.app["max_body_bytes"]
+    if exc.status == 404:
+        return ServiceError(f"no such route: {request.method} {request.path} (the API is described at /openapi.json)",
+                            code="V404", status=404)
+    if exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+        return ServiceError(f"{request.method} is not allowed on {request.path}" + (f" (allowed: {allowed})" if allowed
+                                                                                  else ""), code="V405", status=405)
+    if exc.status == 413:
+        return _api.too_large(limit)
+    return ServiceError(exc.reason or "bad request", code=f"V{exc.status}", status=exc.status)
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Size limit, authentication, error answers and the request counter."""
+    started = time.monotonic()
+    route = request.match_info.route.resource
+    operation = route.canonical if route is not None else "unmatched"
+    try:
+        response = await _guarded(request, handler)
+    except web.HTTPException as exc:
+        response = _answer(request, _http_error(exc, request))
+    except KlaviyoSyncError as err:
+        response = _answer(request, err)
+    except Exception:  # noqa: BLE001 - an answer, never a traceback; the log has the detail
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        response = _answer(request, ServiceError("internal error: the service log has the detail", code="V500",
+                                                 status=500))
+    request.app[METRICS].http.labels(operation, request.method, str(response.status)).inc()
+    log.debug("%s %s -> %s (%.1f ms)", request.method, request.path, response.status,
+              1000 * (time.monotonic() - started))
+    return response
+
+
+def _answer(request: web.Request, err: KlaviyoSyncError) -> web.Response:
+    status = _status_of(err)
+    headers = {"WWW-Authenticate": 'Bearer realm="klaviyo-sync"'} if status == 401 and \
+        request.path.startswith("/api/") else None
+    if _wants_html(request):
+        return _pages.error_page(request, err, status)
+    return web.json_response(error_body(err), status=status, headers=headers)
+
+
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    limit = request.app["max_body_bytes"]
+    if request.content_length is not None and request.content_length > limit:
+        raise _api.too_large(limit)
+    guard = request.app[GUARD]
+    unmatched = request.match_info.http_exception
+    if unmatched is not None:
+        raise unmatched
+    if request.path.startswith("/api/"):
+        if not guard.enabled:
+            raise ServiceError("the API is disabled: set service.token in the settings (e.g. "
+                               "token: ${KLAVIYO_SYNC_TOKEN}) and restart serve", code="V401", status=401)
+        if not guard.bearer_ok(request.headers.get("authorization")):
+            raise ServiceError("missing or wrong token: send 'Authorization: Bearer <service.token>'",
+                               code="V401", status=401)
+        return await handler(request)
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    return await _pages.guard_page(request, handler)
+
+
+# -- service routes ------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _api.ok({"status": "ok", "uptime_seconds": round(time.time() - request.app[_api.SERVICE].started, 1)})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the hub answers a query and Klaviyo's API URL answers HTTP (any status)."""
+    svc = request.app[_api.SERVICE]
+    checks: dict[str, Any] = {}
+    try:
+        await svc.db(svc.hub_api.counts)
+        checks["hub"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        checks["hub"] = f"not available: {type(exc).__name__}"
+    cache = request.app["ready_cache"]
+    if time.monotonic() - cache.get("at", -1e9) > READY_CACHE_SECONDS:
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as http:
+                await http.get(svc.settings.api_url + "/")
+            cache["klaviyo"] = "ok"
+        except httpx.HTTPError as exc:
+            cache["klaviyo"] = f"not reachable: {type(exc).__name__}"
+        cache["at"] = time.monotonic()
+    checks["klaviyo"] = cache["klaviyo"]
+    ready = all(v == "ok" for v in checks.values())
+    return _api.ok({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    svc = request.app[_api.SERVICE]
+    queue = await svc.db(svc.hub_api.queue_length)
+    return web.Response(body=request.app[METRICS].render(queue), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _api.ok(document())
+
+
+def build_app(service: Service) -> web.Application:
+    """The application for a started or startable :class:`Service`."""
+    limit = service.settings.service.max_body_bytes
+    app = web.Application(client_max_size=limit, middlewares=[middleware])
+    app[_api.SERVICE] = service
+    app[GUARD] = Guard(service.settings.service.token)
+    app[METRICS] = Metrics(service)
+    app["max_body_bytes"] = limit
+    app["ready_cache"] = {}
+    app.add_routes([web.get("/healthz", healthz, name="healthz"), web.get("/readyz", readyz, name="readyz"),
+                    web.get("/metrics", metrics, name="metrics"), web.get("/openapi.json", openapi, name="openapi")])
+    app.add_routes(_api.routes())
+    app.add_routes(_pages.routes())
+    _pages.setup(app)
+    return app
+
+
+# -- the process -----------------------------------------------------------------------------
+
+
+async def serve(settings: Settings, hub_path: str | Path | None = None, *, host: str | None = None,
+                port: int | None = None, lease_seconds: float | None = None,
+                announce: Callable[[str], None] = print, stop_deadline: float = 7.0) -> int:
+    """Run the service until SIGTERM / SIGINT; return the exit status (0 after a clean stop).
+
+    Raises:
+        ServiceError: V001 the hub is in use by another serve; V002 a non-loopback host without a
+            token; V003 the address cannot be bound.
+        CollectionSetError, SettingsError: as ``poll`` and ``dispatch`` raise them, before anything runs.
+    """
+    host = host or settings.service.host
+    port = settings.service.port if port is None else port
+    if not is_loopback(host) and settings.service.token is None:
+        raise ServiceError(f"refusing to listen on {host}: a non-loopback address needs service.token in the "
+                           "settings (every API call and form is then authenticated)", code="V002")
+    path = Path(hub_path) if hub_path else settings.hub_path
+    with ServeLock(path):
+        extra = {"lease_seconds": lease_seconds} if lease_seconds is not None else {}
+        service = Service(settings, path, **extra)
+        runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            await service.stop()
+            raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code="V003") from None
+        bound = runner.addresses[0]
+        url = f"http://{bound[0] if ':' not in str(bound[0]) else '[' + str(bound[0]) + ']'}:{bound[1]}"
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        service.start()
+        mode = "dispatching continuously" if service.dispatching else "outbound triggers off: not dispatching"
+        token = "" if settings.service.token is not None else "; no service.token: API disabled, pages read-only"
+        announce(f"klaviyo-sync serve: listening on {url} (hub {path}; polling every "
+                 f"{settings.poll_interval_text}; {mode}{token})")
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        announce("klaviyo-sync serve: stopping (no new work is claimed; finishing what is in flight)")
+        await site.stop()
+        result = await service.stop(deadline=stop_deadline)
+        await runner.cleanup()
+        released = f"; {result['released']} change(s) released for the next run" if result["released"] else ""
+        announce(f"klaviyo-sync serve: stopped cleanly, cursor saved{released}")
+    return 0
+
+
+__all__ = ["build_app", "error_body", "serve"]
