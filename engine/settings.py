@@ -117,6 +117,16 @@ class OAuthSettings:
 
 
 @dataclass(frozen=True)
+class ServiceSettings:
+    """``service:`` -- the long-running ``serve`` process (address, API token, body limit)."""
+
+    token: Secret | None = None
+    host: str = "127.0.0.1"
+    port: int = 8780
+    max_body_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
 class OutboundTriggers:
     """Which hub changes are queued for Klaviyo (both off by default, as the seeds ship)."""
 
@@ -149,10 +159,11 @@ class Settings:
     hub_path: Path = Path(DEFAULT_HUB)
     collections_dir: Path = SHIPPED_COLLECTIONS
     source: Path | None = None
+    service: ServiceSettings = field(default_factory=ServiceSettings)
 
     def secrets(self) -> tuple[str, ...]:
         """The literal secret values, for masking (``SqliteHub(secrets=...)``)."""
-        found = [s.reveal() for s in (self.api_key, self.oauth.client_secret) if s is not None]
+        found = [s.reveal() for s in (self.api_key, self.oauth.client_secret, self.service.token) if s is not None]
         found.append(_url_password(self.api_url) or "")
         return tuple(v for v in found if v)
 
@@ -196,6 +207,8 @@ class Settings:
             "max_response_bytes": self.max_response_bytes,
             "hub": str(self.hub_path),
             "collections": str(self.collections_dir),
+            "service": {"token": secret(self.service.token), "host": self.service.host,
+                        "port": self.service.port, "max_body_bytes": self.service.max_body_bytes},
         }
 
 
@@ -278,7 +291,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[st
 
 # -- resolution ------------------------------------------------------------------------
 
-_ENV_KEYS: Final = (("api_key",), ("oauth", "client_id"), ("oauth", "client_secret"))
+_ENV_KEYS: Final = (("api_key",), ("oauth", "client_id"), ("oauth", "client_secret"), ("service", "token"))
 
 
 def _env_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[int, int]],
@@ -388,7 +401,15 @@ def _resolve(data: dict[str, Any], file: Path | None, env: Mapping[str, str]) ->
         hub_path=(base / data.get("hub", DEFAULT_HUB)),
         collections_dir=(base / collections) if collections else SHIPPED_COLLECTIONS,
         source=file,
+        service=_service(data.get("service") or {}, expand),
     )
+
+
+def _service(data: dict[str, Any], expand: Any) -> ServiceSettings:
+    raw, source = expand(data.get("token"))
+    return ServiceSettings(token=Secret(raw, source) if raw else None,
+                           host=data.get("host", ServiceSettings.host), port=data.get("port", ServiceSettings.port),
+                           max_body_bytes=data.get("max_body_bytes", ServiceSettings.max_body_bytes))
 
 
 def _plain(value: Any) -> Any:
@@ -490,7 +511,7 @@ def _json_type(value: Any) -> str:
     return "a list" if isinstance(value, list) else "a mapping"
 
 
-_SECRET_KEYS: Final = (("api_key",), ("oauth", "client_secret"))
+_SECRET_KEYS: Final = (("api_key",), ("oauth", "client_secret"), ("service", "token"))
 
 
 def _schema_error(file: Path, marks: dict[Any, tuple[int, int]], err: jsonschema.ValidationError) -> SettingsError:
