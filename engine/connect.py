@@ -6,7 +6,8 @@ settings are applied the same way everywhere:
 - :func:`open_hub`: the SQLite hub at ``--hub`` or the settings' ``hub``, with the
   enabled outbound triggers and the secrets it must never store.
 - :func:`open_client`: a :class:`~engine.klaviyo.KlaviyoClient` on the settings'
-  API URL, revision and throttling, authenticated by the OAuth connection when
+  API URL, revision, throttling and request limits (``request_timeout``,
+  ``request_deadline``, ``max_response_bytes``), authenticated by the OAuth connection when
   one is stored in the hub (:data:`TOKEN_SOURCES` lets the OAuth module plug in)
   or else by the private API key.
 """
@@ -60,6 +61,9 @@ def open_client(settings: Settings, hub: Any = None, **overrides: Any) -> Klaviy
         "revision": settings.api_revision,
         "tier_overrides": tier_overrides(settings),
         "max_concurrency": settings.throttling.max_concurrency,
+        "timeout": settings.request_timeout,
+        "deadline": settings.request_deadline,
+        "max_response_bytes": settings.max_response_bytes,
     }
     if token_source is not None:
         kwargs["token_source"] = token_source

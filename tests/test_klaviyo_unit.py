@@ -14,6 +14,10 @@ from engine.klaviyo import KlaviyoClient, revision
 KEY = "pk_unit_secret_key_987"
 
 
+def _profile(pid: str) -> dict:
+    return {"type": "profile", "id": pid, "attributes": {}}
+
+
 def _client(handler, **kw) -> KlaviyoClient:
     kw.setdefault("api_key", KEY)
     return KlaviyoClient(base_url="https://a.klaviyo.com", transport=httpx.MockTransport(handler),
@@ -124,8 +128,8 @@ async def test_next_link_cursor_is_sent_to_our_own_host() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         hosts.append(request.url.host)
         if "page[cursor]" in request.url.params:
-            return httpx.Response(200, json={"data": [{"id": "B"}], "links": {"next": None}})
-        return httpx.Response(200, json={"data": [{"id": "A"}],
+            return httpx.Response(200, json={"data": [_profile("B")], "links": {"next": None}})
+        return httpx.Response(200, json={"data": [_profile("A")],
                                          "links": {"next": "https://evil.example/api/profiles/?page%5Bcursor%5D=c1"}})
 
     async with _client(handler) as kl:

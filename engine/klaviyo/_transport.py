@@ -3,12 +3,24 @@
 Contract of :meth:`Requester.send`: one logical operation, possibly several
 HTTP attempts.  Each attempt first takes a slot from the shared
 :class:`~engine.klaviyo.ratelimit.RateBudget` for the endpoint's tier, then one
-of ``max_concurrency`` connections.  Outcomes:
+of ``max_concurrency`` connections.  An attempt has an overall ``deadline``
+(request sent and whole answer read; httpx's own ``timeout`` only bounds each
+read) and a ``max_response_bytes`` limit counted while the body streams in.
+Redirects are never followed.  Outcomes:
 
-* 2xx, or a status the caller lists in ``accept`` -> the response is returned;
+* a status the operation expects, with the body shape it names there
+  (see :mod:`engine.klaviyo._answers`) -> the checked :class:`Answer` is returned;
+* the same status with a body of another shape, any other 2xx (an HTML page from a
+  proxy, JSON that is not Klaviyo's) -> "Error calling Klaviyo ... unexpected
+  answer", *transient*: retried with backoff;
+* 3xx -> "Error calling Klaviyo (HTTP 30x): redirected to <Location>", not retried;
 * 401 with a token source -> ``on_unauthorized()`` once, then the request again;
-* 429 -> wait ``Retry-After`` (capped by ``retry_after_cap``) and retry;
-* 5xx, timeouts, connection errors -> exponential backoff with jitter, retry;
+  401 after that, 403, or a token source that cannot refresh ->
+  :class:`~engine.errors.KlaviyoAuthError`, not retried;
+* 429 -> wait ``Retry-After`` (at least ``backoff_base``, at most ``retry_after_cap``;
+  an unusable value means the normal backoff) and retry;
+* 5xx, timeouts, connection errors, the deadline or the size limit exceeded ->
+  exponential backoff with jitter, retry;
 * anything else, or attempts exhausted -> :class:`KlaviyoApiError` /
   :class:`KlaviyoConnectionError` with the catalog text.
 
@@ -24,14 +36,23 @@ import json
 import logging
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from engine.errors import KlaviyoApiError, KlaviyoConnectionError
+from engine.errors import AuthError, KlaviyoApiError, KlaviyoConnectionError
 from engine.klaviyo import revision as rev
-from engine.klaviyo._errors import api_error, connection_error, parse_retry_after
+from engine.klaviyo._answers import ERRORS, Answer, Malformed, check, describe
+from engine.klaviyo._errors import (
+    api_error,
+    auth_failure,
+    connection_error,
+    parse_retry_after,
+    redirect_error,
+    unexpected_answer,
+)
 from engine.klaviyo.ratelimit import RateBudget
 
 log = logging.getLogger("engine.klaviyo")
@@ -59,7 +80,8 @@ class ClientStats:
 
     ``calls``: logical operations per name; ``requests``: HTTP attempts per
     operation; ``retries``: retried attempts per operation; ``retry_reasons``:
-    per cause (``429``, ``5xx``, ``timeout``, ``connection``, ``401``).
+    per cause (``429``, ``5xx``, ``timeout``, ``connection``, ``401``, ``deadline``,
+    ``too_large``, ``unexpected``); ``body_bytes``: answer bytes read in all.
     """
 
     calls: Counter[str] = field(default_factory=Counter)
@@ -67,6 +89,7 @@ class ClientStats:
     retries: Counter[str] = field(default_factory=Counter)
     retry_reasons: Counter[str] = field(default_factory=Counter)
     throttle_wait_s: float = 0.0
+    body_bytes: int = 0
 
     @property
     def total_requests(self) -> int:
@@ -86,6 +109,7 @@ class ClientStats:
             "total_requests": self.total_requests,
             "total_retries": self.total_retries,
             "throttle_wait_s": round(self.throttle_wait_s, 3),
+            "body_bytes": self.body_bytes,
         }
 
 
@@ -106,6 +130,9 @@ class Requester:
         backoff_base: float,
         backoff_max: float,
         stats: ClientStats,
+        deadline: float = 60.0,
+        max_response_bytes: int = 16 * 1024 * 1024,
+        extra_secrets: tuple[str, ...] = (),
     ) -> None:
         self.http = http
         self.revision = revision
@@ -119,11 +146,14 @@ class Requester:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.stats = stats
+        self.deadline = deadline
+        self.max_response_bytes = max_response_bytes
+        self._extra_secrets = extra_secrets
         self._rng = random.Random()
 
     def secrets(self) -> list[str | None]:
         """Everything that must never appear in a message."""
-        return [self._api_key, self._token]
+        return [self._api_key, self._token, *self._extra_secrets]
 
     async def _auth_header(self, refresh: bool) -> str:
         if self._token_source is not None:
@@ -144,6 +174,40 @@ class Requester:
         base = min(self.backoff_base * (2 ** (attempt - 1)), self.backoff_max)
         return base * (0.5 + self._rng.random())
 
+    async def _attempt(self, method: str, path: str, params: dict[str, Any] | None, content: bytes | None,
+                       headers: dict[str, str]) -> httpx.Response:
+        """One HTTP attempt under the deadline and the size limit; the answer fully read.
+
+        Raises:
+            TimeoutError: the deadline passed.
+            _TooLarge: the body (declared or read) is over the limit.
+            httpx.TransportError: the transport failed.
+        """
+        limit = self.max_response_bytes
+        async with asyncio.timeout(self.deadline):
+            async with self.http.stream(method, path, params=params, content=content, headers=headers) as resp:
+                declared = resp.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise _TooLarge(int(declared), declared=True)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.aiter_bytes():
+                    size += len(chunk)
+                    self.stats.body_bytes += len(chunk)
+                    if size > limit:
+                        raise _TooLarge(size)
+                    chunks.append(chunk)
+        # A plain response holding the decoded body (no content-encoding left to apply).
+        keep = [(k, v) for k, v in resp.headers.multi_items()
+                if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+        extensions = {k: v for k, v in resp.extensions.items() if k in ("reason_phrase", "http_version")}
+        return httpx.Response(resp.status_code, headers=keep, content=b"".join(chunks), request=resp.request,
+                              extensions=extensions)
+
+    def _limit_text(self) -> str:
+        n = self.max_response_bytes
+        return f"{n // 1048576} MiB" if n % 1048576 == 0 else f"{n} bytes"
+
     async def send(
         self,
         op: str,
@@ -151,15 +215,21 @@ class Requester:
         path: str,
         *,
         tier: str,
+        expect: Mapping[int, str],
         params: dict[str, Any] | None = None,
         body: Any = None,
-        accept: tuple[int, ...] = (),
-    ) -> httpx.Response:
+    ) -> Answer:
         """Send one operation with retries; see the module docstring.
 
+        Args:
+            expect: each status that is Klaviyo's answer to this call, with its body shape
+                (``{201: RESOURCE, 409: ERRORS}``).  A 4xx listed here is returned too.
+
         Raises:
-            KlaviyoApiError: Klaviyo rejected the request (or kept failing).
-            KlaviyoConnectionError: the transport kept failing.
+            KlaviyoAuthError: the credentials were refused (401/403) or cannot be refreshed.
+            KlaviyoApiError: Klaviyo rejected the request, the answer was not Klaviyo's for
+                this call, or it kept failing.
+            KlaviyoConnectionError: the transport kept failing (deadline, size limit included).
         """
         self.stats.calls[op] += 1
         ctype = rev.content_type(self.revision)
@@ -176,7 +246,7 @@ class Requester:
             attempt += 1
             failure: KlaviyoApiError | KlaviyoConnectionError
             delay: float
-            resp: httpx.Response | None
+            resp: httpx.Response | None = None
             await self.budget.acquire(tier)
             async with self._sem:
                 self.stats.requests[op] += 1
@@ -185,36 +255,65 @@ class Requester:
                 except _NoRefresh:
                     assert last_401 is not None
                     raise api_error(last_401, self.secrets()) from None
-                refresh_now = False
-                if auth:
-                    headers["authorization"] = auth
-                try:
-                    resp = await self.http.request(method, path, params=params, content=content, headers=headers)
-                    await resp.aread()
-                except httpx.TimeoutException as exc:
-                    failure, reason, resp = connection_error(exc, self.secrets()), "timeout", None
-                except httpx.TransportError as exc:
-                    failure, reason, resp = connection_error(exc, self.secrets()), "connection", None
+                except KlaviyoConnectionError as exc:  # the token endpoint could not be reached
+                    auth, failure, reason = "", exc, "connection"
+                except AuthError as exc:
+                    raise auth_failure(exc) from exc
+                else:
+                    refresh_now = False
+                    if auth:
+                        headers["authorization"] = auth
+                    try:
+                        resp = await self._attempt(method, path, params, content, headers)
+                    except TimeoutError:
+                        failure, reason = connection_error(
+                            f"no complete answer within the request deadline of {self.deadline:g}s "
+                            f"(request_deadline)", self.secrets()), "deadline"
+                    except _TooLarge as exc:
+                        failure, reason = connection_error(
+                            f"the answer is larger than the {self._limit_text()} limit (max_response_bytes; "
+                            f"{'declared' if exc.declared else 'read'} {exc.size} bytes)", self.secrets()), "too_large"
+                    except httpx.TimeoutException as exc:
+                        failure, reason = connection_error(exc, self.secrets()), "timeout"
+                    except httpx.TransportError as exc:
+                        failure, reason = connection_error(exc, self.secrets()), "connection"
             if resp is not None:
                 status = resp.status_code
                 log.debug("%s %s %s -> %s (attempt %d)", op, method, path, status, attempt)
-                if status < 400 or status in accept:
-                    return resp
-                if status == 401 and self._token_source is not None and not refreshed:
+                shape = expect.get(status)
+                if shape is not None:
+                    try:
+                        return check(resp, shape)
+                    except Malformed as exc:
+                        if shape == ERRORS or status >= 300:
+                            raise api_error(resp, self.secrets()) from None
+                        failure, reason = unexpected_answer(resp, op, describe(expect), str(exc), self.secrets()), \
+                            "unexpected"
+                        delay = self.backoff(attempt)
+                elif status < 300:
+                    failure = unexpected_answer(resp, op, describe(expect), f"HTTP {status} is not Klaviyo's answer "
+                                                "to this call", self.secrets())
+                    reason, delay = "unexpected", self.backoff(attempt)
+                elif status < 400:
+                    raise redirect_error(resp, self.secrets())
+                elif status == 401 and self._token_source is not None and not refreshed:
                     refreshed = refresh_now = True
                     last_401 = resp
                     self.stats.retry_reasons["401"] += 1
                     attempt -= 1
                     continue
-                failure = api_error(resp, self.secrets())
-                if status == 429:
-                    reason = "429"
-                    wait = parse_retry_after(resp)
-                    delay = min(wait if wait is not None else self.backoff(attempt), self.retry_after_cap)
-                elif status in RETRYABLE_STATUS:
-                    reason, delay = "5xx", self.backoff(attempt)
                 else:
-                    raise failure
+                    failure = api_error(resp, self.secrets())
+                    if status == 429:
+                        reason = "429"
+                        wait = parse_retry_after(resp)
+                        delay = max(wait, self.backoff_base) if wait is not None else \
+                            max(self.backoff(attempt), self.backoff_base)
+                        delay = min(delay, self.retry_after_cap)
+                    elif status in RETRYABLE_STATUS:
+                        reason, delay = "5xx", self.backoff(attempt)
+                    else:
+                        raise failure
             else:
                 delay = self.backoff(attempt)
             if attempt >= self.max_attempts:
@@ -226,8 +325,17 @@ class Requester:
             await asyncio.sleep(delay)
 
 
+class _TooLarge(Exception):
+    """The answer's body is over ``max_response_bytes``."""
+
+    def __init__(self, size: int, declared: bool = False) -> None:
+        super().__init__(size)
+        self.size = size
+        self.declared = declared
+
+
 class _NoRefresh(Exception):
     """The token source could not repair a 401."""
 
 
-__all__ = ["ClientStats", "Requester", "TokenSource", "RETRYABLE_STATUS"]
+__all__ = ["Answer", "ClientStats", "Requester", "TokenSource", "RETRYABLE_STATUS"]

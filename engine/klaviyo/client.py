@@ -9,6 +9,9 @@ inside the shared per-tier rate budget and retries transient failures (see
 :mod:`engine.klaviyo._transport`).  Klaviyo rejections raise
 :class:`~engine.errors.KlaviyoApiError`, transport failures
 :class:`~engine.errors.KlaviyoConnectionError`; neither ever contains the key.
+Each operation names the statuses and body shapes Klaviyo answers it with
+(:mod:`engine.klaviyo._answers`); any other answer is a ``KlaviyoApiError``, so an
+operation returns only values read from a checked answer.
 
 Example::
 
@@ -29,6 +32,8 @@ import httpx
 
 from engine.errors import KlaviyoApiError
 from engine.klaviyo import revision as rev
+from engine.klaviyo._answers import EMPTY, ERRORS, PAGE, RESOURCE, Answer
+from engine.klaviyo._errors import api_error, redact, url_password
 from engine.klaviyo._transport import ClientStats, Requester, TokenSource
 from engine.klaviyo.ratelimit import RateBudget
 
@@ -56,7 +61,10 @@ class KlaviyoClient:
         revision: the ``revision`` header; blank or ``None`` means ``2023-10-15``.
         tier_overrides: per-tier budget, e.g. ``{"L": {"burst": 75, "steady": 700}}``.
         max_concurrency: requests in flight at once.
-        timeout: seconds per HTTP attempt.
+        timeout: seconds for connecting and for each read of an HTTP attempt (httpx's timeout).
+        deadline: seconds one HTTP attempt may take in all, request and whole answer.
+        max_response_bytes: largest answer body read; a larger one is a transient
+            connection error.
         max_attempts: attempts per operation, first one included.
         retry_after_cap: longest ``Retry-After`` honoured, in seconds.
         backoff_base / backoff_max: exponential backoff (seconds) for 5xx/timeouts.
@@ -74,6 +82,8 @@ class KlaviyoClient:
         tier_overrides: Mapping[str, Mapping[str, int]] | None = None,
         max_concurrency: int = 16,
         timeout: float = 30.0,
+        deadline: float = 60.0,
+        max_response_bytes: int = 16 * 1024 * 1024,
         max_attempts: int = 5,
         retry_after_cap: float = 60.0,
         backoff_base: float = 0.5,
@@ -90,6 +100,7 @@ class KlaviyoClient:
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=timeout,
+            follow_redirects=False,
             transport=transport,
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
             headers={"user-agent": "klaviyo-sync/0.1"},
@@ -106,11 +117,14 @@ class KlaviyoClient:
             backoff_base=backoff_base,
             backoff_max=backoff_max,
             stats=self.stats,
+            deadline=deadline,
+            max_response_bytes=max_response_bytes,
+            extra_secrets=tuple(p for p in (url_password(self.base_url),) if p),
         )
         self._list_cache: dict[str, dict[str, Any] | None] = {}
 
     def __repr__(self) -> str:
-        return f"KlaviyoClient(base_url={self.base_url!r}, revision={self.revision!r})"
+        return f"KlaviyoClient(base_url={redact(self.base_url, ())!r}, revision={self.revision!r})"
 
     async def __aenter__(self) -> KlaviyoClient:
         return self
@@ -131,29 +145,33 @@ class KlaviyoClient:
     def _path(self, *segments: str) -> str:
         return rev.api_path(self.revision, *segments)
 
-    async def _send(self, op: str, method: str, path: str, tier: str, **kw: Any) -> httpx.Response:
+    async def _send(self, op: str, method: str, path: str, tier: str, expect: Mapping[int, str],
+                    **kw: Any) -> Answer:
         self.stats.throttle_wait_s = self.budget.waited
         try:
-            return await self._req.send(op, method, path, tier=tier, **kw)
+            return await self._req.send(op, method, path, tier=tier, expect=expect, **kw)
         finally:
             self.stats.throttle_wait_s = self.budget.waited
 
     async def _pages(
         self, op: str, path: str, tier: str, params: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Yield each JSON page, following ``links.next`` by its ``page[cursor]``.
+    ) -> AsyncIterator[Answer]:
+        """Yield each checked page, following ``links.next`` by its ``page[cursor]``.
 
         The cursor is taken from the next link and sent to our own base URL, so a
         link naming another host can never receive our credentials.
         """
         params = {k: v for k, v in params.items() if v is not None}
         while True:
-            body = (await self._send(op, "GET", path, tier, params=params)).json()
-            yield body
-            nxt = (body.get("links") or {}).get("next")
+            page = await self._send(op, "GET", path, tier, {200: PAGE}, params=params)
+            yield page
+            nxt = page.next_link()
             if not nxt:
                 return
-            cursor = parse_qs(urlsplit(nxt).query).get("page[cursor]")
+            try:
+                cursor = parse_qs(urlsplit(nxt).query).get("page[cursor]")
+            except ValueError:
+                cursor = None
             if not cursor:
                 return
             params = {**params, "page[cursor]": cursor[0]}
@@ -176,8 +194,8 @@ class KlaviyoClient:
         params: dict[str, Any] = {"filter": filter, "sort": sort, "page[size]": page_size}
         if additional_fields:
             params["additional-fields[profile]"] = ",".join(additional_fields)
-        async for body in self._pages("get_profiles", self._path("profiles"), "L", params):
-            yield list(body.get("data") or [])
+        async for page in self._pages("get_profiles", self._path("profiles"), "L", params):
+            yield page.items()
 
     async def iter_profiles(self, **kw: Any) -> AsyncIterator[dict[str, Any]]:
         """Like :meth:`iter_profile_pages`, one profile at a time."""
@@ -190,10 +208,10 @@ class KlaviyoClient:
     ) -> dict[str, Any] | None:
         """The profile resource, or ``None`` when Klaviyo answers 404."""
         params = {"additional-fields[profile]": ",".join(additional_fields)} if additional_fields else None
-        resp = await self._send(
-            "get_profile", "GET", self._path("profiles", profile_id), "L", params=params, accept=(404,)
+        answer = await self._send(
+            "get_profile", "GET", self._path("profiles", profile_id), "L", {200: RESOURCE, 404: ERRORS}, params=params
         )
-        return None if resp.status_code == 404 else resp.json()["data"]
+        return None if answer.status == 404 else answer.resource()
 
     async def create_profile(self, attributes: Mapping[str, Any]) -> tuple[str, bool]:
         """Create a profile; returns ``(id, created)``.
@@ -202,15 +220,14 @@ class KlaviyoClient:
         a retried create already happened) returns the existing id with ``created=False``.
         """
         body = {"data": {"type": "profile", "attributes": dict(attributes)}}
-        resp = await self._send("create_profile", "POST", self._path("profiles"), "L", body=body, accept=(409,))
-        if resp.status_code == 409:
-            existing = _duplicate_id(resp)
+        answer = await self._send("create_profile", "POST", self._path("profiles"), "L",
+                                  {201: RESOURCE, 409: ERRORS}, body=body)
+        if answer.status == 409:
+            existing = answer.duplicate_profile_id()
             if existing is None:
-                from engine.klaviyo._errors import api_error
-
-                raise api_error(resp, self._req.secrets())
+                raise api_error(answer.response, self._req.secrets())
             return existing, False
-        return resp.json()["data"]["id"], True
+        return answer.resource_id(), True
 
     async def update_profile(
         self, profile_id: str, attributes: Mapping[str, Any], *, unset: Sequence[str] | None = None
@@ -222,10 +239,10 @@ class KlaviyoClient:
         data: dict[str, Any] = {"type": "profile", "id": profile_id, "attributes": dict(attributes)}
         if unset:
             data["meta"] = {"patch_properties": {"unset": list(unset)}}
-        resp = await self._send(
-            "update_profile", "PATCH", self._path("profiles", profile_id), "L", body={"data": data}
+        answer = await self._send(
+            "update_profile", "PATCH", self._path("profiles", profile_id), "L", {200: RESOURCE}, body={"data": data}
         )
-        return resp.json()["data"]
+        return answer.resource()
 
     async def create_or_update_profile(
         self, attributes: Mapping[str, Any], *, profile_id: str | None = None
@@ -240,10 +257,11 @@ class KlaviyoClient:
         data: dict[str, Any] = {"type": "profile", "attributes": dict(attributes)}
         if profile_id:
             data["id"] = profile_id
-        resp = await self._send(
-            "create_or_update_profile", "POST", self._path("profile-import"), "L", body={"data": data}
+        answer = await self._send(
+            "create_or_update_profile", "POST", self._path("profile-import"), "L", {200: RESOURCE, 201: RESOURCE},
+            body={"data": data},
         )
-        return resp.json()["data"]["id"], resp.status_code == 201
+        return answer.resource_id(), answer.status == 201
 
     async def upsert_profile(self, attributes: Mapping[str, Any]) -> tuple[str, bool]:
         """Create or update by identifiers, with the cheapest call the revision offers."""
@@ -274,8 +292,8 @@ class KlaviyoClient:
         """Every list named ``name`` (Klaviyo does not make names unique)."""
         found: list[dict[str, Any]] = []
         params = {"filter": f"equals(name,{_quote(name)})"}
-        async for body in self._pages("get_lists", self._path("lists"), "L", params):
-            found.extend(body.get("data") or [])
+        async for page in self._pages("get_lists", self._path("lists"), "L", params):
+            found.extend(page.items())
         return found
 
     async def find_list_by_name(self, name: str) -> dict[str, Any] | None:
@@ -291,16 +309,15 @@ class KlaviyoClient:
     async def create_list(self, name: str) -> str:
         """Create a list and return its id."""
         body = {"data": {"type": "list", "attributes": {"name": name}}}
-        resp = await self._send("create_list", "POST", self._path("lists"), "M", body=body)
-        data = resp.json()["data"]
-        self._list_cache[name] = data
-        return data["id"]
+        answer = await self._send("create_list", "POST", self._path("lists"), "M", {201: RESOURCE}, body=body)
+        self._list_cache[name] = answer.resource()
+        return answer.resource_id()
 
     async def _list_relationship(self, op: str, method: str, list_id: str, profile_ids: Sequence[str]) -> None:
         path = self._path("lists", list_id, "relationships", "profiles")
         for chunk in _chunks(list(profile_ids), LIST_BATCH):
             body = {"data": [{"type": "profile", "id": pid} for pid in chunk]}
-            await self._send(op, method, path, "M", body=body)
+            await self._send(op, method, path, "M", {204: EMPTY}, body=body)
 
     async def add_profiles_to_list(self, list_id: str, profile_ids: Sequence[str]) -> None:
         """Add profiles to a list without touching consent (batches of 1,000)."""
@@ -314,8 +331,8 @@ class KlaviyoClient:
         """Every profile resource in a list (``GET /api/lists/{id}/profiles``)."""
         out: list[dict[str, Any]] = []
         params = {"page[size]": page_size}
-        async for body in self._pages("get_list_profiles", self._path("lists", list_id, "profiles"), "L", params):
-            out.extend(body.get("data") or [])
+        async for page in self._pages("get_list_profiles", self._path("lists", list_id, "profiles"), "L", params):
+            out.extend(page.items())
         return out
 
     # -- consent ---------------------------------------------------------------------
@@ -356,7 +373,7 @@ class KlaviyoClient:
             data: dict[str, Any] = {"type": job, "attributes": attributes}
             if list_id:
                 data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
-            await self._send(op, "POST", self._path(job + "s"), "L", body={"data": data})
+            await self._send(op, "POST", self._path(job + "s"), "L", {202: EMPTY}, body={"data": data})
 
     async def subscribe_profiles(
         self,
@@ -417,7 +434,8 @@ class KlaviyoClient:
             attrs["value"] = value
         if time is not None:
             attrs["time"] = time.isoformat() if isinstance(time, datetime) else time
-        await self._send("create_event", "POST", self._path("events"), "XL", body={"data": {"type": "event", "attributes": attrs}})
+        await self._send("create_event", "POST", self._path("events"), "XL", {202: EMPTY},
+                         body={"data": {"type": "event", "attributes": attrs}})
         return uid
 
     async def get_events(
@@ -430,13 +448,15 @@ class KlaviyoClient:
         """
         params = {"filter": filter, "sort": sort, "include": "metric,profile"}
         out: list[dict[str, Any]] = []
-        async for body in self._pages("get_events", self._path("events"), "L", params):
-            inc = {(r["type"], r["id"]): r for r in body.get("included") or []}
-            for ev in body.get("data") or []:
+        async for page in self._pages("get_events", self._path("events"), "L", params):
+            inc = {(r["type"], r["id"]): r for r in page.included()}
+            for ev in page.items():
                 rel = ev.get("relationships") or {}
                 extra = {}
                 for name in ("metric", "profile"):
-                    ref = ((rel.get(name) or {}).get("data")) or {}
+                    link = rel.get(name)
+                    ref = link.get("data") if isinstance(link, dict) else None
+                    ref = ref if isinstance(ref, dict) else {}
                     extra[name] = inc.get((ref.get("type"), ref.get("id")))
                 out.append({**ev, "included": extra})
         return out
@@ -457,26 +477,15 @@ class KlaviyoClient:
         }
         if list_ids:
             data["relationships"] = {"lists": {"data": [{"type": "list", "id": i} for i in list_ids]}}
-        resp = await self._send("bulk_import_profiles", "POST", self._path("profile-bulk-import-jobs"), "M", body={"data": data})
-        return resp.json()["data"]["id"]
+        answer = await self._send("bulk_import_profiles", "POST", self._path("profile-bulk-import-jobs"), "M",
+                                  {202: RESOURCE}, body={"data": data})
+        return answer.resource_id()
 
     async def get_bulk_import_job(self, job_id: str) -> dict[str, Any]:
         """The bulk import job resource (``attributes.status``, counts)."""
-        resp = await self._send("get_bulk_import_job", "GET", self._path("profile-bulk-import-jobs", job_id), "M")
-        return resp.json()["data"]
-
-
-def _duplicate_id(resp: httpx.Response) -> str | None:
-    """``errors[0].meta.duplicate_profile_id`` of a 409, if present."""
-    try:
-        err = resp.json()["errors"][0]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None
-    if err.get("code") != "duplicate_profile":
-        return None
-    meta = err.get("meta") or {}
-    dup = meta.get("duplicate_profile_id")
-    return str(dup) if dup else None
+        answer = await self._send("get_bulk_import_job", "GET", self._path("profile-bulk-import-jobs", job_id), "M",
+                                  {200: RESOURCE})
+        return answer.resource()
 
 
 __all__ = ["KlaviyoClient", "KlaviyoApiError", "TokenSource", "DEFAULT_BASE_URL"]
