@@ -25,9 +25,10 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from engine import helpers
-from engine.collection import Collection, Row
+from engine.collection import Collection, Row, _formula_location
 from engine.errors import KlaviyoSyncError, Location, MappingError, PathNotFoundError
+from engine.formula import helpers
+from engine.formula.guards import shorten
 
 
 class _Missing:
@@ -75,18 +76,29 @@ class MapResult:
     status: str
     payload: dict[str, Any] | None = None
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
+
+#: Deepest value a row may place in a payload (deeper data is refused with M007).
+MAX_VALUE_DEPTH = 100
 
 _LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
-def copy_data(value: Any) -> Any:
+class _TooDeep(Exception):
+    pass
+
+
+def copy_data(value: Any, depth: int = 0) -> Any:
     """A plain copy of JSON-like data (dicts, lists, scalars), so a payload never shares an object
-    with the caller's record. Scalars are not recursed into (most payload values are scalars)."""
+    with the caller's record. Scalars are not recursed into (most payload values are scalars).
+    Raises :class:`_TooDeep` past :data:`MAX_VALUE_DEPTH` levels."""
+    if depth >= MAX_VALUE_DEPTH:
+        raise _TooDeep
     if isinstance(value, dict):
-        return {k: v if type(v) in _LEAVES else copy_data(v) for k, v in value.items()}
+        return {k: v if type(v) in _LEAVES else copy_data(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [v if type(v) in _LEAVES else copy_data(v) for v in value]
+        return [v if type(v) in _LEAVES else copy_data(v, depth + 1) for v in value]
     return value
 
 
@@ -117,8 +129,7 @@ def _put(payload: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(value, limit)
 
 
 class Mapper:
@@ -134,8 +145,20 @@ class Mapper:
     def __init__(self, collection: Collection, *, functions: Mapping[str, Callable[..., Any]] | None = None,
                  settings: Mapping[str, Any] | None = None) -> None:
         self.collection = collection
-        self.functions = functions
         self.settings = dict(settings or {})
+        region = self.settings.get("default_phone_region")
+        if isinstance(region, str) and region:
+            # numbers without "+" and without a record country are read in the settings' region
+            table = dict(functions) if functions is not None else dict(helpers.HELPERS)
+            plain_e164 = table.get("e164")
+            if plain_e164 is helpers.e164:
+                def e164(phone: Any, country: Any = None, default: Any = region) -> str | None:
+                    return helpers.e164(phone, country, default)
+
+                e164.__doc__ = helpers.e164.__doc__
+                table["e164"] = e164
+                functions = table
+        self.functions = functions
         overridden = functions is not None and "get" in functions and functions["get"] is not helpers.get
         # The row plan: (row, kind, argument, single destination key, has checks). Field rows and
         # formula rows that only read a path (``email``, ``get(existing, "FirstName", None)``)
@@ -173,19 +196,21 @@ class Mapper:
         # the scope is this record's own dict, made in map() and dropped after it
         return formula.evaluate(scope, functions=self.functions, private=True)
 
-    def _problem_from(self, exc: KlaviyoSyncError, row: Row | None, where: str) -> Problem:
+    def _problem_from(self, exc: KlaviyoSyncError, row: Row | None, where: str,
+                       origin: Any = None) -> Problem:
         c = self.collection
         if isinstance(exc, PathNotFoundError) and c.unreadable_message:
             message, detail = c.unreadable_message, exc.message
             code = exc.code
         else:
             message, detail, code = exc.message, exc.detail, exc.code
-        origin = row.formula_origin if row else (c.filter_origin if where == "filter" else None)
+        if origin is None:
+            origin = row.formula_origin if row else (c.filter_origin if where == "filter" else None)
         line = col = None
         if origin is not None:
-            fl = getattr(exc, "formula_line", None)
-            line = (origin.content_line or origin.line) + ((fl - 1) if fl and origin.style in ("|", ">") else 0)
-            col = origin.content_column
+            # the failing node's position inside the formula, as a position in the YAML file
+            loc = _formula_location(c.file, origin, exc, None)  # type: ignore[arg-type]
+            line, col = loc.line, loc.column
         return Problem(
             code=code, message=message, row=row.label if row else where,
             destination=row.destination if row else None, source=row.source if row else None,
@@ -196,8 +221,23 @@ class Mapper:
     def map(self, record: Mapping[str, Any], *, parent: Mapping[str, Any] | None = None,
             parent_mapped: Mapping[str, Any] | None = None,
             existing: Mapping[str, Any] | None = None) -> MapResult:
-        """Map one source record. Never raises for bad data: problems are in the result."""
+        """Map one source record. Never raises for bad data: problems are in the result.
+
+        Warnings from helpers (e.g. W010, a phone number too long to parse) are in
+        ``result.warnings``, each at its row."""
+        sink: list[tuple[str, str]] = []
+        token = helpers.WARNINGS.set(sink)
+        try:
+            result = self._map(record, parent=parent, parent_mapped=parent_mapped, existing=existing, sink=sink)
+        finally:
+            helpers.WARNINGS.reset(token)
+        return result
+
+    def _map(self, record: Mapping[str, Any], *, parent: Mapping[str, Any] | None,
+             parent_mapped: Mapping[str, Any] | None, existing: Mapping[str, Any] | None,
+             sink: list[tuple[str, str]]) -> MapResult:
         c = self.collection
+        warnings: list[Problem] = []
         if type(record) is not dict and not isinstance(record, Mapping):
             return MapResult("invalid", problems=[Problem(
                 "M001", f"a source record must be a JSON object, not {type(record).__name__}", file=c.file)])
@@ -215,7 +255,7 @@ class Mapper:
             try:
                 scope[let.name] = self._eval(let.formula, scope)
             except KlaviyoSyncError as exc:
-                p = self._problem_from(exc, None, f"let {let.name}")
+                p = self._problem_from(exc, None, f"let {let.name}", let.origin)
                 return MapResult("invalid", problems=[p])
         if c.filter is not None:
             try:
@@ -241,6 +281,11 @@ class Mapper:
                 except KlaviyoSyncError as exc:
                     problems.append(self._problem_from(exc, row, "formula"))
                     continue
+                if sink:
+                    warnings.extend(Problem(code, message, row=row.label, destination=row.destination,
+                                            file=c.file, line=row.location.line, column=row.location.column)
+                                    for code, message in sink)
+                    sink.clear()
             if value is MISSING or value is None:
                 if row.required:
                     problems.append(Problem(
@@ -266,7 +311,16 @@ class Mapper:
                     problems.append(problem)
                     continue
             if isinstance(value, (dict, list)):
-                value = copy_data(value)
+                try:
+                    value = copy_data(value)
+                except _TooDeep:
+                    # a formula's value is a formula limit (F205); a field's value a mapping error
+                    problems.append(Problem(
+                        "F205" if kind is _FORMULA else "M007",
+                        f"value nested too deeply: the value for {row.destination} has more than "
+                        f"{MAX_VALUE_DEPTH} levels", row=row.label, destination=row.destination,
+                        source=row.source, file=c.file, line=row.location.line, column=row.location.column))
+                    continue
             if key is not None:
                 payload[key] = value
             else:
@@ -280,8 +334,8 @@ class Mapper:
                     line=c.requires_one_of_location.line if c.requires_one_of_location else None,
                     column=c.requires_one_of_location.column if c.requires_one_of_location else None))
         if problems:
-            return MapResult("invalid", payload=None, problems=problems)
-        return MapResult("ok", payload=payload)
+            return MapResult("invalid", payload=None, problems=problems, warnings=warnings)
+        return MapResult("ok", payload=payload, warnings=warnings)
 
 
 def path_read(source: str) -> tuple[str | int, ...] | None:

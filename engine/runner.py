@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from engine.collection import Collection, CollectionSet, parse_path
+from engine.formula.guards import shorten_text
 from engine.mapper import MISSING, Mapper, Problem, read_path
 
 OK, FILTERED, INVALID, FAILED = "ok", "filtered", "invalid", "failed"
@@ -38,6 +39,7 @@ class Outcome:
     problems: list[Problem] = field(default_factory=list)
     children: list["Outcome"] = field(default_factory=list)
     source: Mapping[str, Any] | None = None
+    warnings: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (for ``map`` output and golden files)."""
@@ -46,6 +48,8 @@ class Outcome:
             out["payload"] = self.payload
         if self.problems:
             out["problems"] = [p.to_dict() for p in self.problems]
+        if self.warnings:
+            out["warnings"] = [w.to_dict() for w in self.warnings]
         if self.children:
             out["children"] = [c.to_dict() for c in self.children]
         return out
@@ -87,15 +91,20 @@ class Runner:
         """Map ``record`` through ``collection`` and, when it maps, through its enabled children."""
         coll = self.collections[collection] if isinstance(collection, str) else collection
         rid = record_id if record_id is not None else record_identity(record)
-        result = self._mappers[coll.title].map(record, parent=parent, parent_mapped=parent_mapped, existing=existing)
-        out = Outcome(coll.title, rid, result.status, result.payload, result.problems, source=record)
-        if result.status != OK or not with_children:
+        try:
+            result = self._mappers[coll.title].map(record, parent=parent, parent_mapped=parent_mapped,
+                                                   existing=existing)
+            out = Outcome(coll.title, rid, result.status, result.payload, result.problems, source=record,
+                          warnings=result.warnings)
+            if result.status != OK or not with_children:
+                return out
+            for child in self.collections.children_of(coll.title):
+                if not child.enabled:
+                    continue
+                out.children.extend(self.run_children(child, record, result.payload or {}, rid))
             return out
-        for child in self.collections.children_of(coll.title):
-            if not child.enabled:
-                continue
-            out.children.extend(self.run_children(child, record, result.payload or {}, rid))
-        return out
+        except Exception as exc:  # noqa: BLE001 - one record's failure is that record's alone
+            return Outcome(coll.title, rid, INVALID, problems=[unexpected_problem(coll, exc)], source=record)
 
     def run_children(self, child: Collection, parent_record: Mapping[str, Any],
                      parent_payload: Mapping[str, Any], parent_id: str | None) -> list[Outcome]:
@@ -117,6 +126,14 @@ class Runner:
             return outs
         return [self.run(child, parent_record, parent=parent_record, parent_mapped=parent_payload,
                          record_id=f"{parent_id}/{child.title}")]
+
+
+def unexpected_problem(coll: Collection, exc: BaseException) -> Problem:
+    """The record's error (M020) for an exception nobody expected while mapping it
+    (a RecursionError from a deeply nested value, a MemoryError, a helper's bug)."""
+    text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+    return Problem("M020", f"the record could not be mapped: {type(exc).__name__}"
+                   + (f": {shorten_text(text)}" if text else ""), file=coll.file)
 
 
 def flatten_jsonapi(resource: Mapping[str, Any]) -> dict[str, Any]:
