@@ -101,8 +101,23 @@ def test_claimed_changes_are_leased(hub: SqliteHub) -> None:
     assert [] == hub.claim_changes()
     hub.release_change(first)
     [again] = hub.claim_changes(lease_seconds=0)
-    assert 2 == again.attempts
+    assert 0 == again.attempts
     assert [again.id] == [c.id for c in hub.claim_changes()]
+
+
+def test_only_a_failed_send_counts_as_an_attempt(hub: SqliteHub) -> None:
+    """Claims and plain releases leave attempts as they were; a release after a failed send adds one."""
+    hub.add_customer(ANN)
+    for _ in range(10):  # claimed and never acknowledged, as a killed process leaves it
+        [claimed] = hub.claim_changes(lease_seconds=0)
+        assert 0 == claimed.attempts
+    hub.release_change(claimed)
+    [claimed] = hub.claim_changes()
+    hub.release_change(claimed, failed=True)
+    [claimed] = hub.claim_changes()
+    hub.release_change(claimed, delay=60, failed=True)
+    assert [] == hub.claim_changes()
+    assert [2] == [c.attempts for c in hub.pending_changes()]
 
 
 def test_exception_in_a_transaction_rolls_back_records_and_queue(hub: SqliteHub) -> None:

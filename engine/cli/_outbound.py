@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from engine.cli._hub import _common
-from engine.cli._output import emit_json
+from engine.cli._output import emit_json, fail
 from engine.collection import load_collections
 from engine.connect import open_hub
 from engine.errors import CollectionSetError
@@ -87,7 +87,10 @@ def dispatch_cmd(dry_run: bool, limit: int | None, batch_size: int, lease_second
                               lease_seconds=lease_seconds, dry_run=transport,
                               concurrency=max(8, 2 * settings.throttling.max_concurrency))
 
-    _print_report(_run(config, hub_path, dry_run, work), as_json)
+    report = _run(config, hub_path, dry_run, work)
+    _print_report(report, as_json)
+    if report.error is not None:
+        fail(report.error)
 
 
 @click.group("push")
@@ -106,6 +109,8 @@ def _push_command(entity: str) -> click.Command:
 
         report = _run(config, hub_path, dry_run, work)
         _print_report(report, as_json)
+        if report.error is not None:
+            fail(report.error)
         if report.results and report.results[0].outcome in ("failed", "invalid"):
             sys.exit(1)
 

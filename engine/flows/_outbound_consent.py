@@ -19,17 +19,21 @@ Rules (seed 000, "List and subscription template flags"):
   (already done) stands, and the record's other lists still apply.
 
 A batch call Klaviyo rejects is retried one profile at a time, so one bad profile
-cannot fail its 99 neighbours; each failure is logged on its own record.
+cannot fail its 99 neighbours; each failure is logged on its own record.  A 401/403
+is no profile's fault: it fails the chunk and every later one without a call (the
+dispatcher then stops the run and gives the changes back untouched).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from engine.errors import KlaviyoApiError, KlaviyoSyncError
+from engine.flows._failures import is_auth_failure
 from engine.flows._outbound_records import (
     CODE_LIST_MISSING,
     CODE_SUBSCRIBE_NEEDS_LIST,
@@ -83,6 +87,7 @@ class ConsentBatch:
         self._subscribe: dict[str | None, list[Item]] = defaultdict(list)
         self._unsubscribe: list[Item] = []
         self._join: dict[str, list[Item]] = defaultdict(list)
+        self.auth_error: KlaviyoSyncError | None = None
 
     def __len__(self) -> int:
         return (sum(len(v) for v in self._subscribe.values()) + len(self._unsubscribe)
@@ -150,15 +155,24 @@ class ConsentBatch:
                     what: str) -> None:
         for start in range(0, len(items), size):
             chunk = items[start:start + size]
+            if self.auth_error is not None:  # the credentials were refused: call nothing more
+                self._fail(chunk, self.auth_error, what)
+                continue
             try:
                 await call(chunk)
             except KlaviyoApiError as exc:
-                if len(chunk) > 1 and not (exc.status == 429 or exc.status >= 500):
+                if is_auth_failure(exc):
+                    self.auth_error = exc
+                elif len(chunk) > 1 and not (exc.status == 429 or exc.status >= 500):
                     for one in chunk:  # isolate the profile Klaviyo refuses
                         await self._send([one], 1, call, what)
                     continue
                 self._fail(chunk, exc, what)
-            except (KlaviyoSyncError, ValueError) as exc:
+            except KlaviyoSyncError as exc:
+                if is_auth_failure(exc):
+                    self.auth_error = exc
+                self._fail(chunk, exc, what)
+            except Exception as exc:  # noqa: BLE001 - a wrong-shaped answer fails its chunk, not the batch
                 self._fail(chunk, exc, what)
 
     @staticmethod
@@ -166,8 +180,11 @@ class ConsentBatch:
         for result, flow, ident in chunk:
             if isinstance(exc, KlaviyoSyncError):
                 result.log_exception(flow, exc, detail=f"{what} (profile {ident['id']})")
-            else:
+            elif isinstance(exc, ValueError) and not isinstance(exc, (UnicodeError, json.JSONDecodeError)):
+                # the client refused the arguments (a profile with neither email nor phone): final
                 result.log(flow, str(exc), detail=f"{what} (profile {ident['id']})")
+            else:
+                result.log_unexpected(flow, exc)
 
 
 __all__ = ["ConsentBatch", "ListResolver"]

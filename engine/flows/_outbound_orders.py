@@ -109,7 +109,7 @@ class OrderFlow:
         self.generate_events = generate_events
 
     async def send(self, tx: dict[str, Any]) -> RecordResult:
-        """Transfer one Transaction. Never raises for Klaviyo or data problems: see the result."""
+        """Transfer one Transaction. Never raises (Klaviyo, data or unexpected problems): see the result."""
         result = RecordResult("Transaction", int(tx["Id"]), self.placed.title)
         if not self.generate_events:
             result.outcome = "skipped"
@@ -129,6 +129,9 @@ class OrderFlow:
         except KlaviyoSyncError as exc:
             result.outcome = "failed"
             result.log_exception(self.placed.title, exc)
+        except Exception as exc:  # noqa: BLE001 - an answer of the wrong shape fails this record only
+            result.outcome = "failed"
+            result.log_unexpected(self.placed.title, exc)
         return result
 
     async def _resolve_profile(self, result: RecordResult, tx: dict[str, Any]
@@ -159,6 +162,7 @@ class OrderFlow:
         if prereq.klaviyo_id is None or prereq.outcome in ("failed", "invalid", "skipped"):
             result.outcome = "failed"
             result.transient = prereq.transient
+            result.auth_error = prereq.stopped_by
             first = next((e.message for e in prereq.logs if e.level == "error"), prereq.decision or prereq.outcome)
             result.log(self.placed.title, catalog.ORDER_CUSTOMER_NOT_CREATED, code=CODE_CUSTOMER_PREREQ,
                        detail=f"Customer {cid} ({prereq.flow}): {first}")
@@ -202,6 +206,10 @@ class OrderFlow:
             await self.client.create_event(**line.client_kwargs())
         except KlaviyoSyncError as exc:
             result.log_exception(flow, exc, entity="TransactionLine", hub_id=line_id)
+            result.counts.append((flow, "failed"))
+            return False
+        except Exception as exc:  # noqa: BLE001 - an answer of the wrong shape fails this line only
+            result.log_unexpected(flow, exc, entity="TransactionLine", hub_id=line_id)
             result.counts.append((flow, "failed"))
             return False
         if line_id is not None:

@@ -77,7 +77,7 @@ class ProfileFlow:
         return request
 
     async def send(self, customer: dict[str, Any], link: str | None) -> RecordResult:
-        """Transfer one Customer. Never raises for Klaviyo or data problems: see the result."""
+        """Transfer one Customer. Never raises (Klaviyo, data or unexpected problems): see the result."""
         hub_id = int(customer["Id"])
         result = RecordResult("Customer", hub_id, (self.update or self.add).title if link else
                               (self.add or self.update).title)
@@ -94,6 +94,9 @@ class ProfileFlow:
         except KlaviyoSyncError as exc:
             result.outcome = "failed"
             result.log_exception(result.flow, exc)
+        except Exception as exc:  # noqa: BLE001 - an answer of the wrong shape fails this record only
+            result.outcome = "failed"
+            result.log_unexpected(result.flow, exc)
         return result
 
     async def _send_linked(self, result: RecordResult, customer: dict[str, Any], link: str) -> bool:

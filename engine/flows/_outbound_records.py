@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import KlaviyoApiError, KlaviyoConnectionError, KlaviyoSyncError
+from engine.flows._failures import CODE_UNEXPECTED, is_auth_failure, unexpected_failure
 from engine.flows._outbound_dryrun import RecordedRequest
 
 #: Codes of the outbound flows' own log entries (the catalog texts keep their flow's code).
@@ -25,6 +26,7 @@ CODE_PROFILE_UNRESOLVED = "O005"  # no link, no email match, no customer to tran
 CODE_LINK_WARNING = "O006"        # could not link by email: possible duplicate profile
 CODE_NOT_FOUND = "O007"           # the hub record named by push / the queue does not exist
 CODE_EVENT_PAYLOAD = "O008"       # a mapped event payload Klaviyo cannot take (e.g. NumericValue)
+# O009 (CODE_UNEXPECTED): an exception no layer expected, e.g. a Klaviyo answer of the wrong shape
 
 
 @dataclass
@@ -48,7 +50,9 @@ def is_transient(exc: BaseException) -> bool:
     """Whether a failure is worth retrying later (Klaviyo unreachable, throttled or 5xx)."""
     if isinstance(exc, KlaviyoConnectionError):
         return True
-    return isinstance(exc, KlaviyoApiError) and (exc.status == 429 or exc.status >= 500)
+    if not isinstance(exc, KlaviyoApiError):
+        return False
+    return bool(getattr(exc, "transient", exc.status == 429 or exc.status >= 500))
 
 
 @dataclass
@@ -64,8 +68,12 @@ class RecordResult:
         links: ``(entity, hub_id, klaviyo_id)`` to save with the ack.
         logs: error-log entries to write with the ack.
         counts: extra ``(flow, outcome)`` pairs for the summary (child events).
-        transient: the failure may pass (Klaviyo unreachable / 5xx / 429 after retries):
-            the change is released for a later attempt instead of acknowledged.
+        transient: the failure may pass (Klaviyo unreachable / 5xx / 429 after retries,
+            an answer that could not be read): the change is released for a later attempt
+            instead of acknowledged.
+        auth_error: Klaviyo refused the credentials (401/403, OAuth refresh failed) while
+            this record was sent: not the record's fault; the run stops and the change
+            goes back to the queue untouched (no attempt counted, nothing logged).
         requests: in a dry run, the requests recorded for this record.
         prerequisites: results committed together with this one (the customer an
             order needed).
@@ -81,6 +89,7 @@ class RecordResult:
     logs: list[LogEntry] = field(default_factory=list)
     counts: list[tuple[str, str]] = field(default_factory=list)
     transient: bool = False
+    auth_error: KlaviyoSyncError | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     prerequisites: list["RecordResult"] = field(default_factory=list)
 
@@ -97,7 +106,23 @@ class RecordResult:
         """Log a Klaviyo failure with its own text ("Error calling Klaviyo (HTTP ...)...")."""
         if is_transient(exc):
             self.transient = True
+        if is_auth_failure(exc) and self.auth_error is None:
+            self.auth_error = exc
         self.log(flow, exc.message, detail=detail or exc.detail, code=exc.code, entity=entity, hub_id=hub_id)
+
+    def log_unexpected(self, flow: str, exc: BaseException, *, entity: str | None = None,
+                       hub_id: int | None = None) -> None:
+        """Log an exception no layer expected as a failure that may pass (retried, never a crash)."""
+        self.transient = True
+        self.log(flow, unexpected_failure(exc), code=CODE_UNEXPECTED, entity=entity, hub_id=hub_id)
+
+    @property
+    def stopped_by(self) -> KlaviyoSyncError | None:
+        """The refused-credentials error that stopped this record or the customer it needed, if any."""
+        for r in (self, *self.prerequisites):
+            if r.auth_error is not None:
+                return r.auth_error
+        return None
 
     def note(self, text: str) -> None:
         self.decision = f"{self.decision}; {text}" if self.decision else text
@@ -113,6 +138,8 @@ class RecordResult:
             out["log"] = [e.to_dict() for e in self.logs]
         if self.transient:
             out["retry_later"] = True
+        if self.auth_error is not None:
+            out["not_sent"] = "Klaviyo refused the credentials: the change stays queued"
         if self.requests:
             out["requests"] = [r.to_dict() for r in self.requests]
         if self.prerequisites:

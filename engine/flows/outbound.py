@@ -9,9 +9,14 @@ Entry points (the CLI's ``dispatch`` and ``push``):
   loses nothing: what it claimed but did not acknowledge is claimable again when
   the lease runs out, and re-sending is harmless (profiles are matched and
   patched, events carry deterministic unique ids).  A failure that may pass
-  (Klaviyo unreachable, 5xx, 429 after the client's retries) releases the change
-  for a later attempt, up to ``max_attempts`` claims; then its error is logged
-  and it is acknowledged.
+  (Klaviyo unreachable, 5xx, 429 after the client's retries, an answer that could
+  not be read) releases the change for a later attempt, up to ``max_attempts``
+  failed sends (a claim that sent nothing is no attempt); then its error is
+  logged and it is acknowledged.  A **401/403** (or an OAuth connection that
+  cannot be refreshed) is no record's fault: the run stops claiming, gives every
+  change it had not delivered back to the queue untouched (no attempt counted,
+  nothing logged as failed), logs one error for the run and returns it as
+  :attr:`OutboundReport.error`.
 * :func:`push` -- the seeds' Manual Sync: one Customer or Transaction by hub id.
 
 Both accept a :class:`~engine.flows._outbound_dryrun.DryRunTransport`: the same
@@ -30,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.collection import Collection, CollectionSet
-from engine.errors import HubNotFoundError
+from engine.errors import HubNotFoundError, KlaviyoSyncError
+from engine.flows._failures import auth_stop_error
 from engine.flows._outbound_consent import ConsentBatch, ListResolver
 from engine.flows._outbound_dryrun import DryRunTransport
 from engine.flows._outbound_orders import AnswerResolver, OrderFlow
@@ -48,6 +54,8 @@ DEFAULT_BATCH = 100
 DEFAULT_LEASE = 300.0
 DEFAULT_MAX_ATTEMPTS = 5
 RETRY_DELAY = 30.0
+#: Flow name in the error log for a problem of the run itself (the credentials were refused).
+DISPATCH_FLOW = "Send hub changes TO Klaviyo"
 
 
 def _pick(collections: CollectionSet, entity: str, action: str, *, parent: bool = False) -> Collection | None:
@@ -60,15 +68,20 @@ def _pick(collections: CollectionSet, entity: str, action: str, *, parent: bool 
 
 @dataclass
 class OutboundReport:
-    """What a dispatch or push did: the run summary and every record's result."""
+    """What a dispatch or push did: the run summary, every record's result, and the error
+    that stopped the run (Klaviyo refused the credentials), if one did."""
 
     summary: RunSummary
     results: list[RecordResult] = field(default_factory=list)
     dry_run: bool = False
+    error: KlaviyoSyncError | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.summary.to_dict(), "dry_run": self.dry_run,
-                "records": [r.to_dict() for r in self.results]}
+        out = {**self.summary.to_dict(), "dry_run": self.dry_run,
+               "records": [r.to_dict() for r in self.results]}
+        if self.error is not None:
+            out["error"] = self.error.to_dict()
+        return out
 
 
 class Outbound:
@@ -81,7 +94,7 @@ class Outbound:
         collections: the loaded collections (the enabled ``to_klaviyo`` ones are used).
         dry_run: the client's recording transport, or None for a real run.
         concurrency: records in flight at once (HTTP concurrency is the client's own).
-        max_attempts: claims before a transient failure is logged and acknowledged.
+        max_attempts: failed sends before a transient failure is logged and acknowledged.
     """
 
     def __init__(self, settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, *,
@@ -101,6 +114,8 @@ class Outbound:
         self.lists = ListResolver(client)
         self._memo: dict[int, asyncio.Task[RecordResult]] = {}
         self._consent = ConsentBatch(client, self.lists)
+        #: Set when Klaviyo refused the credentials: no record is started after it.
+        self.auth_error: KlaviyoSyncError | None = None
 
     # -- one record -------------------------------------------------------------------
 
@@ -155,53 +170,91 @@ class Outbound:
 
         async def guarded(entity: str, hub_id: int) -> RecordResult:
             async with sem:
-                if self.dry_run is None:
-                    return await self._one(entity, hub_id)
-                # A dry run goes one record at a time so each record shows its own requests.
-                sink: list[Any] = []
-                self.dry_run.sink = sink
-                result = await self._one(entity, hub_id)
-                await self._consent.flush()
-                result.requests = sink
+                if self.auth_error is not None:
+                    return self._not_sent(entity, hub_id)
+                try:
+                    if self.dry_run is None:
+                        result = await self._one(entity, hub_id)
+                    else:
+                        # A dry run goes one record at a time so each record shows its own requests.
+                        sink: list[Any] = []
+                        self.dry_run.sink = sink
+                        result = await self._one(entity, hub_id)
+                        await self._consent.flush()
+                        result.requests = sink
+                except Exception as exc:  # noqa: BLE001 - one record's surprise never stops the batch
+                    result = RecordResult(entity, hub_id, f"{entity} dispatch")
+                    result.log_unexpected(result.flow, exc)
+                self._note_stop(result)
                 return result
 
         results = list(await asyncio.gather(*(guarded(e, h) for e, h in items)))
         await self._consent.flush()
+        for result in results:
+            self._note_stop(result)
         return results
+
+    def _note_stop(self, result: RecordResult) -> None:
+        if self.auth_error is None and result.stopped_by is not None:
+            self.auth_error = result.stopped_by
+
+    def _not_sent(self, entity: str, hub_id: int) -> RecordResult:
+        """A record not started because Klaviyo refused the credentials earlier in the run."""
+        result = RecordResult(entity, hub_id, f"{entity} dispatch", outcome="not sent",
+                              decision="not sent: Klaviyo refused the credentials earlier in this run")
+        result.auth_error = self.auth_error
+        return result
 
     # -- committing ---------------------------------------------------------------------
 
     def commit(self, result: RecordResult, change: QueuedChange | None, done: set[int]) -> bool:
         """Write links and log entries, and ack (or release) the change, in one hub transaction.
 
-        Returns True when the change was acknowledged (or there was none).
+        A record stopped by refused credentials keeps the links it learnt but logs
+        nothing, and its change goes back to the queue as it was.  Returns True when
+        the change was acknowledged (or there was none).
         """
-        final = not result.transient or change is None or change.attempts >= self.max_attempts
+        stopped = result.stopped_by is not None
+        attempt = 1 if change is None else change.attempts + 1
+        final = not stopped and (not result.transient or change is None or attempt >= self.max_attempts)
         with self.hub.transaction():
             for r in (*result.prerequisites, result):
                 if id(r) in done:
                     continue
                 done.add(id(r))
-                for e in r.logs:
-                    level = e.level if final else "warning"
-                    detail = e.detail if final else f"{e.detail or ''} (will retry: attempt {change.attempts} "\
-                                                    f"of {self.max_attempts})".strip()
+                for e in ([] if r.auth_error is not None else r.logs):
+                    level = e.level if final or stopped else "warning"
+                    detail = e.detail if final or stopped else \
+                        f"{e.detail or ''} (will retry: attempt {attempt} of {self.max_attempts})".strip()
                     self.hub.errors.log(e.flow, e.message, level=level, entity=e.entity, hub_id=e.hub_id,
                                         klaviyo_id=e.klaviyo_id, detail=detail, code=e.code)
                 for entity, hub_id, klaviyo_id in r.links:
                     self.hub.set_link(entity, hub_id, klaviyo_id)
             if change is not None:
-                if final:
+                if stopped:
+                    self.hub.release_change(change)
+                elif final:
                     self.hub.ack_change(change)
                 else:
-                    self.hub.release_change(change, delay=RETRY_DELAY * change.attempts)
-        return final
+                    self.hub.release_change(change, delay=RETRY_DELAY * attempt, failed=True)
+        return final or change is None
+
+    def stop_error(self, report: "OutboundReport", left: str) -> None:
+        """Log the one error of a run stopped by refused credentials and put it on the report."""
+        assert self.auth_error is not None
+        err = auth_stop_error(self.auth_error, left)
+        self.hub.errors.log(DISPATCH_FLOW, err.message, code=err.code, detail=err.detail)
+        report.error = err
+        report.summary.errors += 1
+        report.summary.note(f"stopped: Klaviyo refused the credentials ({left})")
 
     def count(self, summary: RunSummary, result: RecordResult, done: set[int]) -> None:
         for r in (*result.prerequisites, result):
             if id(r) in done:
                 continue
             done.add(id(r))
+            if r.auth_error is not None:
+                continue  # not sent, not failed: back in the queue
             summary.count(r.flow, r.outcome)
             for flow, outcome in r.counts:
                 summary.count(flow, outcome)
@@ -232,24 +285,32 @@ async def dispatch(settings: Settings, hub: Any, client: KlaviyoClient, collecti
         report.results = await flows.run_batch([(c.entity, c.hub_id) for c in changes])
         for r in report.results:
             flows.count(summary, r, counted)
+        if flows.auth_error is not None:
+            report.error = auth_stop_error(flows.auth_error, "the dry run stopped")
         summary.finish(calls=_calls(client))
         return report
-    sent, released = 0, 0
+    sent, released, returned = 0, 0, 0
     committed: set[int] = set()
-    while limit is None or sent < limit:
+    while (limit is None or sent < limit) and flows.auth_error is None:
         size = batch_size if limit is None else min(batch_size, limit - sent)
         changes = hub.claim_changes(size, lease_seconds=lease_seconds)
         if not changes:
             break
         results = await flows.run_batch([(c.entity, c.hub_id) for c in changes])
         for change, result in zip(changes, results):
-            if not flows.commit(result, change, committed):
+            if result.stopped_by is not None:
+                returned += 1
+                flows.commit(result, change, committed)
+            elif not flows.commit(result, change, committed):
                 released += 1
             flows.count(summary, result, counted)
         report.results.extend(results)
         sent += len(changes)
     if released:
         summary.note(f"{released} change(s) failed for a reason that may pass and stay queued for a later dispatch")
+    if flows.auth_error is not None:
+        flows.stop_error(report, f"the run stopped; {returned} change(s) it had claimed went back to the queue "
+                                 f"untouched; {hub.queue_length()} change(s) wait in the queue")
     summary.finish(calls=_calls(client))
     return report
 
@@ -269,11 +330,17 @@ async def push(settings: Settings, hub: Any, client: KlaviyoClient, collections:
     if entity == "Transaction" and not settings.generate_events:
         summary.note(NO_EVENTS_NOTE)
     results = await flows.run_batch([(entity, hub_id)])
+    report = OutboundReport(summary, results, dry_run=dry_run is not None)
     if dry_run is None:
         flows.commit(results[0], None, set())
     flows.count(summary, results[0], set())
+    if flows.auth_error is not None:
+        if dry_run is None:
+            flows.stop_error(report, f"{entity} {hub_id} was not sent")
+        else:
+            report.error = auth_stop_error(flows.auth_error, f"{entity} {hub_id} was not sent")
     summary.finish(calls=_calls(client))
-    return OutboundReport(summary, results, dry_run=dry_run is not None)
+    return report
 
 
 def open_outbound_client(settings: Settings, hub: Any = None, *, dry_run: bool = False,
@@ -298,4 +365,4 @@ def _calls(client: KlaviyoClient) -> dict[str, int]:
     return calls
 
 
-__all__ = ["NO_EVENTS_NOTE", "Outbound", "OutboundReport", "dispatch", "open_outbound_client", "push"]
+__all__ = ["DISPATCH_FLOW", "NO_EVENTS_NOTE", "Outbound", "OutboundReport", "dispatch", "open_outbound_client", "push"]

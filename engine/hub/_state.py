@@ -120,7 +120,10 @@ class StateMixin:
         """Lease up to ``limit`` unleased (or lease-expired) changes, oldest first.
 
         A sender that crashes without acknowledging loses nothing: the lease
-        runs out and the change is claimed again.
+        runs out and the change is claimed again.  A claim is not an attempt:
+        ``attempts`` counts only sends that were tried and failed for a reason
+        that may pass (see :meth:`release_change`), so a process killed before
+        it sent anything costs the change none of its attempts.
         """
         now = time.time()
         with self.transaction():
@@ -131,10 +134,10 @@ class StateMixin:
             ).fetchall()
             ids = [r["id"] for r in rows]
             self._conn.executemany(
-                "UPDATE outbound_queue SET lease_until = ?, attempts = attempts + 1 WHERE id = ?",
+                "UPDATE outbound_queue SET lease_until = ? WHERE id = ?",
                 [(now + lease_seconds, i) for i in ids],
             )
-        return [_change(r, attempts=r["attempts"] + 1) for r in rows]
+        return [_change(r) for r in rows]
 
     def ack_change(self, change: QueuedChange | int) -> bool:
         """Remove a change after it was sent (or its error logged); True if removed.
@@ -157,13 +160,19 @@ class StateMixin:
             cur = self._conn.execute("DELETE FROM outbound_queue WHERE id = ?", (change,))
             return cur.rowcount > 0
 
-    def release_change(self, change: QueuedChange | int, *, delay: float = 0.0) -> None:
-        """Give a claimed change back, claimable again after ``delay`` seconds."""
+    def release_change(self, change: QueuedChange | int, *, delay: float = 0.0, failed: bool = False) -> None:
+        """Give a claimed change back, claimable again after ``delay`` seconds.
+
+        ``failed=True``: a send was tried and failed for a reason that may pass;
+        it counts as one of the change's ``attempts``.  Otherwise (the run
+        stopped before sending it, or for a reason that is not the record's)
+        the change goes back exactly as it was.
+        """
         change_id = change.id if isinstance(change, QueuedChange) else change
         with self.transaction():
             self._conn.execute(
-                "UPDATE outbound_queue SET lease_until = ? WHERE id = ?",
-                (time.time() + delay if delay > 0 else None, change_id),
+                "UPDATE outbound_queue SET lease_until = ?, attempts = attempts + ? WHERE id = ?",
+                (time.time() + delay if delay > 0 else None, 1 if failed else 0, change_id),
             )
 
     def queue_length(self) -> int:
@@ -232,7 +241,7 @@ class StateMixin:
         }
 
 
-def _change(row: sqlite3.Row, attempts: int | None = None) -> QueuedChange:
+def _change(row: sqlite3.Row) -> QueuedChange:
     return QueuedChange(
         id=row["id"],
         entity=row["entity"],
@@ -241,5 +250,5 @@ def _change(row: sqlite3.Row, attempts: int | None = None) -> QueuedChange:
         version=row["version"],
         queued_at=row["queued_at"],
         changed_at=row["changed_at"],
-        attempts=row["attempts"] if attempts is None else attempts,
+        attempts=row["attempts"],
     )
