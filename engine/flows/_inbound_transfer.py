@@ -204,7 +204,10 @@ class ProfileTransfer:
                 return customer, "email"
         phone = record.get("phone_number")
         if isinstance(phone, str) and phone.strip():
-            customer = hub.find_customer_by_phone(phone)
+            location = record.get("location")
+            country = location.get("country") if isinstance(location, Mapping) else None
+            # a number without "+" is read in the profile's own country (the one e164 rule)
+            customer = hub.find_customer_by_phone(phone, country if isinstance(country, str) else None)
             if customer is not None:
                 return customer, "phone"
         return None, None

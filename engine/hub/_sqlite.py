@@ -20,7 +20,7 @@ from typing import Any
 
 
 from engine import catalog
-from engine.helpers import e164
+from engine.formula.helpers import e164
 from engine.errors import EmailExistsError, HubNotFoundError, HubRecordError, Location
 from engine.hub._errorlog import ErrorLog
 from engine.hub._migrations import migrate
@@ -52,13 +52,24 @@ _ADDRESS_COLUMNS = {
 _FLAGS = ("IsPrimaryBilling", "IsPrimaryShipping")
 
 
-def to_e164(value: str | None, region: str = "US") -> str | None:
+def to_e164(value: str | None, region: str = "US", country: str | None = None) -> str | None:
     """Normalise a phone number to E.164 (``+15551234567``), or None when it is not one.
 
-    The same normalisation as the formulas' ``e164()`` (one rule for matching and sending):
-    numbers without a ``+`` prefix are read as numbers of ``region``.
+    The same rule as the formulas' ``e164()`` (one rule for matching and sending): numbers
+    without a ``+`` prefix are read as numbers of ``country`` (a code or a name, e.g. the
+    primary billing address's or the Klaviyo profile's), else of ``region``; text longer
+    than 64 characters is refused before parsing.
     """
-    return e164(value, region)
+    return e164(value, country, region)
+
+
+def _billing_country(record: Mapping[str, Any]) -> str | None:
+    """The ``Country`` of a Customer record's primary billing address, if it has one."""
+    for address in record.get("Addresses") or []:
+        if isinstance(address, Mapping) and address.get("IsPrimaryBilling"):
+            country = address.get("Country")
+            return country if isinstance(country, str) else None
+    return None
 
 
 class SqliteHub(TransactionsMixin, StateMixin):
@@ -243,13 +254,13 @@ class SqliteHub(TransactionsMixin, StateMixin):
         owner = self._email_owner(email)
         return None if owner is None else self.get_customer(owner)
 
-    def find_customer_by_phone(self, phone: str) -> dict[str, Any] | None:
+    def find_customer_by_phone(self, phone: str, country: str | None = None) -> dict[str, Any] | None:
         """The Customer whose Phone (or, failing that, CustomerNumber) is the same E.164 number.
 
         Both sides are normalised with ``phonenumbers``; a value that is not a phone
         number matches nothing.  Ties go to a Phone match, then the lowest Id.
         """
-        e164 = to_e164(phone, self.default_region)
+        e164 = to_e164(phone, self.default_region, country)
         if e164 is None:
             return None
         row = self._conn.execute(
@@ -359,8 +370,8 @@ class SqliteHub(TransactionsMixin, StateMixin):
             (
                 record_id, values["email"], values["customer_number"], values["first_name"],
                 values["last_name"], values["company"], values["comment"], values["phone"],
-                to_e164(values["phone"], self.default_region),
-                to_e164(values["customer_number"], self.default_region),
+                to_e164(values["phone"], self.default_region, _billing_country(record)),
+                to_e164(values["customer_number"], self.default_region, _billing_country(record)),
                 _json(record.get("CustomFields") or {}), now, now,
             ),
         )
