@@ -27,6 +27,7 @@ from engine.service._queries import ErrorFilter, hub_status, record_view, search
 from engine.service._runtime import Service
 
 SERVICE = web.AppKey("service", Service)
+MAX_BODY = web.AppKey("max_body_bytes", int)
 BODY = "request body"
 MAX_PAGE = 500
 
@@ -48,7 +49,7 @@ async def read_json(request: web.Request) -> Any:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise too_large(request.app["max_body_bytes"]) from None
+        raise too_large(request.app[MAX_BODY]) from None
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

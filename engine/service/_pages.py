@@ -30,6 +30,8 @@ from engine.service._queries import error_facets, hub_status, record_view, searc
 from engine.service._security import SID_COOKIE, Guard
 
 ENV = web.AppKey("jinja", jinja2.Environment)
+SID = web.RequestKey("sid", str)
+FORM = web.RequestKey("form", object)
 PAGE_SIZE = 25
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -49,7 +51,7 @@ def _guard(request: web.Request) -> Guard:
 
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     guard = _guard(request)
-    sid = request.get("sid") or ""
+    sid = request.get(SID) or ""
     html = request.app[ENV].get_template(template).render(
         csrf=guard.csrf(sid) if sid else "", signed_in=guard.signed_in(sid), token_set=guard.enabled,
         path=request.path, outcomes=OUTCOMES, **context)
@@ -74,13 +76,13 @@ async def guard_page(request: web.Request, handler: Handler) -> web.StreamRespon
     new_sid = None
     if not sid:
         sid = new_sid = guard.new_sid()
-    request["sid"] = sid
+    request[SID] = sid
     if request.method == "POST":
         if not guard.enabled:
             raise ServiceError("this page is read-only: set service.token in the settings to use forms",
                                code="V403", status=403)
         form = await request.post()
-        request["form"] = form
+        request[FORM] = form
         if not guard.csrf_ok(sid, str(form.get("csrf") or "")):
             raise ServiceError("the form's CSRF token is missing or stale: reload the page and try again",
                                code="V403", status=403)
@@ -105,7 +107,7 @@ def _set_sid(response: web.StreamResponse, sid: str | None) -> None:
 
 
 def _form(request: web.Request) -> Any:
-    return request.get("form") or {}
+    return request.get(FORM) or {}
 
 
 # -- login ---------------------------------------------------------------------------------
@@ -118,7 +120,7 @@ def _safe_next(value: str | None) -> str:
 async def login_page(request: web.Request) -> web.StreamResponse:
     guard = _guard(request)
     sid = request.cookies.get(SID_COOKIE) or guard.new_sid()
-    request["sid"] = sid
+    request[SID] = sid
     response = render(request, "login.html", next=_safe_next(request.query.get("next")), failed=False)
     _set_sid(response, sid)
     return response
@@ -128,7 +130,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     guard = _guard(request)
     sid = request.cookies.get(SID_COOKIE)
     form = await request.post()
-    request["sid"] = sid or ""
+    request[SID] = sid or ""
     if not guard.enabled:
         raise ServiceError("no service.token is set: there is nothing to sign in to (pages are read-only)",
                            code="V403", status=403)
@@ -144,7 +146,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    _guard(request).close_session(request.get("sid"))
+    _guard(request).close_session(request.get(SID))
     return _redirect("/login")
 
 

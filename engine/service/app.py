@@ -45,6 +45,8 @@ from engine.settings import Settings
 log = logging.getLogger("engine.service")
 GUARD = web.AppKey("guard", Guard)
 METRICS = web.AppKey("metrics", Metrics)
+MAX_BODY = _api.MAX_BODY
+READY_CACHE = web.AppKey("ready_cache", dict)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 READY_CACHE_SECONDS = 5.0
 
@@ -92,7 +94,7 @@ def _wants_html(request: web.Request) -> bool:
 
 
 def _http_error(exc: web.HTTPException, request: web.Request) -> ServiceError:
-    limit = request.app["max_body_bytes"]
+    limit = request.app[MAX_BODY]
     if exc.status == 404:
         return ServiceError(f"no such route: {request.method} {request.path} (the API is described at /openapi.json)",
                             code="V404", status=404)
@@ -137,7 +139,7 @@ def _answer(request: web.Request, err: KlaviyoSyncError) -> web.Response:
 
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-    limit = request.app["max_body_bytes"]
+    limit = request.app[MAX_BODY]
     if request.content_length is not None and request.content_length > limit:
         raise _api.too_large(limit)
     guard = request.app[GUARD]
@@ -173,7 +175,7 @@ async def readyz(request: web.Request) -> web.Response:
         checks["hub"] = "ok"
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         checks["hub"] = f"not available: {type(exc).__name__}"
-    cache = request.app["ready_cache"]
+    cache = request.app[READY_CACHE]
     if time.monotonic() - cache.get("at", -1e9) > READY_CACHE_SECONDS:
         try:
             async with httpx.AsyncClient(timeout=2.0) as http:
@@ -204,8 +206,8 @@ def build_app(service: Service) -> web.Application:
     app[_api.SERVICE] = service
     app[GUARD] = Guard(service.settings.service.token)
     app[METRICS] = Metrics(service)
-    app["max_body_bytes"] = limit
-    app["ready_cache"] = {}
+    app[MAX_BODY] = limit
+    app[READY_CACHE] = {}
     app.add_routes([web.get("/healthz", healthz, name="healthz"), web.get("/readyz", readyz, name="readyz"),
                     web.get("/metrics", metrics, name="metrics"), web.get("/openapi.json", openapi, name="openapi")])
     app.add_routes(_api.routes())
