@@ -323,7 +323,7 @@ def _client_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[in
     for key in _DURATION_KEYS:
         value = data.get(key)
         try:
-            seconds = parse_duration(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+            seconds = parse_duration(value) if isinstance(value, str) else None  # integers: the schema's minimum
         except ValueError:
             continue  # the schema reports the malformed text
         if seconds is not None and seconds <= 0:
