@@ -242,6 +242,9 @@ def load_with_marks(
     def where(n: yaml.Node) -> Location:
         return Location(filename, n.start_mark.line + 1, n.start_mark.column + 1)
 
+    def _site(parent: yaml.Node, child: yaml.Node) -> Location | None:
+        return where(parent) if id(child) in built else None
+
     def scalar(n: yaml.ScalarNode) -> Any:
         try:
             return constructor.construct_object(n, deep=True)
@@ -256,15 +259,19 @@ def load_with_marks(
             raise YamlSyntaxError(f"YAML value cannot be read: {getattr(exc, 'problem', None) or exc}",
                                   location=where(n)) from None
 
-    def build(n: yaml.Node, path: Path, depth: int) -> Any:
+    built: set[int] = set()  # nodes already built once: meeting one again is an alias use
+
+    def build(n: yaml.Node, path: Path, depth: int, alias_site: Location | None = None) -> Any:
+        """``alias_site``: where the outermost alias expansion under way started (errors blame it)."""
         nonlocal count
         count += 1
         if count > limits.max_values:
             raise YamlLimitError(f"more than {limits.max_values} values once aliases are expanded",
-                                 location=where(n))
+                                 location=alias_site or where(n))
+        built.add(id(n))
         if depth > limits.max_depth and not isinstance(n, yaml.ScalarNode):
             # reachable through aliases of nested values (or a recursive anchor)
-            raise YamlLimitError(f"nested deeper than {limits.max_depth} levels", location=where(n))
+            raise YamlLimitError(f"nested deeper than {limits.max_depth} levels", location=alias_site or where(n))
         if n.tag == _VALUE_TAG and isinstance(n, yaml.ScalarNode) and n.style is None:
             n = yaml.ScalarNode("tag:yaml.org,2002:str", n.value, n.start_mark, n.end_mark, n.style)
         if n.tag not in _PLAIN_TAGS:
@@ -286,7 +293,8 @@ def load_with_marks(
             return scalar(n)
         marks[path] = mark
         if isinstance(n, yaml.SequenceNode):
-            return [build(child, path + (i,), depth + 1) for i, child in enumerate(n.value)]
+            return [build(child, path + (i,), depth + 1, alias_site or _site(n, child))
+                    for i, child in enumerate(n.value)]
         if isinstance(n, yaml.MappingNode):
             out: dict[Any, Any] = {}
             seen: dict[Any, yaml.Node] = {}
@@ -309,7 +317,7 @@ def load_with_marks(
                 seen[key] = key_node
                 if key_marks is not None:
                     key_marks[path + (key,)] = Mark(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                out[key] = build(value_node, path + (key,), depth + 1)
+                out[key] = build(value_node, path + (key,), depth + 1, alias_site or _site(n, value_node))
             return out
         raise YamlSyntaxError(f"unsupported YAML node {type(n).__name__}", location=where(n))
 

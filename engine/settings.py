@@ -13,8 +13,15 @@ nodes).  Secrets (the API key, the OAuth client secret) are held in
 :class:`Secret`, whose ``repr``/``str`` are masked; call ``reveal()`` only
 where the value is sent.
 
-Codes: S001 invalid YAML, S002 schema violation, S003 environment variable not
-set, S004 settings file not found.
+The file is read within bounds (1 MiB, nesting 100 levels, aliases limited, only
+plain YAML tags, UTF-8; see :mod:`engine._yaml`), duplicate keys are refused,
+and error messages never show a value in a secret's place (``api_key``,
+``oauth``, tokens) nor one that looks like a key or token wherever it was put:
+they give the path and the type instead.
+
+Codes: S001 invalid YAML (syntax, encoding, limits, tags, duplicate keys), S002
+schema or value violation, S003 environment variable not set, S004 settings file
+not found or unreadable.
 """
 
 from __future__ import annotations
@@ -32,15 +39,18 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import jsonschema
-import yaml
 
-from engine.errors import Location, SettingsError, SettingsErrors
+from engine._yaml import load_with_marks, read_yaml_file
+from engine.errors import CollectionError, Location, SettingsError, SettingsErrors
 
 DEFAULT_FILE: Final = "klaviyo-sync.yaml"
 DEFAULT_API_URL: Final = "https://a.klaviyo.com"
 DEFAULT_REVISION: Final = "2023-10-15"
 DEFAULT_HUB: Final = "klaviyo-sync.db"
 DEFAULT_POLL: Final = "5m"
+MIN_POLL_SECONDS: Final = 1.0  # poll_interval and poll --every: at least one second ...
+MAX_POLL_SECONDS: Final = 7 * 86400.0  # ... and at most a week
+FIRST_REVISION: Final = datetime.date(2023, 2, 22)  # Klaviyo's first dated API revision
 DEFAULT_REQUEST_TIMEOUT: Final = "30s"  # per read/connect of one HTTP attempt (httpx timeout)
 DEFAULT_REQUEST_DEADLINE: Final = "60s"  # whole HTTP attempt: request sent and answer read
 DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
@@ -260,29 +270,23 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[st
         if explicit:
             raise SettingsError(f"settings file not found: {file}", code="S004")
         return _resolve({}, None, env)
-    text = file.read_text(encoding="utf-8")
+    key_marks: dict[Any, Any] = {}
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or str(err)
-        raise SettingsError(
-            f"invalid YAML: {problem}",
-            code="S001",
-            location=Location(
-                file=str(file),
-                line=mark.line + 1 if mark else None,
-                column=mark.column + 1 if mark else None,
-            ),
-        ) from None
+        data, value_marks = load_with_marks(read_yaml_file(file, str(file)), str(file), key_marks=key_marks)
+    except OSError as err:
+        raise SettingsError(f"cannot read the settings file: {err.strerror or err}", code="S004",
+                            location=Location(file=str(file))) from None
+    except CollectionError as err:  # YAML syntax, encoding, size/depth/alias limits, tags, duplicate keys
+        message = err.message.removeprefix("YAML syntax error: ").removeprefix("YAML error: ")
+        raise SettingsError(f"invalid YAML: {message}", code="S001", location=err.location) from None
     data = _plain({} if data is None else data)
-    marks = _marks(node)
+    marks = _marks(value_marks, key_marks)
     if not isinstance(data, dict):
         raise SettingsErrors([_error(file, marks, (), "the settings file must be a mapping of keys to values")])
     problems = [_schema_error(file, marks, e) for e in _validator().iter_errors(data)]
     problems += _env_problems(data, file, marks, env)
     problems += _client_problems(data, file, marks)
+    problems += _value_problems(data, file, marks)
     if problems:
         problems.sort(key=lambda e: (e.location.line or 0, e.location.column or 0))
         raise SettingsErrors(problems)
@@ -453,24 +457,47 @@ def _validator() -> jsonschema.protocols.Validator:
     return _VALIDATOR
 
 
-def _marks(node: yaml.Node | None) -> dict[Any, tuple[int, int]]:
+def _marks(values: Mapping[Any, Any], keys: Mapping[Any, Any]) -> dict[Any, tuple[int, int]]:
     """Map each key path to its value's (line, column), and ("key", path) to the key's."""
-    found: dict[Any, tuple[int, int]] = {}
-
-    def walk(n: yaml.Node, path: tuple[Any, ...]) -> None:
-        found[path] = (n.start_mark.line + 1, n.start_mark.column + 1)
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                child = (*path, k.value)
-                found[("key", child)] = (k.start_mark.line + 1, k.start_mark.column + 1)
-                walk(v, child)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, (*path, i))
-
-    if node is not None:
-        walk(node, ())
+    found: dict[Any, tuple[int, int]] = {path: (m.line, m.column) for path, m in values.items()}
+    found.update({("key", path): (m.line, m.column) for path, m in keys.items()})
     return found
+
+
+def _revision_problem(value: str) -> str | None:
+    """Why ``value`` (``YYYY-MM-DD`` or ``YYYY-MM-DD.pre``) is not a Klaviyo revision, or None."""
+    try:
+        day = datetime.date.fromisoformat(value.removesuffix(".pre"))
+    except ValueError:
+        return f"must be a real calendar date YYYY-MM-DD, got {_short(value)}"
+    now = datetime.datetime.now(datetime.timezone.utc).date()
+    today = max(now, datetime.date.today())  # a revision dated today somewhere is not in the future
+    if day < FIRST_REVISION:
+        return f"must be {FIRST_REVISION} (Klaviyo's first dated revision) or later, got {_short(value)}"
+    if day > today:
+        return f"must not be in the future (today is {today}), got {_short(value)}"
+    return None
+
+
+def _value_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[int, int]]) -> list[SettingsError]:
+    """S002 for values the schema's shapes allow but that cannot work: an api_revision that is no real
+    Klaviyo revision date, a poll_interval under a second or over a week."""
+    problems = []
+    revision = data.get("api_revision")
+    if isinstance(revision, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}(\.pre)?", revision):
+        why = _revision_problem(revision)
+        if why:
+            problems.append(_error(file, marks, ("api_revision",), why))
+    poll = data.get("poll_interval")
+    if isinstance(poll, str):
+        try:
+            seconds = parse_duration(poll)
+        except ValueError:
+            seconds = None  # the schema reports the malformed text
+        if seconds is not None and not MIN_POLL_SECONDS <= seconds <= MAX_POLL_SECONDS:
+            problems.append(_error(file, marks, ("poll_interval",),
+                                   f"must be between 1s and 7 days (168h), got {_short(poll)}"))
+    return problems
 
 
 def _dotted(path: tuple[Any, ...]) -> str:
@@ -481,8 +508,38 @@ def _dotted(path: tuple[Any, ...]) -> str:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value, default=str)
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):  # keys JSON cannot write (dates); such values are never shown anyway
+        text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+# A run of 16+ token characters holding both letters and digits, or a Klaviyo private key prefix.
+_SECRET_LIKE = re.compile(r"pk_|(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{16,}")
+_SECRET_WORDS = re.compile(r"secret|token|password|api_key|apikey", re.IGNORECASE)
+
+
+def _looks_secret(text: str) -> bool:
+    """Whether ``text`` may be a key or token (random letters and digits), wherever it was written."""
+    return bool(_SECRET_LIKE.search(text))
+
+
+def _secret_path(path: tuple[Any, ...]) -> bool:
+    """Whether ``path`` is in (or holds) a secret's place: ``api_key``, anything under ``oauth``,
+    or a key named like a secret or token."""
+    return (path[:1] in (("api_key",), ("oauth",)) or path in _SECRET_KEYS
+            or any(isinstance(p, str) and _SECRET_WORDS.search(p) for p in path))
+
+
+def _shown(path: tuple[Any, ...], value: Any) -> str:
+    """How an offending value is quoted in an error: its type only for a secret's place, a list or
+    mapping (it may hold anything) or text that looks like a key; else the shortened value."""
+    if _secret_path(path) or (isinstance(value, str) and _looks_secret(value)):
+        return f"{_json_type(value)} (value not shown)"
+    if isinstance(value, (dict, list)):
+        return _json_type(value)
+    return _short(value)
 
 
 def _error(file: Path | None, marks: dict[Any, tuple[int, int]], path: tuple[Any, ...], text: str,
@@ -515,28 +572,36 @@ _SECRET_KEYS: Final = (("api_key",), ("oauth", "client_secret"), ("service", "to
 
 
 def _schema_error(file: Path, marks: dict[Any, tuple[int, int]], err: jsonschema.ValidationError) -> SettingsError:
+    # Every text is built here from the path, the schema and _shown(): jsonschema's own messages
+    # embed the offending value, which may be a secret.
     path = tuple(err.absolute_path)
     if path in _SECRET_KEYS:
         # Never echo what is in a secret's place, even when it is malformed.
         expected = "a string or ${ENV_VAR} reference" if err.validator == "type" else "valid"
         return _error(file, marks, path, f"must be {expected} (value not shown)")
     schema = err.schema if isinstance(err.schema, dict) else {}
-    if err.validator == "additionalProperties":
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = list((schema.get("properties") or {}).keys())
         extras = [k for k in err.instance if k not in allowed]
         key = (*path, extras[0])
+        if _looks_secret(str(extras[0])):
+            return _error(file, marks, path, "unknown key that looks like a key or token (not shown; valid: "
+                          f"{', '.join(allowed)})")
         return _error(file, marks, key, f"unknown key (valid: {', '.join(allowed)})", at_key=True)
+    got = _shown(path, err.instance)
     if "x-error" in schema and err.validator in ("pattern", "enum", "type"):
-        return _error(file, marks, path, f"{schema['x-error']}, got {_short(err.instance)}")
+        return _error(file, marks, path, f"{schema['x-error']}, got {got}")
     if err.validator == "type":
         types = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
         expected = " or ".join(_JSON_TYPES.get(t, t) for t in types)
-        return _error(file, marks, path, f"must be {expected}, got {_json_type(err.instance)} {_short(err.instance)}")
+        kind = _json_type(err.instance)
+        return _error(file, marks, path, f"must be {expected}, got {got if got.startswith(kind) else f'{kind} {got}'}")
     if err.validator in ("minimum", "maximum"):
         word = "at least" if err.validator == "minimum" else "at most"
-        return _error(file, marks, path, f"must be {word} {err.validator_value}, got {_short(err.instance)}")
+        return _error(file, marks, path, f"must be {word} {err.validator_value}, got {got}")
     if err.validator == "minLength":
         return _error(file, marks, path, "must not be empty")
     if err.validator == "pattern":
-        return _error(file, marks, path, f"does not match {err.validator_value}, got {_short(err.instance)}")
-    return _error(file, marks, path, err.message)
+        return _error(file, marks, path, f"does not match {err.validator_value}, got {got}")
+    return _error(file, marks, path, f"is not valid (schema rule {err.validator}: {_short(err.validator_value)}), "
+                                     f"got {got}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from pathlib import Path
 
 import pytest
@@ -99,7 +101,7 @@ def test_api_key_falls_back_to_the_environment(tmp_path: Path) -> None:
         ("outbound_triggers: {customer: yes please}\n",
          ['1:31: S002 outbound_triggers.customer: must be true or false, got a string "yes please"']),
         ("oauth:\n  scopes: [bad]\n",
-         ['2:12: S002 oauth.scopes[0]: must be a Klaviyo scope such as profiles:read, got "bad"']),
+         ['2:12: S002 oauth.scopes[0]: must be a Klaviyo scope such as profiles:read, got a string (value not shown)']),
         ("poll_interval: 5 minutes\n",
          ['1:16: S002 poll_interval: must be a duration such as 30s, 5m or 1h, got "5 minutes"']),
         ("api_key: ${NOT_SET}\n", ["1:10: S003 api_key: environment variable NOT_SET is not set"]),
@@ -110,9 +112,29 @@ def test_api_key_falls_back_to_the_environment(tmp_path: Path) -> None:
         ("colour: blue\n",
          ["1:1: S002 colour: unknown key (valid: name, version, api_url, api_key, api_revision, generate_events, "
           "throttling, oauth, outbound_triggers, poll_interval, request_timeout, request_deadline, "
-          "max_response_bytes, hub, collections)"]),
+          "max_response_bytes, hub, collections, service)"]),
         ("- a\n- b\n", ["1:1: S002 the settings file must be a mapping of keys to values"]),
-        ("name: [unclosed\n", ["2:1: S001 invalid YAML: expected ',' or ']', but got '<stream end>'"]),
+        ("name: [unclosed\n",
+         ["2:1: S001 invalid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"]),
+        ("api_revision: 2023-13-45\n",
+         ['1:15: S002 api_revision: must be a real calendar date YYYY-MM-DD, got "2023-13-45"']),
+        ("api_revision: 1999-01-01\n",
+         ['1:15: S002 api_revision: must be 2023-02-22 (Klaviyo\'s first dated revision) or later, got "1999-01-01"']),
+        ("api_revision: 2023-02-21.pre\n",
+         ['1:15: S002 api_revision: must be 2023-02-22 (Klaviyo\'s first dated revision) or later, '
+          'got "2023-02-21.pre"']),
+        ("poll_interval: 0s\n", ['1:16: S002 poll_interval: must be between 1s and 7 days (168h), got "0s"']),
+        ("poll_interval: 0.5s\n", ['1:16: S002 poll_interval: must be between 1s and 7 days (168h), got "0.5s"']),
+        ("poll_interval: 169h\n", ['1:16: S002 poll_interval: must be between 1s and 7 days (168h), got "169h"']),
+        ("poll_interval: 0\n", ["1:16: S002 poll_interval: must be at least 1, got 0"]),
+        ("poll_interval: -5\n", ["1:16: S002 poll_interval: must be at least 1, got -5"]),
+        ("poll_interval: 99999999999\n", ["1:16: S002 poll_interval: must be at most 604800, got 99999999999"]),
+        ("name: a\nhub: x.db\nname: b\n",
+         ["3:1: S001 invalid YAML: duplicate key 'name' (first defined on line 1); the later value would silently "
+          "replace the earlier one"]),
+        ("throttling:\n  L: {burst: 2}\n  L: {burst: 3}\n",
+         ["3:3: S001 invalid YAML: duplicate key 'L' (first defined on line 2); the later value would silently "
+          "replace the earlier one"]),
     ],
 )
 def test_invalid_settings_have_exact_located_messages(tmp_path: Path, text: str, messages: list[str]) -> None:
@@ -156,3 +178,21 @@ def test_formulas_see_settings_without_secrets(tmp_path) -> None:
     seen = load_settings(path).for_formulas()
     assert {"name", "version", "api_url", "api_revision", "generate_events"} == set(seen)
     assert "pk_formula_secret_1234" not in repr(seen) and "s3cr3t-value" not in repr(seen)
+
+
+def test_an_api_revision_in_the_future_is_refused(tmp_path: Path) -> None:
+    """A revision dated after today is a located error naming api_revision and today's date."""
+    today = max(datetime.datetime.now(datetime.timezone.utc).date(), datetime.date.today())
+    tomorrow = today + datetime.timedelta(days=1)
+    path = _file(tmp_path, f"api_revision: {tomorrow}\n")
+    with pytest.raises(SettingsErrors) as info:
+        load_settings(path, env={})
+    assert [f'{path}:1:15: S002 api_revision: must not be in the future (today is {today}), got "{tomorrow}"'] == [
+        str(e) for e in info.value.errors]
+
+
+def test_todays_and_the_first_revision_are_accepted(tmp_path: Path) -> None:
+    """Klaviyo's first dated revision and today's date are both valid revisions."""
+    today = datetime.date.today().isoformat()
+    for revision in ("2023-02-22", today, f"{today}.pre"):
+        assert revision == load_settings(_file(tmp_path, f"api_revision: {revision}\n"), env={}).api_revision
