@@ -23,6 +23,7 @@ Tree::
     │   ├── HubRecordError        a record is malformed (missing required field, wrong type)  H001
     │   ├── EmailExistsError      "Email address already exists"; ``existing_id`` names it    H002
     │   ├── HubNotFoundError      no record with that id                                      H003
+    │   ├── HubLockedError        another process holds the hub file's write lock past the wait  H007
     │   └── HubVersionError       the hub file was written by a newer release                 H004
     ├── KlaviyoError              talking to Klaviyo                                 K0xx
     │   ├── KlaviyoApiError       Klaviyo answered with an error ("Error calling Klaviyo")
@@ -226,6 +227,12 @@ class HubNotFoundError(HubError):
     code = "H003"
 
 
+class HubLockedError(HubError):
+    """Another process kept the hub file locked longer than the hub's busy timeout; nothing was written."""
+
+    code = "H007"
+
+
 class HubVersionError(HubError):
     """The hub file's schema is newer than this release knows; it is left untouched."""
 
@@ -336,6 +343,7 @@ __all__ = [
     "EmailExistsError",
     "HubNotFoundError",
     "HubVersionError",
+    "HubLockedError",
     "KlaviyoError",
     "KlaviyoApiError",
     "KlaviyoAuthError",

@@ -15,6 +15,9 @@ Klaviyo sends no change webhooks, so the poll asks for profiles with
   ``updated`` of the last handled profile.  A profile whose transfer *failed* (the
   hub or Klaviyo was unavailable, not a data error) goes on the retry list, kept
   in the same state value, and is fetched again at the start of the next poll.
+  A failed change never joins the seen set, and a profile fetched from the retry
+  list is always transferred: it leaves the list only once it is stored (or its
+  data error logged), never because it was "already seen".
 
 The whole cursor is one JSON value in the hub's sync state (``cursor:<name>``),
 written after every page and on a clean stop, so a killed process re-does at most
@@ -125,9 +128,13 @@ class PollCursor:
 
     def handled(self, profile_id: str, mark: tuple[str, str], *, failed: bool = False,
                 advance: bool = True) -> None:
-        """Record a handled profile: it joins the seen set, moves the watermark (``advance``: only
-        for profiles taken from the sorted stream), and (``failed``) goes on the retry list."""
-        self.seen[profile_id] = list(mark)
+        """Record a handled profile: it moves the watermark (``advance``: only for profiles taken
+        from the sorted stream) and joins the seen set, or (``failed``) goes on the retry list
+        instead, so the same change met again is transferred again, not skipped."""
+        if failed:
+            self.seen.pop(profile_id, None)
+        else:
+            self.seen[profile_id] = list(mark)
         if advance and mark[0]:
             try:
                 updated = parse_time(mark[0])

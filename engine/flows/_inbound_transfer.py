@@ -47,7 +47,7 @@ from typing import Any
 
 from engine import catalog
 from engine.collection import Collection, CollectionSet
-from engine.errors import EmailExistsError, HubRecordError, KlaviyoSyncError
+from engine.errors import EmailExistsError, HubLockedError, HubRecordError, KlaviyoSyncError
 from engine.flows.summary import RunSummary
 from engine.helpers import bind_helpers
 from engine.mapper import Problem
@@ -171,11 +171,18 @@ class ProfileTransfer:
     # -- entry point -------------------------------------------------------------------
 
     def transfer(self, resource: Mapping[str, Any]) -> ProfileResult:
-        """Transfer one profile resource (JSON:API or already flat). Never raises for bad data."""
+        """Transfer one profile resource (JSON:API or already flat). Never raises for bad data.
+
+        Raises:
+            HubLockedError: the hub stayed locked past its busy timeout (nothing of the
+                profile was written; the caller stops, as every write would wait the same).
+        """
         record = flatten_jsonapi(resource)
         pid = str(record.get("id") or "")
         try:
             return self._transfer(record, pid)
+        except HubLockedError:
+            raise
         except Exception as exc:  # noqa: BLE001 - one bad profile never stops the run
             flow = self.add.title if self.add else INBOUND_FLOW
             if isinstance(exc, KlaviyoSyncError):
@@ -264,6 +271,8 @@ class ProfileTransfer:
                 cid, kind, used = self._write(coll, outcome, customer, matched_by, record, pid)
                 self.hub.set_link("Customer", cid, pid)
                 result.address, child_counts, pending = self._children(used, cid)
+        except HubLockedError:
+            raise
         except _Invalid as bad:
             self._log_problems(bad.outcome, pid, result.customer_id, result)
             self.summary.count(bad.outcome.collection, "invalid")

@@ -21,7 +21,7 @@ from typing import Any
 
 from engine import catalog
 from engine.formula.helpers import e164
-from engine.errors import EmailExistsError, HubNotFoundError, HubRecordError, Location
+from engine.errors import EmailExistsError, HubLockedError, HubNotFoundError, HubRecordError, Location
 from engine.hub._errorlog import ErrorLog
 from engine.hub._migrations import migrate
 from engine.hub._records import address_key, check_address, check_customer
@@ -82,9 +82,12 @@ class SqliteHub(TransactionsMixin, StateMixin):
         secrets: literal secret values (API key, client secret) the error log
             masks wherever they appear, beside the shapes it always masks.
         default_region: region for phone numbers written without ``+``.
+        busy_timeout: seconds a write waits for another process's write lock on the
+            file; past it the write raises :class:`HubLockedError` (nothing written).
 
     Raises:
         HubVersionError: the file was written by a newer release.
+        HubLockedError: another process kept the file locked longer than ``busy_timeout``.
     """
 
     def __init__(
@@ -94,8 +97,10 @@ class SqliteHub(TransactionsMixin, StateMixin):
         outbound_triggers: Iterable[str] = (),
         secrets: Iterable[str] = (),
         default_region: str = "US",
+        busy_timeout: float = 30.0,
     ) -> None:
         self.path = Path(path)
+        self.busy_timeout = float(busy_timeout)
         self.outbound_triggers = frozenset(outbound_triggers)
         unknown = self.outbound_triggers - {"Customer", "Transaction"}
         if unknown:
@@ -106,7 +111,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         self._enqueue_on = True
         _create_private(self.path)
         self._conn = sqlite3.connect(
-            str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False
+            str(self.path), isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
         )
         self._conn.row_factory = sqlite3.Row
         try:
@@ -147,7 +152,12 @@ class SqliteHub(TransactionsMixin, StateMixin):
         with self._lock:
             depth = self._depth
             savepoint = f"sp{depth}"
-            self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+            except sqlite3.OperationalError as exc:
+                if _is_locked(exc):
+                    raise self.locked_error() from None
+                raise
             previous = self._enqueue_on
             self._enqueue_on = previous and enqueue
             self._depth = depth + 1
@@ -173,6 +183,12 @@ class SqliteHub(TransactionsMixin, StateMixin):
                     raise
             else:
                 self._conn.execute(f"RELEASE {savepoint}")
+
+    def locked_error(self) -> HubLockedError:
+        """The error for a write that waited ``busy_timeout`` for another process's lock in vain."""
+        return HubLockedError(f"the hub file {self.path} is locked by another process; retry later",
+                              detail=f"waited {self.busy_timeout:g} s for its write lock; nothing was written",
+                              location=Location(file=str(self.path)))
 
     def _enqueue(self, entity: str, hub_id: int, op: str) -> None:
         """Queue (or coalesce) a change; caller is inside a transaction."""
@@ -525,3 +541,9 @@ def _create_private(path: Path) -> None:
     fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    """True for SQLite's "database is locked" / "database is busy" (another process holds the lock)."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text

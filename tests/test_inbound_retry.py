@@ -1,0 +1,131 @@
+"""The poll's retry list over the real sandbox and hub file: a profile whose write failed is fetched
+and stored by a later poll, and leaves the list only once stored."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from _inbound_fixtures import InboundEnv
+from engine.collection import DEFAULT_COLLECTIONS_DIR
+from engine.errors import HubLockedError
+from engine.flows._inbound_cursor import PollCursor, fingerprint
+
+UPDATE = "Update Klaviyo Profile TO Hub"
+REMAP_FIRST_NAME = ('formula: get(existing, "FirstName", None)', "formula: first_name")
+
+
+@pytest.fixture
+def env(sandbox_factory, hub_factory, tmp_path: Path) -> InboundEnv:
+    """A sandbox, a hub whose writes wait at most 0.3 s for a lock, and collections that copy FirstName."""
+    store = hub_factory(outbound_triggers={"Customer", "Transaction"}, busy_timeout=0.3)
+    made = InboundEnv(sandbox_factory(), store, DEFAULT_COLLECTIONS_DIR, tmp_path)
+    made.remap("update-profile-to-hub.yaml", *REMAP_FIRST_NAME)
+    return made
+
+
+def _names(env: InboundEnv) -> dict[str, str]:
+    return {env.hub.get_klaviyo_id("Customer", c["Id"]): c["FirstName"] for c in env.customers()}
+
+
+def _seed(env: InboundEnv, n: int) -> list[str]:
+    return [env.sandbox.state.add_profile(email=f"r{i}@example.com", first_name=f"N{i}") for i in range(n)]
+
+
+def test_a_failed_change_never_joins_the_seen_set() -> None:
+    """A failed transfer goes on the retry list and out of the seen set; a stored one the other way round."""
+    cursor = PollCursor()
+    mark = ("2024-05-01T10:00:00+00:00", "abc")
+    cursor.handled("p1", mark)
+    cursor.handled("p1", ("2024-05-01T10:00:05+00:00", "def"), failed=True)
+    assert ({}, ["p1"]) == (cursor.seen, cursor.retry)
+    assert cursor.already_handled("p1", ("2024-05-01T10:00:05+00:00", "def")) is False
+    cursor.handled("p1", ("2024-05-01T10:00:05+00:00", "def"), advance=False)
+    assert ({"p1": ["2024-05-01T10:00:05+00:00", "def"]}, []) == (cursor.seen, cursor.retry)
+
+
+async def test_a_write_the_hub_refused_is_stored_by_the_next_poll(env: InboundEnv) -> None:
+    """A profile whose hub write failed goes on the retry list; the next poll stores it and empties the list."""
+    pids = _seed(env, 3)
+    await env.poll()
+    env.sandbox.state.update_profile(pids[1], {"first_name": "Second"})
+    other = sqlite3.connect(env.hub.path)  # the hub refuses this one write (as a full disk would)
+    other.execute("CREATE TRIGGER refuse BEFORE UPDATE ON customers WHEN NEW.first_name = 'Second' "
+                  "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    other.commit()
+    failed = await env.poll()
+    assert ["failed"] == list(failed.summary.to_dict()["flows"][UPDATE])
+    assert [pids[1]] == PollCursor.load(env.hub).retry
+    assert "N1" == _names(env)[pids[1]]
+    other.execute("DROP TRIGGER refuse")
+    other.commit()
+    other.close()
+    again = await env.poll()
+    assert None is again.error
+    assert {pids[0]: "N0", pids[1]: "Second", pids[2]: "N2"} == _names(env)
+    assert [] == PollCursor.load(env.hub).retry
+
+
+async def test_a_retried_profile_is_stored_even_if_its_change_was_recorded_as_seen(env: InboundEnv) -> None:
+    """A cursor that lists a failed change both as seen and for retry (as older releases left it) still stores it."""
+    pids = _seed(env, 2)
+    await env.poll()
+    env.sandbox.state.update_profile(pids[0], {"first_name": "Later"})
+    async with env.client() as kl:
+        resource = await kl.get_profile(pids[0], additional_fields=["subscriptions"])
+    cursor = PollCursor.load(env.hub)
+    cursor.seen[pids[0]] = list(fingerprint(resource))
+    cursor.retry.append(pids[0])
+    cursor.save(env.hub)
+    await env.poll()
+    assert "Later" == _names(env)[pids[0]]
+    assert [] == PollCursor.load(env.hub).retry
+
+
+async def test_hub_locked_during_a_poll_stops_it_and_the_next_poll_stores_the_change(env: InboundEnv) -> None:
+    """With the hub locked by another connection mid-poll the poll stops with H007; once free, every change arrives."""
+    pids = _seed(env, 4)
+    await env.poll()
+    for n, pid in enumerate(pids):
+        env.sandbox.state.update_profile(pid, {"first_name": f"New{n}"})
+    other = sqlite3.connect(env.hub.path, isolation_level=None, check_same_thread=False)
+    handled: list[object] = []
+
+    def lock_after_first(result: object) -> None:
+        handled.append(result)
+        if len(handled) == 1:
+            other.execute("BEGIN EXCLUSIVE")
+
+    locked = await env.poll(page_size=2, on_profile=lock_after_first)
+    assert isinstance(locked.error, HubLockedError)
+    assert f"the hub file {env.hub.path} is locked by another process; retry later" == locked.error.message
+    assert 1 == len(handled)
+    assert {pids[0]: "New0", pids[1]: "N1", pids[2]: "N2", pids[3]: "N3"} == _names(env)
+    other.execute("ROLLBACK")
+    other.close()
+    again = await env.poll(page_size=2)
+    assert None is again.error
+    assert {pid: f"New{n}" for n, pid in enumerate(pids)} == _names(env)
+    assert [] == PollCursor.load(env.hub).retry
+
+
+async def test_hub_locked_when_a_poll_starts_ends_it_cleanly_with_the_retry_list_kept(env: InboundEnv) -> None:
+    """A hub locked before the poll begins: H007, nothing written, the retry list kept; later it is worked off."""
+    pids = _seed(env, 2)
+    await env.poll()
+    env.sandbox.state.update_profile(pids[1], {"first_name": "Queued"})
+    cursor = PollCursor.load(env.hub)
+    cursor.retry.append(pids[1])
+    cursor.save(env.hub)
+    other = sqlite3.connect(env.hub.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    locked = await env.poll()
+    assert ("H007", 1) == (locked.error.code if locked.error else None, locked.summary.errors)
+    assert [pids[1]] == PollCursor.load(env.hub).retry
+    other.execute("ROLLBACK")
+    other.close()
+    await env.poll()
+    assert "Queued" == _names(env)[pids[1]]
+    assert [] == PollCursor.load(env.hub).retry
