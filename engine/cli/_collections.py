@@ -32,15 +32,53 @@ class StaticResolver:
         return (self.links.get("emails") or {}).get(email)
 
 
+MAX_JSON_BYTES = 16 * 1024 * 1024  # a record file for ``map`` larger than this is refused
+MAX_JSON_DEPTH = 64  # lists/objects nested deeper than this are refused (a record is a few levels deep)
+
+
 def _read_json(path: str, what: str) -> Any:
+    """Read a JSON file (or stdin for ``-``) for ``map``; any problem is a one-line error, never a traceback."""
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_JSON_BYTES + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_JSON_BYTES + 1)
     except OSError as exc:
         raise click.ClickException(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    if len(data) > MAX_JSON_BYTES:
+        raise click.ClickException(f"{path}: {what} is larger than {MAX_JSON_BYTES} bytes")
     try:
-        return json.loads(text)
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise click.ClickException(f"{path}:{line}:{column}: {what} is not UTF-8 text") from None
+    try:
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise click.ClickException(f"{path}:{exc.lineno}:{exc.colno}: {what} is not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise click.ClickException(f"{path}: {what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:  # an integer of more than 4300 digits
+        raise click.ClickException(f"{path}: {what} holds an integer with too many digits") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise click.ClickException(f"{path}: {what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (walked without recursion; stops past the limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _print_problem(err: KlaviyoSyncError, kind: str) -> None:

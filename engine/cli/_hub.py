@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from engine.cli._output import emit_json, fail, report
+from engine.cli._output import COUNT, RECORD_ID, emit_json, fail, report
 from engine.errors import HubNotFoundError, KlaviyoSyncError, Location
 from engine.hub import SqliteHub, export_jsonl, import_jsonl
 from engine.settings import Settings, load_settings
@@ -99,7 +99,7 @@ def import_cmd(kind: str, file: str, config: str | None, hub_path: str | None) -
 
 @hub_group.command("show")
 @click.argument("entity", type=click.Choice(["customer", "transaction"]))
-@click.argument("record_id", type=int)
+@click.argument("record_id", type=RECORD_ID)
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @_common
 def show_cmd(entity: str, record_id: int, as_json: bool, config: str | None, hub_path: str | None) -> None:
@@ -146,8 +146,8 @@ def export_cmd(kind: str, file: str | None, config: str | None, hub_path: str | 
 @click.option("--flow", help="Only entries of this flow (collection title).")
 @click.option("--level", type=click.Choice(["error", "warning"]), help="Only errors or only warnings.")
 @click.option("--all", "show_all", is_flag=True, help="Include resolved entries.")
-@click.option("--limit", type=int, default=50, show_default=True, help="At most this many entries.")
-@click.option("--resolve", "resolve_id", type=int, help="Mark entry ID resolved.")
+@click.option("--limit", type=COUNT, default=50, show_default=True, help="At most this many entries.")
+@click.option("--resolve", "resolve_id", type=RECORD_ID, help="Mark entry ID resolved.")
 @_common
 def errors_cmd(as_json: bool, flow: str | None, level: str | None, show_all: bool, limit: int,
                resolve_id: int | None, config: str | None, hub_path: str | None) -> None:

@@ -26,7 +26,7 @@ from engine.connect import open_client, open_hub
 from engine.errors import CollectionSetError, SettingsError
 from engine.flows.inbound import InboundFlow, ProfileResult, parse_since
 from engine.flows.summary import RunSummary
-from engine.settings import Settings, parse_duration
+from engine.settings import MAX_POLL_SECONDS, MIN_POLL_SECONDS, Settings, parse_duration
 
 
 def _collections(settings: Settings) -> CollectionSet:
@@ -159,8 +159,11 @@ def poll_cmd(since: str | None, every: str | None, as_json: bool, config: str | 
         try:
             interval = parse_duration(every) if every else settings.poll_interval
         except ValueError:
-            raise SettingsError(f"--every must be a duration such as 30s, 5m or 1h, got {every!r}",
+            raise SettingsError(f"--every must be a duration such as 30s, 5m or 1h, got {every[:40]!r}",
                                 code="S010") from None
+        if not MIN_POLL_SECONDS <= interval <= MAX_POLL_SECONDS:
+            raise SettingsError(f"--every must be between {MIN_POLL_SECONDS:g}s and {MAX_POLL_SECONDS // 86400:g} "
+                                f"days, got {every[:40]!r}", code="S010")
     try:
         rc = asyncio.run(_poll(settings, hub_path, since_dt, interval, as_json))
     except KeyboardInterrupt:

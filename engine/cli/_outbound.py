@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from engine.cli._hub import _common
-from engine.cli._output import emit_json, fail
+from engine.cli._output import COUNT, RECORD_ID, BoundedFloat, BoundedInt, emit_json, fail
 from engine.collection import load_collections
 from engine.connect import open_hub
 from engine.errors import CollectionSetError
@@ -71,10 +71,10 @@ def _run(config: str | None, hub_path: str | None, dry_run: bool, work: Any) -> 
 
 @click.command("dispatch")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and write nothing.")
-@click.option("--limit", type=click.IntRange(min=1), help="Send at most this many queued changes.")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
+@click.option("--limit", type=COUNT, help="Send at most this many queued changes.")
+@click.option("--batch", "batch_size", type=BoundedInt(1, 100_000), default=DEFAULT_BATCH, show_default=True,
               help="Changes claimed at once (lists and consent are sent once per batch).")
-@click.option("--lease", "lease_seconds", type=click.FloatRange(min=1), default=DEFAULT_LEASE, show_default=True,
+@click.option("--lease", "lease_seconds", type=BoundedFloat(1, 86_400), default=DEFAULT_LEASE, show_default=True,
               help="Seconds a claimed change stays reserved; a crashed run's changes are reclaimable after it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_common
@@ -99,7 +99,7 @@ def push_group() -> None:
 
 
 def _push_command(entity: str) -> click.Command:
-    @click.argument("record_id", type=int)
+    @click.argument("record_id", type=RECORD_ID)
     @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and write nothing.")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @_common

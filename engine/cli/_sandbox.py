@@ -8,7 +8,9 @@ import json
 
 import click
 
-from engine.sandbox import SandboxOptions, SandboxServer
+from engine.cli._output import PORT_OR_ANY, SHARE, BoundedFloat
+from engine.klaviyo.ratelimit import resolve_tiers
+from engine.sandbox import SandboxOptions, SandboxServer, SandboxStateFileError
 
 
 def register(group: click.Group) -> None:
@@ -23,14 +25,16 @@ def sandbox() -> None:
 
 @sandbox.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (keep it loopback).")
-@click.option("--port", default=8765, show_default=True, type=int, help="Port (0 = any free port).")
+@click.option("--port", default=8765, show_default=True, type=PORT_OR_ANY, help="Port (0 = any free port).")
 @click.option("--api-key", "api_keys", multiple=True, help="Accept only these private keys (repeatable). Default: any pk_ key.")
-@click.option("--latency-ms", default=0.0, type=float, show_default=True, help="Delay added to every API request.")
-@click.option("--fault-5xx", default=0.0, type=float, show_default=True, help="Share of requests answered 503.")
-@click.option("--fault-timeout", default=0.0, type=float, show_default=True,
+@click.option("--latency-ms", default=0.0, type=BoundedFloat(0, 60_000), show_default=True,
+              help="Delay added to every API request.")
+@click.option("--fault-5xx", default=0.0, type=SHARE, show_default=True, help="Share of requests answered 503.")
+@click.option("--fault-timeout", default=0.0, type=SHARE, show_default=True,
               help="Share of requests applied but answered only after --timeout-hold seconds.")
-@click.option("--timeout-hold", default=30.0, type=float, show_default=True, help="Seconds a 'timeout' answer is held back.")
-@click.option("--fault-drop", default=0.0, type=float, show_default=True, help="Share of connections dropped unanswered.")
+@click.option("--timeout-hold", default=30.0, type=BoundedFloat(0, 3600), show_default=True,
+              help="Seconds a 'timeout' answer is held back.")
+@click.option("--fault-drop", default=0.0, type=SHARE, show_default=True, help="Share of connections dropped unanswered.")
 @click.option("--no-rate-limits", is_flag=True, help="Do not enforce Klaviyo's rate tiers.")
 @click.option("--tiers", default=None, help='Tier overrides as JSON, e.g. \'{"L": {"burst": 10, "steady": 100}}\'.')
 @click.option("--state", "state_file", default=None, type=click.Path(dir_okay=False), help="Load/save state in this JSON file.")
@@ -41,8 +45,15 @@ def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fa
     """Serve Klaviyo's API on HOST:PORT until Ctrl-C."""
     try:
         tier_map = json.loads(tiers) if tiers else None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--tiers") from None
+    if tier_map is not None:
+        try:
+            if not isinstance(tier_map, dict) or not all(isinstance(v, dict) for v in tier_map.values()):
+                raise ValueError('must be a JSON object of tiers, e.g. {"L": {"burst": 10, "steady": 100}}')
+            resolve_tiers(tier_map)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--tiers") from None
     options = SandboxOptions(
         host=host, port=port, api_keys=api_keys, latency_ms=latency_ms, fault_5xx=fault_5xx,
         fault_timeout=fault_timeout, timeout_hold_s=timeout_hold, fault_drop=fault_drop,
@@ -51,7 +62,12 @@ def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fa
     server = SandboxServer(options)
 
     async def run() -> None:
-        url = await server.start()
+        try:
+            url = await server.start()
+        except SandboxStateFileError as exc:
+            raise click.BadParameter(str(exc), param_hint="--state") from None
+        except OSError as exc:  # the port is taken, the host is not an address of this machine...
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         click.echo(f"Klaviyo sandbox listening on {url} (Ctrl-C to stop)")
         click.echo(f"Point the engine at it with API URL {url} and any key starting with pk_"
                    if not api_keys else f"Point the engine at it with API URL {url} and one of the given keys")

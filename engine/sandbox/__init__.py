@@ -34,6 +34,12 @@ from engine.sandbox._state import SandboxApiError, SandboxState
 
 log = logging.getLogger("engine.sandbox")
 
+MAX_STATE_BYTES = 1024 * 1024 * 1024  # a state file larger than this is refused, not read
+
+
+class SandboxStateFileError(ValueError):
+    """The ``state_file`` cannot be loaded (unreadable, not JSON, not a saved sandbox state)."""
+
 
 class SandboxServer:
     """One sandbox account served over HTTP.
@@ -61,10 +67,16 @@ class SandboxServer:
         self.url = ""
 
     async def start(self) -> str:
-        """Listen (in the running loop) and return the base URL, e.g. ``http://127.0.0.1:8123``."""
+        """Listen (in the running loop) and return the base URL, e.g. ``http://127.0.0.1:8123``.
+
+        Raises:
+            SandboxStateFileError: the state file cannot be read or is not one :meth:`SandboxState.save`
+                wrote (it is left as it is).
+            OSError: the address cannot be listened on (port in use, not a local address).
+        """
         path = Path(self.options.state_file) if self.options.state_file else None
         if path is not None and path.exists():
-            self.state.load(path)
+            self._load_state(path)
         self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.options.host, self.options.port)
@@ -76,6 +88,19 @@ class SandboxServer:
             self._saver = asyncio.create_task(self._autosave(path))
         log.info("Klaviyo sandbox listening on %s", self.url)
         return self.url
+
+    def _load_state(self, path: Path) -> None:
+        try:
+            if path.stat().st_size > MAX_STATE_BYTES:
+                raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
+            self.state.load(path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, (KeyError, TypeError, AttributeError)):
+                reason = f"not a sandbox state file ({type(exc).__name__}: {str(exc)[:80]})"
+            elif isinstance(exc, RecursionError):
+                reason = "nested too deeply"
+            raise SandboxStateFileError(f"{path}: cannot load the sandbox state: {reason[:200]}") from None
 
     async def _autosave(self, path: Path) -> None:
         while True:
@@ -158,4 +183,5 @@ class SandboxHandle:
             self.thread.join(10)
 
 
-__all__ = ["SandboxServer", "SandboxHandle", "SandboxOptions", "SandboxState", "SandboxApiError", "private_key_auth", "AuthHook"]
+__all__ = ["SandboxServer", "SandboxHandle", "SandboxOptions", "SandboxState", "SandboxApiError",
+           "SandboxStateFileError", "private_key_auth", "AuthHook"]

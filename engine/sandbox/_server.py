@@ -76,6 +76,17 @@ class SandboxOptions:
     oauth_access_ttl_s: float = 3600.0
     oauth_rotate_refresh: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse options no sandbox can honour (ValueError), before anything listens."""
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        for name in ("fault_5xx", "fault_timeout", "fault_drop"):
+            rate = getattr(self, name)
+            if not (isinstance(rate, (int, float)) and 0 <= rate <= 1):  # NaN fails both comparisons
+                raise ValueError(f"{name} must be a share between 0 and 1, got {rate}")
+        if not 0 <= self.latency_ms <= 3_600_000 or not 0 <= self.timeout_hold_s <= 86_400:
+            raise ValueError("latency_ms and timeout_hold_s must be non-negative (and finite)")
+
 
 ROUTE_META_KEY: web.AppKey[dict[str, dict[str, dict[str, Any]]]] = web.AppKey("route_meta", dict)
 
