@@ -6,6 +6,7 @@ table directly: :meth:`ErrorLog.list` filters by flow and level only.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -115,7 +116,16 @@ def outcome_history(hub: SqliteHub, now: float | None = None) -> dict[str, dict[
 
 def hub_status(hub: SqliteHub) -> dict[str, Any]:
     """Counts, cursors and the outcome history."""
-    return {"counts": hub.counts(), "cursors": hub.cursors(), "outcomes": outcome_history(hub)}
+    cursors = {}
+    for name, cursor in hub.cursors().items():
+        value = cursor["value"]
+        try:
+            parsed = json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            parsed = value
+        watermark = parsed.get("watermark") if isinstance(parsed, dict) else parsed
+        cursors[name] = {**cursor, "watermark": watermark}
+    return {"counts": hub.counts(), "cursors": cursors, "outcomes": outcome_history(hub)}
 
 
 __all__ = ["ErrorFilter", "error_facets", "hub_status", "outcome_history", "queue_state", "record_view",

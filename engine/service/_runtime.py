@@ -311,7 +311,8 @@ class Service:
         elif entry["Entity"] in ("Customer", "Transaction") and entry["HubId"] is not None:
             report = await self.push(entry["Entity"], int(entry["HubId"]))
             result = report.results[0]
-            ok = result.outcome not in FAILED
+            errors = [e for r in (*result.prerequisites, result) for e in r.logs if e.level == "error"]
+            ok = result.outcome not in FAILED and not errors
             action = {"action": "push", "entity": entry["Entity"], "hub_id": entry["HubId"], "result": result.to_dict()}
             same = lambda e: e["Entity"] == entry["Entity"] and e["HubId"] == entry["HubId"]  # noqa: E731
         else:
