@@ -314,12 +314,17 @@ class Mapper:
                 try:
                     value = copy_data(value)
                 except _TooDeep:
-                    # a formula's value is a formula limit (F205); a field's value a mapping error
+                    # a formula's value is a formula limit (F205, at the formula); a field's value
+                    # a mapping error (M007, at the row)
+                    line, column = row.location.line, row.location.column
+                    if kind is _FORMULA and row.formula_origin is not None:
+                        at = _formula_location(c.file, row.formula_origin, MappingError(""), None)  # type: ignore[arg-type]
+                        line, column = at.line or line, at.column or column
                     problems.append(Problem(
                         "F205" if kind is _FORMULA else "M007",
                         f"value nested too deeply: the value for {row.destination} has more than "
                         f"{MAX_VALUE_DEPTH} levels", row=row.label, destination=row.destination,
-                        source=row.source, file=c.file, line=row.location.line, column=row.location.column))
+                        source=row.source, file=c.file, line=line, column=column))
                     continue
             if key is not None:
                 payload[key] = value

@@ -158,6 +158,7 @@ class Settings:
     api_key: Secret | None = None
     api_revision: str = DEFAULT_REVISION
     generate_events: bool = True
+    default_phone_region: str = "US"
     throttling: Throttling = field(default_factory=lambda: Throttling(_default_tiers()))
     oauth: OAuthSettings = field(default_factory=OAuthSettings)
     outbound_triggers: OutboundTriggers = field(default_factory=OutboundTriggers)
@@ -180,7 +181,8 @@ class Settings:
     def for_formulas(self) -> dict[str, Any]:
         """What formulas see as ``settings``: plain values, never a secret or a path."""
         return {"name": self.name, "version": self.version, "api_url": mask_url(self.api_url),
-                "api_revision": self.api_revision, "generate_events": self.generate_events}
+                "api_revision": self.api_revision, "generate_events": self.generate_events,
+                "default_phone_region": self.default_phone_region}
 
     def display(self) -> dict[str, Any]:
         """Every setting as plain data with secrets masked (``settings show``)."""
@@ -196,6 +198,7 @@ class Settings:
             "api_key": secret(self.api_key),
             "api_revision": self.api_revision,
             "generate_events": self.generate_events,
+            "default_phone_region": self.default_phone_region,
             "throttling": {
                 **{t: {"burst": v.burst, "steady": v.steady} for t, v in self.throttling.tiers.items()},
                 "max_concurrency": self.throttling.max_concurrency,
@@ -393,6 +396,7 @@ def _resolve(data: dict[str, Any], file: Path | None, env: Mapping[str, str]) ->
         api_key=api_key,
         api_revision=data.get("api_revision") or DEFAULT_REVISION,
         generate_events=_truthy(data.get("generate_events", True)),
+        default_phone_region=str(data.get("default_phone_region") or "US").upper(),
         throttling=Throttling(MappingProxyType(tiers), throttle.get("max_concurrency", DEFAULT_MAX_CONCURRENCY)),
         oauth=oauth,
         outbound_triggers=OutboundTriggers(bool(triggers.get("customer", False)),
@@ -483,6 +487,13 @@ def _value_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[int
     """S002 for values the schema's shapes allow but that cannot work: an api_revision that is no real
     Klaviyo revision date, a poll_interval under a second or over a week."""
     problems = []
+    region = data.get("default_phone_region")
+    if isinstance(region, str):
+        from engine.formula.helpers import is_phone_region
+
+        if not is_phone_region(region.upper()):
+            problems.append(_error(file, marks, ("default_phone_region",),
+                                   f"must be a region code phonenumbers knows, such as US or GB, got {_short(region)}"))
     revision = data.get("api_revision")
     if isinstance(revision, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}(\.pre)?", revision):
         why = _revision_problem(revision)

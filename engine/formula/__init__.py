@@ -191,7 +191,7 @@ class CompiledFormula:
             if isinstance(exc, KeyError):
                 what = f"KeyError: key {shorten(exc.args[0])} not found" if exc.args else "KeyError"
             elif exc.args and all(type(a) is str for a in exc.args):
-                what = f"{type(exc).__name__}: {shorten_text(str(exc))}"
+                what = f"{type(exc).__name__}: {shorten_text(str(exc), 600)}"
             elif exc.args:
                 what = f"{type(exc).__name__}: " + ", ".join(shorten(a) for a in exc.args)
             else:
