@@ -8,8 +8,10 @@ import logging
 import httpx
 import pytest
 
-from engine.errors import KlaviyoApiError, KlaviyoConnectionError
+from engine.errors import KlaviyoApiError, KlaviyoConnectionError, SettingsErrors
 from engine.klaviyo import KlaviyoClient, revision
+from engine.klaviyo._errors import parse_retry_after
+from engine.settings import load_settings
 
 KEY = "pk_unit_secret_key_987"
 
@@ -155,3 +157,96 @@ def test_unknown_capability_and_bad_revision_are_refused() -> None:
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         revision.normalize("yesterday")
     assert json.dumps("2023-10-15") == json.dumps(revision.normalize("  "))
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("nan", None), ("-3", None), ("0", None), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+    ("inf", float("inf")), ("1e12", 1e12), ("2", 2.0), ("Fri, 01 Jan 9999 00:00:00 GMT", "future"),
+])
+def test_retry_after_values_are_read_or_refused(value: str, expected: float | str | None) -> None:
+    """NaN, non-positive, past and unparseable Retry-After values are unusable; large ones are kept for the cap."""
+    got = parse_retry_after(httpx.Response(429, headers={"retry-after": value}))
+    if expected == "future":
+        assert got is not None and got > 1e9
+    else:
+        assert expected == got
+
+
+@pytest.mark.parametrize("value", ["nan", "-3", "0", "soon", "Wed, 21 Oct 2015 07:28:00 GMT", None, "inf", "1e12",
+                                   "Fri, 01 Jan 9999 00:00:00 GMT"])
+async def test_the_429_wait_stays_between_the_base_backoff_and_the_cap(value: str | None) -> None:
+    """Whatever Retry-After says, the wait after a 429 is at least backoff_base and at most retry_after_cap."""
+    headers = {"retry-after": value} if value is not None else {}
+    async with KlaviyoClient(api_key=KEY, backoff_base=0.5, retry_after_cap=10.0) as kl:
+        waits = [kl._req.retry_after_delay(httpx.Response(429, headers=headers), attempt) for attempt in (1, 2, 3)]
+    assert [] == [w for w in waits if not 0.5 <= w <= 10.0]
+    if value in ("inf", "1e12", "Fri, 01 Jan 9999 00:00:00 GMT"):
+        assert [10.0, 10.0, 10.0] == waits
+
+
+@pytest.mark.parametrize(("url", "ok"), [
+    ("http://a.klaviyo.com", False), ("http://10.0.0.8:8080", False), ("http://127.0.0.1:8080", True),
+    ("http://127.9.9.9", True), ("http://[::1]:9000", True), ("http://localhost:8080/api", True),
+    ("https://a.klaviyo.com", True),
+])
+def test_plain_http_api_urls_are_refused_off_loopback(tmp_path, url: str, ok: bool) -> None:
+    """api_url: http:// loads only for a loopback host; otherwise a located S002 that says to use https."""
+    path = tmp_path / "klaviyo-sync.yaml"
+    path.write_text(f"name: x\napi_url: {url}\n", encoding="utf-8")
+    if ok:
+        assert url.rstrip("/") == load_settings(path, env={}).api_url
+        return
+    with pytest.raises(SettingsErrors) as info:
+        load_settings(path, env={})
+    assert [f"{path}:2:10: S002 api_url: must use https:// (plain http:// is allowed only for a loopback host "
+            f"such as 127.0.0.1), got {json.dumps(url)}"] == [str(e) for e in info.value.errors]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("request_timeout: 0s\n", "1:18: S002 request_timeout: must be a positive duration such as 30s, got \"0s\""),
+    ("request_deadline: 0.0m\n", "1:19: S002 request_deadline: must be a positive duration such as 30s, got \"0.0m\""),
+    ("request_deadline: 0\n", "1:19: S002 request_deadline: must be at least 1, got 0"),
+    ("request_timeout: soon\n", "1:18: S002 request_timeout: must be a duration such as 30s, 5m or 1h, got \"soon\""),
+    ("max_response_bytes: 0\n", "1:21: S002 max_response_bytes: must be at least 1, got 0"),
+    ("max_response_bytes: 16MiB\n", "1:21: S002 max_response_bytes: must be an integer, got a string \"16MiB\""),
+])
+def test_request_limits_must_be_positive(tmp_path, text: str, message: str) -> None:
+    """Zero, negative or malformed request limits are refused with a located error."""
+    path = tmp_path / "klaviyo-sync.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SettingsErrors) as info:
+        load_settings(path, env={})
+    assert [f"{path}:{message}"] == [str(e) for e in info.value.errors]
+
+
+def test_request_limits_have_defaults_and_read_durations(tmp_path) -> None:
+    """Defaults 30s / 60s / 16 MiB; durations in s, m or h and a byte count are read."""
+    path = tmp_path / "klaviyo-sync.yaml"
+    path.write_text("name: defaults\n", encoding="utf-8")
+    s = load_settings(path, env={})
+    assert (30.0, 60.0, 16 * 1024 * 1024) == (s.request_timeout, s.request_deadline, s.max_response_bytes)
+    path.write_text("request_timeout: 5\nrequest_deadline: 2m\nmax_response_bytes: 4096\n", encoding="utf-8")
+    s = load_settings(path, env={})
+    assert (5.0, 120.0, 4096) == (s.request_timeout, s.request_deadline, s.max_response_bytes)
+    assert ("5s", "120s", 4096) == tuple(s.display()[k] for k in ("request_timeout", "request_deadline",
+                                                                  "max_response_bytes"))
+
+
+async def test_a_password_in_the_api_url_is_masked_everywhere(tmp_path) -> None:
+    """settings show, the formula view, the client's repr and its errors never show the URL's password."""
+    path = tmp_path / "klaviyo-sync.yaml"
+    path.write_text("api_url: https://ops:pw-Sekr1t-77@proxy.example\n", encoding="utf-8")
+    settings = load_settings(path, env={})
+    assert "https://ops:********@proxy.example" == settings.display()["api_url"] == settings.for_formulas()["api_url"]
+    assert "pw-Sekr1t-77" in settings.secrets()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
+
+    async with KlaviyoClient(base_url=settings.api_url, api_key=KEY, transport=httpx.MockTransport(handler),
+                             max_attempts=1) as kl:
+        with pytest.raises(KlaviyoConnectionError) as info:
+            await kl.get_profile("P1")
+        texts = [repr(kl), str(info.value)]
+    assert [] == [t for t in texts if "pw-Sekr1t-77" in t]
+    assert "KlaviyoClient(base_url='https://***@proxy.example', revision='2023-10-15')" == texts[0]

@@ -204,6 +204,13 @@ class Requester:
         return httpx.Response(resp.status_code, headers=keep, content=b"".join(chunks), request=resp.request,
                               extensions=extensions)
 
+    def retry_after_delay(self, response: httpx.Response, attempt: int) -> float:
+        """How long to wait after a 429: its ``Retry-After`` when usable (at least ``backoff_base``),
+        else the normal backoff (at least ``backoff_base``); never more than ``retry_after_cap``."""
+        wait = parse_retry_after(response)
+        delay = max(wait if wait is not None else self.backoff(attempt), self.backoff_base)
+        return min(delay, self.retry_after_cap)
+
     def _limit_text(self) -> str:
         n = self.max_response_bytes
         return f"{n // 1048576} MiB" if n % 1048576 == 0 else f"{n} bytes"
@@ -305,11 +312,7 @@ class Requester:
                 else:
                     failure = api_error(resp, self.secrets())
                     if status == 429:
-                        reason = "429"
-                        wait = parse_retry_after(resp)
-                        delay = max(wait, self.backoff_base) if wait is not None else \
-                            max(self.backoff(attempt), self.backoff_base)
-                        delay = min(delay, self.retry_after_cap)
+                        reason, delay = "429", self.retry_after_delay(resp, attempt)
                     elif status in RETRYABLE_STATUS:
                         reason, delay = "5xx", self.backoff(attempt)
                     else:
