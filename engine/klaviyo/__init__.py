@@ -5,13 +5,14 @@ Table of contents:
 * :class:`KlaviyoClient` — every operation the flows need (``client.py``)
 * :class:`TokenSource` — where OAuth bearer tokens come from (``_transport.py``)
 * :class:`ClientStats` — per-operation call/retry counters
+* :mod:`engine.klaviyo._answers` — the status and body shape each operation expects
 * :mod:`engine.klaviyo.revision` — ``supports(revision, capability)``, path style, content type
 * :mod:`engine.klaviyo.ratelimit` — tiers XS..XL and the shared :class:`RateBudget`
 """
 
 from __future__ import annotations
 
-from engine.errors import KlaviyoApiError, KlaviyoConnectionError, KlaviyoError
+from engine.errors import KlaviyoApiError, KlaviyoAuthError, KlaviyoConnectionError, KlaviyoError
 from engine.klaviyo import revision
 from engine.klaviyo._transport import ClientStats, TokenSource
 from engine.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
@@ -29,5 +30,6 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "KlaviyoError",
     "KlaviyoApiError",
+    "KlaviyoAuthError",
     "KlaviyoConnectionError",
 ]
