@@ -9,6 +9,7 @@ and drives the real :class:`~engine.klaviyo.KlaviyoClient` operations.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import re
@@ -222,6 +223,27 @@ async def test_a_streamed_50_mb_body_stops_at_the_default_limit(hostile: Hostile
         with pytest.raises(KlaviyoConnectionError, match="larger than the 16 MiB limit"):
             await kl.create_event("Placed Order", "01HOSTILE", {}, unique_id="o-1")
         assert 16 * 1024 * 1024 < kl.stats.body_bytes <= 16 * 1024 * 1024 + 65536
+
+
+async def test_a_gzip_bomb_is_inflated_only_up_to_the_limit(hostile: Hostile) -> None:
+    """64 MB of zeros gzipped to ~64 KB: inflation stops just past the 1 MiB limit, never the whole 64 MB."""
+    bomb = gzip.compress(b"\0" * 64 * 1024 * 1024)
+    hostile.answers(respond(200, bomb, headers={"Content-Encoding": "gzip"}))
+    async with client(hostile, max_response_bytes=1024 * 1024) as kl:
+        with pytest.raises(KlaviyoConnectionError, match="larger than the 1 MiB limit"):
+            await kl.get_profile("P")
+        assert 1024 * 1024 < kl.stats.body_bytes <= 2 * (1024 * 1024 + 1)
+
+
+async def test_gzip_answers_are_read_and_corrupt_ones_are_connection_errors(hostile: Hostile) -> None:
+    """A gzipped resource is read like a plain one; a corrupt gzip body is a transient connection error."""
+    hostile.answers(respond(200, gzip.compress(json.dumps(PROFILE).encode()), headers={"Content-Encoding": "gzip"}),
+                    respond(200, b"\x1f\x8b not gzip at all", headers={"Content-Encoding": "gzip"}))
+    async with client(hostile) as kl:
+        assert PROFILE["data"] == await kl.get_profile("01HOSTILE")
+        with pytest.raises(KlaviyoConnectionError) as info:
+            await kl.get_profile("01HOSTILE")
+    assert info.value.message.startswith(f"{KLAVIYO_CONNECTION_ERROR}: the gzip body could not be decoded (")
 
 
 async def test_settings_limits_reach_the_client_through_open_client(hostile: Hostile) -> None:

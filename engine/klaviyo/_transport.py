@@ -35,8 +35,9 @@ import asyncio
 import json
 import logging
 import random
+import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -191,7 +192,7 @@ class Requester:
                     raise _TooLarge(int(declared), declared=True)
                 chunks: list[bytes] = []
                 size = 0
-                async for chunk in resp.aiter_bytes():
+                async for chunk in _decoded(resp, limit):
                     size += len(chunk)
                     self.stats.body_bytes += len(chunk)
                     if size > limit:
@@ -240,7 +241,7 @@ class Requester:
         """
         self.stats.calls[op] += 1
         ctype = rev.content_type(self.revision)
-        headers = {"revision": self.revision, "accept": ctype}
+        headers = {"revision": self.revision, "accept": ctype, "accept-encoding": "gzip, deflate"}
         content: bytes | None = None
         if body is not None:
             content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -282,7 +283,7 @@ class Requester:
                             f"{'declared' if exc.declared else 'read'} {exc.size} bytes)", self.secrets()), "too_large"
                     except httpx.TimeoutException as exc:
                         failure, reason = connection_error(exc, self.secrets()), "timeout"
-                    except httpx.TransportError as exc:
+                    except httpx.RequestError as exc:  # transport failures, an undecodable body
                         failure, reason = connection_error(exc, self.secrets()), "connection"
             if resp is not None:
                 status = resp.status_code
@@ -326,6 +327,31 @@ class Requester:
             self.stats.retry_reasons[reason] += 1
             log.info("%s: retry %d in %.2fs (%s)", op, attempt, delay, reason)
             await asyncio.sleep(delay)
+
+
+async def _decoded(resp: httpx.Response, limit: int) -> AsyncIterator[bytes]:
+    """The body's decoded bytes, never more than ``limit + 1`` of them decompressed at once.
+
+    httpx inflates each network chunk in one go, so a small gzip chunk could expand a
+    thousandfold before it is counted; gzip and deflate are inflated here in bounded
+    steps instead.  Other encodings (never asked for) are left to httpx.
+    """
+    encoding = resp.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("gzip", "deflate") or resp.is_stream_consumed:
+        async for chunk in resp.aiter_bytes():
+            yield chunk
+        return
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if encoding == "gzip" else zlib.MAX_WBITS)
+    try:
+        async for raw in resp.aiter_raw():
+            data = raw
+            while data:
+                out = inflater.decompress(data, limit + 1)
+                data = inflater.unconsumed_tail
+                if out:
+                    yield out
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"the {encoding} body could not be decoded ({exc})") from None
 
 
 class _TooLarge(Exception):
