@@ -1,6 +1,7 @@
 """The pages in headless Chromium (Debian's /usr/bin/chromium through Playwright): from the dashboard to a
 failed record in the Error Logs, corrected through the API, retried, succeeded and resolved.
 
+KLAVIYO_SYNC_SCREENSHOT=1 copies its dashboard screenshot to docs/service-dashboard.png.
 Without Chromium the test is skipped, unless KLAVIYO_SYNC_REQUIRE_BROWSER=1 (CI sets it), which
 turns the missing browser into a failure.
 """
@@ -56,7 +57,11 @@ def test_a_failed_record_is_found_corrected_retried_and_resolved_in_the_browser(
                 page.click("button:has-text('Sign in')")
                 assert "Dashboard" in page.inner_text("h1")
                 assert "API key" == page.inner_text("#connection")
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+                shot = tmp_path / "dashboard.png"
+                page.screenshot(path=str(shot), full_page=True)
+                assert shot.stat().st_size > 10_000, "the dashboard screenshot is empty"
+                if os.environ.get("KLAVIYO_SYNC_SCREENSHOT") == "1":  # refresh docs/service-dashboard.png
+                    SCREENSHOT.write_bytes(shot.read_bytes())
                 page.click("text=Error Logs")
                 page.fill("input[name=record]", str(cid))
                 page.click("#filters button")
