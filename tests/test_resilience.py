@@ -213,8 +213,10 @@ def test_a_hostile_collection_stops_the_run_before_anything_is_written(sandbox_f
     for f in (ROOT / "collections").glob("*.yaml"):
         (bad / f.name).write_text(f.read_text())
     target = bad / "add-profile-from-hub.yaml"
-    target.write_text(target.read_text().replace("formula: e164(Phone)",
-                                                 "formula: ().__class__.__bases__[0].__subclasses__()"))
+    shipped = target.read_text()
+    phone_row = 'formula: e164(Phone, get(billing, "Country", None))'
+    assert phone_row in shipped, "the shipped phone row changed: update this test's hostile edit"
+    target.write_text(shipped.replace(phone_row, "formula: ().__class__.__bases__[0].__subclasses__()"))
     settings.write_text(settings.read_text() + f"collections: {bad}\n")
     _run_to_end(settings, "hub", "import", "customers", str(cpath))
     proc = _cli(settings, "dispatch")

@@ -110,7 +110,7 @@ def test_api_key_falls_back_to_the_environment(tmp_path: Path) -> None:
         ("oauth: {client_secret: [s3cr3t-value]}\n",
          ["1:24: S002 oauth.client_secret: must be a string or ${ENV_VAR} reference (value not shown)"]),
         ("colour: blue\n",
-         ["1:1: S002 colour: unknown key (valid: name, version, api_url, api_key, api_revision, generate_events, "
+         ["1:1: S002 colour: unknown key (valid: name, version, api_url, api_key, api_revision, generate_events, default_phone_region, "
           "throttling, oauth, outbound_triggers, poll_interval, request_timeout, request_deadline, "
           "max_response_bytes, hub, collections, service)"]),
         ("- a\n- b\n", ["1:1: S002 the settings file must be a mapping of keys to values"]),
@@ -176,7 +176,7 @@ def test_formulas_see_settings_without_secrets(tmp_path) -> None:
     path = tmp_path / "klaviyo-sync.yaml"
     path.write_text("api_key: pk_formula_secret_1234\noauth: {client_id: c, client_secret: s3cr3t-value}\n")
     seen = load_settings(path).for_formulas()
-    assert {"name", "version", "api_url", "api_revision", "generate_events"} == set(seen)
+    assert {"name", "version", "api_url", "api_revision", "generate_events", "default_phone_region"} == set(seen)
     assert "pk_formula_secret_1234" not in repr(seen) and "s3cr3t-value" not in repr(seen)
 
 
