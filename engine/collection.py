@@ -42,7 +42,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import jsonschema
 
 from engine import catalog
-from engine._yaml import Mark, Path as YPath, load_with_marks, nearest_mark
+from engine._yaml import Mark, Path as YPath, load_with_marks, nearest_mark, read_yaml_file
 from engine.entities import HUB_FIELDS, KLAVIYO_FIELDS, SCOPE_NAMES
 from engine.errors import CollectionError, FormulaError, KlaviyoSyncError, Location
 from engine.formula import CompiledFormula, FormulaEngine
@@ -533,9 +533,11 @@ def display_path(path: Path) -> str:
 def _load_file(path: Path, engine: FormulaEngine) -> tuple[Collection | None, list[KlaviyoSyncError], list[KlaviyoSyncError]]:
     filename = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_yaml_file(path, filename)
+    except OSError as exc:
         return None, [CollectionError(f"cannot read collection: {exc}", code="C000", location=Location(file=filename))], []
+    except CollectionError as exc:  # too large or not UTF-8, located
+        return None, [exc], []
     try:
         data, marks = load_with_marks(text, filename)
     except CollectionError as exc:

@@ -65,7 +65,7 @@ def test_an_impossible_date_stays_the_text_as_written() -> None:
     assert {"a": "2023-13-45", "b": "="} == load_with_marks("a: 2023-13-45\nb: =\n", "x.yaml")[0]
 
 
-@pytest.mark.parametrize(("data", "expected"), [p for p in HOSTILE_YAML if p.id != "non-utf8"])
+@pytest.mark.parametrize(("data", "expected"), HOSTILE_YAML)
 def test_validate_reports_hostile_collections_at_file_line_col(tmp_path: Path, data: bytes, expected: str) -> None:
     """`validate` lists a hostile collection as FILE:LINE:COL: CODE message, exit 1, and still checks the others."""
     folder = tmp_path / "collections"
@@ -81,13 +81,13 @@ def test_validate_reports_hostile_collections_at_file_line_col(tmp_path: Path, d
 
 
 def test_load_collections_reports_a_non_utf8_collection_and_loads_the_others(tmp_path: Path) -> None:
-    """A collection file with bytes that are not UTF-8 is an error naming the file; the others still load."""
+    """A collection file with bytes that are not UTF-8 is a C019 error at its line and column; the others still load."""
     (tmp_path / "bad.yaml").write_bytes(b"title: \xff\n")
     good = SHIPPED / "add-profile-to-hub.yaml"
     report = load_collections([tmp_path / "bad.yaml", good])
     [error] = report.errors
-    assert (str(tmp_path / "bad.yaml"), ["Add Klaviyo Profile TO Hub"]) == (
-        error.location.file, [c.title for c in report.collections])
+    assert (f"{tmp_path / 'bad.yaml'}:1:8: C019 not UTF-8 text: byte 0xff cannot be decoded",
+            ["Add Klaviyo Profile TO Hub"]) == (str(error), [c.title for c in report.collections])
 
 
 # -- settings ---------------------------------------------------------------------------------
