@@ -6,19 +6,24 @@ Contract, as the client uses it:
   more than ``skew`` seconds left, else one refresh first;
 - ``await on_unauthorized()`` after a 401: one refresh, then the client retries once.
 
-Refreshes are serialised by one :class:`asyncio.Lock`: when many requests find the
-token expired (or get 401 together), the first refreshes and the rest take its
-result.  Each request remembers (in a context variable, so per task) which
+Refreshes are serialised by one :class:`asyncio.Lock` in the process and by a lock
+row in the hub across processes (``acquire_token_lock``; a refresh rotates the
+refresh token, so two at once would make one fail with ``invalid_grant``): when
+many requests or processes find the token expired (or get 401 together), the
+first refreshes and the rest take its result.  Each request remembers (in a context variable, so per task) which
 generation of the token it was given; a 401 on a token older than the current
 one takes the current one instead of refreshing again, so late 401s from
 requests already in flight during a refresh cost nothing.  Before refreshing,
-the hub is re-read, so a token another process already refreshed is adopted.
+the hub is re-read (before and after taking the hub lock, and while waiting for
+it), so a token another process already refreshed is adopted without a refresh.
 
 A refresh answer's ``refresh_token`` replaces the stored one (rotation); one
 that leaves it out keeps the old.  A rejected refresh token (``invalid_grant``:
 revoked, uninstalled, 90 days unused) raises
 :class:`~engine.errors.ReauthorizationRequired` with the re-authorise message;
-every failure is written to the hub error log (flow "Authorization and Connection").
+every failure is written to the hub error log (flow "Authorization and Connection"),
+and one only a new login cures is recorded (``set_token_failure``) so that
+``auth status`` says the connection needs re-authorisation.
 """
 
 from __future__ import annotations
@@ -26,20 +31,28 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import time
+import uuid
 from typing import Any
 
 import httpx
 from authlib.integrations.base_client.errors import OAuthError
 
 from engine.errors import AuthError, KlaviyoConnectionError, ReauthorizationRequired
-from engine.oauth import PROVIDER, _http_detail, log_auth_error, oauth_client, oauth_endpoints, store_tokens
+from engine.oauth import (PROVIDER, _http_detail, log_auth_error, oauth_client, oauth_endpoints, scrub,
+                          store_tokens)
 from engine.settings import Settings
 
 log = logging.getLogger("engine.oauth")
 
 # (id of the token source, generation of the token this task was given)
 _GIVEN: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("oauth_token_given", default=(0, -1))
+
+#: Seconds a refresh lock outlives the token call's timeout (a dead holder frees it then).
+LOCK_MARGIN_S = 15.0
+#: Seconds between looks at the hub while another process refreshes.
+LOCK_POLL_S = 0.05
 
 REAUTHORIZE = ("The Klaviyo OAuth connection is no longer valid: Klaviyo rejected the stored refresh "
                "token (revoked, uninstalled or unused for 90 days). Run `klaviyo-sync auth login` to "
@@ -104,20 +117,61 @@ class HubTokenSource:
             _GIVEN.set((id(self), self._generation))
             return self._access
 
-    async def _refresh(self) -> None:
-        """Refresh with the stored refresh token and store the answer; call under the lock."""
+    def _adopt(self) -> bool:
+        """Take a fresh token another source (another process) stored since ours; True if taken."""
         stored = self.hub.get_token(PROVIDER)
         if stored and stored.get("access_token") and stored.get("access_token") != self._access:
-            self._load(stored)  # another process refreshed meanwhile
+            self._load(stored)
             if self._fresh():
                 self._bump()
+                return True
+        return False
+
+    async def _refresh(self) -> None:
+        """Refresh once across every process on this hub; call under the asyncio lock.
+
+        Waits for the hub's refresh lock (:meth:`SqliteHub.acquire_token_lock`), re-reading
+        the stored token meanwhile: when another process refreshed, its token is adopted
+        and no refresh is made.
+        """
+        if self._adopt():
+            return
+        owner = f"{os.getpid()}-{uuid.uuid4().hex}"
+        ttl = self._timeout + LOCK_MARGIN_S
+        deadline = time.monotonic() + ttl + LOCK_MARGIN_S
+        while not self.hub.acquire_token_lock(PROVIDER, owner, ttl=ttl):
+            if self._adopt():
                 return
+            if time.monotonic() > deadline:  # unreachable while holders honour ttl; never wait forever
+                conn = KlaviyoConnectionError(
+                    "An error occurred while contacting Klaviyo: another process held the OAuth "
+                    f"refresh lock for more than {ttl + LOCK_MARGIN_S:g}s")
+                log_auth_error(self.hub, conn)
+                raise conn
+            await asyncio.sleep(LOCK_POLL_S)
+        try:
+            if not self._adopt():
+                await self._refresh_locked()
+        finally:
+            self.hub.release_token_lock(PROVIDER, owner)
+
+    def _give_up(self, failure: AuthError) -> AuthError:
+        """Log a refresh failure that only a new login cures and record it for ``auth status``."""
+        log_auth_error(self.hub, failure)
+        try:
+            self.hub.set_token_failure(PROVIDER, code=failure.code, message=failure.message,
+                                       detail=failure.detail)
+        except Exception:  # the record must never hide the error being reported
+            log.exception("could not record the OAuth refresh failure in the hub")
+        return failure
+
+    async def _refresh_locked(self) -> None:
+        """Refresh with the stored refresh token and store the answer; call under both locks."""
+        stored = self.hub.get_token(PROVIDER)
         refresh_token = (stored or {}).get("refresh_token")
         if not refresh_token:
-            err = ReauthorizationRequired(REAUTHORIZE, detail="no refresh token is stored" if stored
-                                          else "no OAuth connection is stored")
-            log_auth_error(self.hub, err)
-            raise err
+            raise self._give_up(ReauthorizationRequired(
+                REAUTHORIZE, detail="no refresh token is stored" if stored else "no OAuth connection is stored"))
         self.refreshes += 1
         try:
             async with oauth_client(self.settings, self.hub, transport=self._transport,
@@ -131,9 +185,9 @@ class HubTokenSource:
                     "credentials; check oauth.client_id and oauth.client_secret.", code="A021",
                     detail="Klaviyo answered invalid_client")
             else:
-                failure = ReauthorizationRequired(REAUTHORIZE, detail=f"Klaviyo answered {exc.error}")
-            log_auth_error(self.hub, failure)
-            raise failure from None
+                failure = ReauthorizationRequired(
+                    REAUTHORIZE, detail=scrub(self.settings, f"Klaviyo answered {exc.error}"))
+            raise self._give_up(failure) from None
         except (httpx.HTTPError, ValueError) as exc:
             conn = KlaviyoConnectionError(
                 f"An error occurred while contacting Klaviyo: refreshing the OAuth access token failed "

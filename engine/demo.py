@@ -35,6 +35,7 @@ from engine.connect import open_client, open_hub
 from engine.flows.inbound import InboundFlow
 from engine.flows.outbound import dispatch, push
 from engine.flows.summary import RunSummary
+from engine.errors import DemoFolderError, Location
 from engine.hub import import_jsonl
 from engine.sandbox import SandboxOptions, SandboxServer
 from engine.settings import load_settings
@@ -42,6 +43,8 @@ from engine.settings import load_settings
 #: Files the demo owns in its folder (and removes when it starts again).
 DEMO_FILES = ("klaviyo-sync.yaml", "klaviyo-sync.db", "klaviyo-sync.db-wal", "klaviyo-sync.db-shm",
               "customers.jsonl", "transactions.jsonl", "sandbox-state.json")
+#: The first line of the settings file the demo writes: how the demo knows a folder is its own.
+DEMO_MARKER = "# Written by `klaviyo-sync demo`: a subscription pointed at the local sandbox."
 #: A sandbox key: the sandbox accepts any key starting with pk_; this one is no secret.
 DEMO_API_KEY = "pk_demo_sandbox_only"
 
@@ -212,9 +215,52 @@ async def _run(folder: Path, result: DemoResult) -> None:
         hub.close()
 
 
+def check_demo_folder(folder: Path) -> None:
+    """Refuse a folder the demo may not take over; a missing or empty folder, or one holding
+    only the demo's own files (its settings file starting with :data:`DEMO_MARKER`), is fine.
+
+    Raises:
+        DemoFolderError: ``folder`` is a file, holds any other file or folder (a real
+            subscription's settings, a hub the demo did not make), or holds demo-named files
+            without the demo's marked settings file.  Nothing in it is touched.
+    """
+    where = Location(file=str(folder))
+    if folder.exists() and not folder.is_dir():
+        raise DemoFolderError(f"the demo folder {folder} is a file; give --dir a folder", location=where)
+    if not folder.exists():
+        return
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError as exc:
+        raise DemoFolderError(f"cannot read the demo folder {folder}: {exc.strerror or exc}",
+                              location=where) from None
+    others = [n for n in names if n not in DEMO_FILES]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise DemoFolderError(
+            f"refusing to run the demo in {folder}: it holds files the demo did not write ({shown}); "
+            "the demo replaces its folder's hub and settings, so give --dir an empty or new folder",
+            location=where)
+    if names and not _is_demo_settings(folder / "klaviyo-sync.yaml"):
+        raise DemoFolderError(
+            f"refusing to run the demo in {folder}: its klaviyo-sync.yaml"
+            + (" was not written by the demo" if (folder / "klaviyo-sync.yaml").exists() else " is missing")
+            + " (a real subscription's hub or settings?); give --dir an empty or new folder",
+            location=where)
+
+
+def _is_demo_settings(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().rstrip("\r\n") == DEMO_MARKER
+    except OSError:
+        return False
+
+
 def run_demo(folder: str | Path = "demo-hub", *, customers: int = 12, transactions: int = 10,
              profiles: int = 12, seed: int = 7) -> DemoResult:
-    """Run the demo in ``folder`` (created; the demo's own files in it are replaced).
+    """Run the demo in ``folder`` (created; the demo's own files in it are replaced, and a
+    folder holding anything else is refused: :func:`check_demo_folder`).
 
     Returns:
         A :class:`DemoResult`. Raises a :class:`KlaviyoSyncError` only when the demo itself
@@ -223,7 +269,12 @@ def run_demo(folder: str | Path = "demo-hub", *, customers: int = 12, transactio
     """
     started = time.monotonic()
     folder = Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    check_demo_folder(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DemoFolderError(f"cannot create the demo folder {folder}: {exc.strerror or exc}",
+                              location=Location(file=str(folder))) from None
     for name in DEMO_FILES:
         (folder / name).unlink(missing_ok=True)
     cust = _customers(customers)
@@ -235,7 +286,7 @@ def run_demo(folder: str | Path = "demo-hub", *, customers: int = 12, transactio
     try:
         _seed_profiles(handle.state, cust, profiles)
         (folder / "klaviyo-sync.yaml").write_text(
-            "# Written by `klaviyo-sync demo`: a subscription pointed at the local sandbox.\n"
+            f"{DEMO_MARKER}\n"
             "name: Klaviyo Integration (demo)\n"
             "version: v1.0\n"
             f"api_url: {handle.url}\n"
@@ -256,4 +307,4 @@ def run_demo(folder: str | Path = "demo-hub", *, customers: int = 12, transactio
     return result
 
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DEMO_FILES", "DEMO_MARKER", "DemoResult", "check_demo_folder", "run_demo"]

@@ -24,7 +24,9 @@ Tree::
     │   ├── EmailExistsError      "Email address already exists"; ``existing_id`` names it    H002
     │   ├── HubNotFoundError      no record with that id                                      H003
     │   ├── HubLockedError        another process holds the hub file's write lock past the wait  H007
-    │   └── HubVersionError       the hub file was written by a newer release                 H004
+    │   ├── HubVersionError       the hub file was written by a newer release                 H004
+    │   ├── HubFileError          the hub path is a folder or not a SQLite database           H005
+    │   └── ExportTargetError     an export would overwrite a database, or its folder is missing  H006
     ├── KlaviyoError              talking to Klaviyo                                 K0xx
     │   ├── KlaviyoApiError       Klaviyo answered with an error ("Error calling Klaviyo")
     │   │   └── KlaviyoAuthError  401/403 or a failed OAuth refresh: credentials, not the record  K003
@@ -35,6 +37,7 @@ Tree::
         ├── AuthConfigError       Client ID / Client Secret / Redirect URL missing      A001-A004
         ├── AuthorizationError    authorisation data/code missing, token exchange failed A010-A012
         └── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
+    DemoFolderError               ``demo --dir`` names a folder holding files the demo did not write  D001
 """
 
 from __future__ import annotations
@@ -239,6 +242,20 @@ class HubVersionError(HubError):
     code = "H004"
 
 
+class HubFileError(HubError):
+    """The hub path cannot be a hub: a folder, or a file that is not a SQLite database; left untouched."""
+
+    code = "H005"
+    exit_code = 2
+
+
+class ExportTargetError(HubError):
+    """``hub export`` refused its FILE: a SQLite file (a hub) would be overwritten, or its folder is missing."""
+
+    code = "H006"
+    exit_code = 2
+
+
 class KlaviyoError(KlaviyoSyncError):
     code = "K000"
 
@@ -309,6 +326,13 @@ class ReauthorizationRequired(AuthError):
     code = "A020"
 
 
+class DemoFolderError(KlaviyoSyncError):
+    """``demo --dir`` names a folder that holds files the demo did not write; nothing is touched."""
+
+    code = "D001"
+    exit_code = 2
+
+
 # -- inbound flows (engine/flows/inbound.py) ------------------------------------------------
 
 
@@ -344,6 +368,9 @@ __all__ = [
     "HubNotFoundError",
     "HubVersionError",
     "HubLockedError",
+    "HubFileError",
+    "ExportTargetError",
+    "DemoFolderError",
     "KlaviyoError",
     "KlaviyoApiError",
     "KlaviyoAuthError",

@@ -51,6 +51,7 @@ with warnings.catch_warnings():
 
 from engine import catalog
 from engine.errors import AuthConfigError, AuthError, AuthorizationError, KlaviyoSyncError
+from engine.hub._redact import redact, secret_forms
 from engine.settings import Settings
 
 log = logging.getLogger("engine.oauth")
@@ -97,6 +98,34 @@ def log_auth_error(hub: Any, err: KlaviyoSyncError) -> None:
         hub.errors.log(FLOW, err.message, code=err.code, detail=err.detail)
     except Exception:  # the log must never hide the error being reported
         log.exception("could not write the authorisation error to the hub error log")
+
+
+def secret_forms_of(settings: Settings) -> tuple[str, ...]:
+    """Every spelling of this subscription's secrets an echoed request may show: the client
+    secret raw, URL-encoded and as HTTP Basic ``base64(client_id:client_secret)`` (standard,
+    URL-safe, unpadded, URL-encoded), and the API key raw and URL-encoded."""
+    forms: list[str] = []
+    secret = settings.oauth.client_secret.reveal() if settings.oauth.client_secret else ""
+    if secret:
+        forms += secret_forms(secret, client_id=settings.oauth.client_id or "")
+    api_key = settings.api_key.reveal() if settings.api_key is not None else ""
+    if api_key:
+        forms += secret_forms(api_key)
+    return tuple(forms)
+
+
+def scrub(settings: Settings, text: str, limit: int = 300) -> str:
+    """``text`` from an OAuth HTTP answer made safe to print and store: every form of the
+    client secret and API key masked (:func:`secret_forms_of`), token shapes masked, cut to
+    ``limit`` characters (a hostile endpoint may echo the whole request back)."""
+    clean = redact(text, secret_forms_of(settings))
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def answered(settings: Settings, exc: OAuthError) -> str:
+    """``Klaviyo answered <error>[: <description>]`` for a token-endpoint error, scrubbed."""
+    text = f"Klaviyo answered {exc.error}" + (f": {exc.description}" if exc.description else "")
+    return scrub(settings, text)
 
 
 def _failed(hub: Any, err: AuthError) -> AuthError:
@@ -151,6 +180,8 @@ class ConnectionStatus:
     """How the engine reaches Klaviyo, without any secret.
 
     ``method`` is ``"oauth"`` (a connection is stored in the hub), ``"api_key"`` or ``"none"``.
+    A stored connection whose refresh Klaviyo refused (revoked, uninstalled, 90 days unused,
+    client credentials rejected) is ``"oauth"`` with ``needs_reauthorization``: not connected.
     """
 
     method: str
@@ -158,23 +189,45 @@ class ConnectionStatus:
     scopes: tuple[str, ...] = ()
     refreshable: bool = False
     api_key_source: str | None = None
+    #: the recorded refresh failure (``{"code", "message", "detail", "at"}``) when the stored
+    #: connection no longer works: a new ``auth login`` is needed.
+    failure: Mapping[str, Any] | None = None
+
+    @property
+    def needs_reauthorization(self) -> bool:
+        """True when the stored OAuth connection failed to refresh and only a new login cures it."""
+        return self.method == "oauth" and self.failure is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (``auth status --json``)."""
         expires_in = None if self.expires_at is None else round(self.expires_at - time.time())
+        failure = dict(self.failure) if self.failure is not None else None
         return {
             "method": self.method,
+            "connected": self.method != "none" and not self.needs_reauthorization,
+            "needs_reauthorization": self.needs_reauthorization,
             "expires_at": _iso(self.expires_at),
             "expires_in_s": expires_in,
             "expired": expires_in is not None and expires_in <= 0,
             "scopes": list(self.scopes),
-            "refreshable": self.refreshable,
+            "refreshable": self.refreshable and not self.needs_reauthorization,
             "api_key": self.api_key_source,
+            "problem": failure,
         }
 
     def lines(self) -> list[str]:
         """Plain-text form (``auth status``)."""
         d = self.to_dict()
+        if self.needs_reauthorization:
+            assert self.failure is not None
+            out = ["Not connected: the OAuth connection stored in the hub needs re-authorisation.",
+                   str(self.failure.get("message") or ""),
+                   f"Last refresh failed at {self.failure.get('at')}"
+                   + (f": {self.failure['detail']}" if self.failure.get("detail") else "") + "."]
+            if self.api_key_source:
+                out.append(f"An API key is also set ({self.api_key_source}); it is not used while an "
+                           "OAuth connection is stored (`klaviyo-sync auth logout` removes it).")
+            return out
         if self.method == "oauth":
             when = d["expires_at"] or "unknown"
             state = "expired" if d["expired"] else f"in {d['expires_in_s']}s"
@@ -318,14 +371,13 @@ async def login(
             finally:
                 if opener is not None:
                     await asyncio.gather(opener, return_exceptions=True)
-            code = _check_redirect(query, state, hub)
+            code = _check_redirect(query, state, hub, settings)
             try:
                 token = await client.fetch_token(endpoints.token_url, grant_type="authorization_code",
                                                  code=code, code_verifier=verifier, redirect_uri=redirect_uri)
             except OAuthError as exc:
                 raise _failed(hub, AuthorizationError(
-                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012",
-                    detail=f"Klaviyo answered {exc.error}" + (f": {exc.description}" if exc.description else ""),
+                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012", detail=answered(settings, exc),
                 )) from None
             except (httpx.HTTPError, ValueError) as exc:
                 raise _failed(hub, AuthorizationError(
@@ -340,7 +392,7 @@ async def login(
     return connection_status(settings, hub)
 
 
-def _check_redirect(query: Mapping[str, str], state: str, hub: Any) -> str:
+def _check_redirect(query: Mapping[str, str], state: str, hub: Any, settings: Settings) -> str:
     """The code from Klaviyo's redirect, or the catalog error that fits what came back."""
     if not query:
         raise _failed(hub, AuthorizationError(catalog.AUTH_DATA_MISSING, code="A010",
@@ -349,7 +401,7 @@ def _check_redirect(query: Mapping[str, str], state: str, hub: Any) -> str:
         why = query.get("error_description")
         raise _failed(hub, AuthorizationError(
             catalog.AUTH_CODE_MISSING, code="A011",
-            detail=f"Klaviyo answered {query['error']}" + (f": {why}" if why else "")))
+            detail=scrub(settings, f"Klaviyo answered {query['error']}" + (f": {why}" if why else ""))))
     if query.get("state") != state:
         raise _failed(hub, AuthorizationError(
             catalog.AUTH_CODE_MISSING, code="A011",
@@ -378,8 +430,9 @@ def connection_status(settings: Settings, hub: Any) -> ConnectionStatus:
     key = settings.api_key.source if settings.api_key is not None and settings.api_key.reveal() else None
     stored = hub.get_token(PROVIDER) if hub is not None else None
     if stored and (stored.get("access_token") or stored.get("refresh_token")):
+        failure = hub.token_failure(PROVIDER) if hasattr(hub, "token_failure") else None
         return ConnectionStatus("oauth", stored.get("expires_at"), tuple(stored.get("scopes") or ()),
-                                bool(stored.get("refresh_token")), key)
+                                bool(stored.get("refresh_token")), key, failure)
     return ConnectionStatus("api_key" if key else "none", api_key_source=key)
 
 

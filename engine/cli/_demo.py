@@ -25,7 +25,8 @@ def demo_cmd(folder: str, customers: int, transactions: int, profiles: int, seed
     Starts the sandbox on a free loopback port, creates a hub in --dir with sample Customers and
     Transactions, puts sample profiles in the sandbox, then runs dispatch, poll and a Manual Sync
     each way, and prints what happened. The demo's files in --dir are replaced on each run; the
-    hub, settings and sandbox state stay there for `hub show`, `errors` and `status`.
+    hub, settings and sandbox state stay there for `hub show`, `errors` and `status`. A --dir that
+    holds anything else (a real subscription's settings or hub, any other file) is refused.
     """
     from engine.demo import run_demo
 

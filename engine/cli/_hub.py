@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ from typing import Any
 import click
 
 from engine.cli._output import COUNT, RECORD_ID, emit_json, fail, report
-from engine.errors import HubNotFoundError, KlaviyoSyncError, Location
+from engine.errors import ExportTargetError, HubNotFoundError, KlaviyoSyncError, Location
 from engine.hub import SqliteHub, export_jsonl, import_jsonl
+from engine.hub._sqlite import SIDE_FILES, is_sqlite_file
 from engine.settings import Settings, load_settings
 
 KINDS = click.Choice(["customers", "transactions"])
@@ -127,15 +130,57 @@ def show_cmd(entity: str, record_id: int, as_json: bool, config: str | None, hub
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @_common
 def export_cmd(kind: str, file: str | None, config: str | None, hub_path: str | None) -> None:
-    """Write every record of KIND as JSONL to FILE (default standard output)."""
+    """Write every record of KIND as JSONL to FILE (default standard output).
+
+    FILE is written whole or not at all (a temporary file beside it, then renamed),
+    owner-only (0600).  A FILE that is a SQLite database (a hub, the hub in use
+    included) is refused, and so is a FILE whose folder does not exist.
+    """
+    if file:
+        _check_export_target(Path(file), Path(hub_path) if hub_path else _settings(config).hub_path)
     _, store = _open(config, hub_path)
     with store:
         if file:
-            with open(file, "w", encoding="utf-8") as out:
-                count = export_jsonl(store, kind, out)
+            count = _export_atomically(store, kind, Path(file))
             click.echo(f"Exported {count} {kind} to {file}", err=True)
         else:
             export_jsonl(store, kind, click.get_text_stream("stdout"))
+
+
+def _check_export_target(target: Path, hub: Path) -> None:
+    """Refuse an export FILE that would overwrite the hub (or its -wal/-shm), any SQLite file,
+    or whose folder is missing; nothing is touched."""
+    resolved, hub_file = target.resolve(), hub.resolve()
+    if resolved in {hub_file, *(hub_file.with_name(hub_file.name + s) for s in SIDE_FILES)}:
+        raise ExportTargetError(f"refusing to export over the hub in use ({hub}); choose another FILE",
+                                location=Location(file=str(target)))
+    if is_sqlite_file(resolved):
+        raise ExportTargetError(f"refusing to export over {target}: it is a SQLite database (a hub?); "
+                                "choose another FILE", location=Location(file=str(target)))
+    if not resolved.parent.is_dir():
+        raise ExportTargetError(f"cannot export to {target}: the folder {target.parent} does not exist; "
+                                "create it first", location=Location(file=str(target)))
+
+
+def _export_atomically(store: SqliteHub, kind: str, target: Path) -> int:
+    """Export into a temporary file in FILE's folder, then rename it over FILE (all or nothing)."""
+    tmp: str | None = None
+    try:
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.resolve().parent,
+                                         prefix=f".{target.name}.", suffix=".tmp", delete=False) as out:
+            tmp = out.name
+            count = export_jsonl(store, kind, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as exc:
+        raise ExportTargetError(f"cannot write {target}: {exc.strerror or exc}",
+                                location=Location(file=str(target))) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return count
 
 
 # -- errors ----------------------------------------------------------------------------

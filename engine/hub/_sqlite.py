@@ -21,7 +21,7 @@ from typing import Any
 
 from engine import catalog
 from engine.formula.helpers import e164
-from engine.errors import EmailExistsError, HubLockedError, HubNotFoundError, HubRecordError, Location
+from engine.errors import EmailExistsError, HubFileError, HubLockedError, HubNotFoundError, HubRecordError, Location
 from engine.hub._errorlog import ErrorLog
 from engine.hub._migrations import migrate
 from engine.hub._records import address_key, check_address, check_customer
@@ -87,6 +87,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
 
     Raises:
         HubVersionError: the file was written by a newer release.
+        HubFileError: the path is a folder or a file that is not a SQLite database (left untouched).
         HubLockedError: another process kept the file locked longer than ``busy_timeout``.
     """
 
@@ -121,6 +122,14 @@ class SqliteHub(TransactionsMixin, StateMixin):
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self.schema_version = migrate(self._conn, str(self.path))
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            if _is_locked(exc):
+                raise self.locked_error() from None
+            if not _not_a_database(exc):
+                raise
+            raise HubFileError(f"the hub path {self.path} is not a usable hub ({exc}); it was left untouched",
+                               location=Location(file=str(self.path))) from None
         except BaseException:
             self._conn.close()
             raise
@@ -529,18 +538,64 @@ def _address_dict(row: sqlite3.Row) -> dict[str, Any]:
     return record
 
 
-def _create_private(path: Path) -> None:
-    """Create the hub file with owner-only permissions before SQLite opens it.
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: The files SQLite keeps beside a hub in WAL mode (and the rollback journal).
+SIDE_FILES = ("-wal", "-shm", "-journal")
 
-    SQLite gives its -wal and -shm files the database file's permissions, so
-    they stay private too.
+
+def is_sqlite_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a file starting with SQLite's 16-byte header (a hub or any other database)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+
+
+def _create_private(path: Path) -> None:
+    """Check the hub path, create the file owner-only (0600) if missing, make an existing one 0600.
+
+    A folder, or a non-empty file that is not a SQLite database (a text file, a
+    typo'd path), is refused with :class:`HubFileError` before SQLite touches it.
+    An existing hub (and its -wal / -shm) owned by this user is made 0600 whatever
+    its mode: it holds the OAuth tokens.  SQLite gives new -wal and -shm files
+    the database file's permissions, so they stay private too.
     """
-    if path.exists():
+    if path.is_dir():
+        raise HubFileError(f"the hub path {path} is a folder, not a hub file; give a file path "
+                           "(--hub, KLAVIYO_SYNC_HUB or the settings' hub key)",
+                           location=Location(file=str(path)))
+    try:
+        if path.exists():
+            if path.stat().st_size and not is_sqlite_file(path):
+                raise HubFileError(f"the hub path {path} is not a hub: the file exists and is not a "
+                                   "SQLite database; it was left untouched",
+                                   location=Location(file=str(path)))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        for file in (path, *(path.with_name(path.name + side) for side in SIDE_FILES)):
+            _make_private(file)
+    except OSError as exc:
+        raise HubFileError(f"cannot open the hub file {path}: {exc.strerror or exc}",
+                           location=Location(file=str(path))) from None
+
+
+def _make_private(file: Path) -> None:
+    """chmod 0600 when ``file`` exists, is ours and is readable by others."""
+    try:
+        st = file.stat()
+    except FileNotFoundError:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(file, 0o600)
+
+
+def _not_a_database(exc: sqlite3.DatabaseError) -> bool:
+    """True for SQLite's answers that mean the file is no usable database (not "locked" or "busy")."""
+    text = str(exc).lower()
+    return any(s in text for s in ("not a database", "malformed", "unable to open"))
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:

@@ -190,8 +190,12 @@ class StateMixin:
         expires_at: float | None,
         scopes: list[str] | tuple[str, ...] = (),
     ) -> None:
-        """Store (replace) a provider's OAuth tokens; the hub file is owner-only (0600)."""
+        """Store (replace) a provider's OAuth tokens; the hub file is owner-only (0600).
+
+        Storing tokens clears a recorded refresh failure (:meth:`token_failure`).
+        """
         with self.transaction():
+            self._conn.execute("DELETE FROM sync_state WHERE key = ?", (_token_key("failure", provider),))
             self._conn.execute(
                 "INSERT INTO oauth_tokens(provider, access_token, refresh_token, expires_at, scopes,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(provider) DO UPDATE SET"
@@ -215,10 +219,52 @@ class StateMixin:
         }
 
     def delete_token(self, provider: str) -> bool:
-        """Forget a provider's tokens; True if there were any."""
+        """Forget a provider's tokens (and a recorded refresh failure); True if there were any."""
         with self.transaction():
+            self._conn.execute("DELETE FROM sync_state WHERE key = ?", (_token_key("failure", provider),))
             cur = self._conn.execute("DELETE FROM oauth_tokens WHERE provider = ?", (provider,))
         return cur.rowcount > 0
+
+    def set_token_failure(self, provider: str, *, code: str, message: str, detail: str | None = None) -> None:
+        """Record that refreshing the provider's tokens failed for good (no secret in the texts):
+        ``auth status`` reports it until tokens are stored again (login or a successful refresh)."""
+        failure = {"code": code, "message": message, "detail": detail, "at": utc_now()}
+        self.set_state(_token_key("failure", provider), failure)
+
+    def token_failure(self, provider: str) -> dict[str, Any] | None:
+        """The recorded refresh failure ``{"code", "message", "detail", "at"}``, or None."""
+        value = self.get_state(_token_key("failure", provider))
+        return value if isinstance(value, dict) else None
+
+    def acquire_token_lock(self, provider: str, owner: str, *, ttl: float) -> bool:
+        """Take the provider's refresh lock for ``owner`` (for ``ttl`` seconds); False if another
+        owner holds it unexpired.
+
+        The lock serialises token refreshes across processes sharing this hub (a
+        refresh rotates the refresh token, so two at once would make one fail).
+        It is a row, not a held transaction: waiting never blocks other writers,
+        and a holder that dies frees it when ``ttl`` runs out.
+        """
+        key, now = _token_key("lock", provider), time.time()
+        with self.transaction():
+            row = self._conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+            held = json.loads(row[0]) if row is not None else None
+            if isinstance(held, dict) and held.get("owner") != owner and float(held.get("until") or 0) > now:
+                return False
+            self._conn.execute(
+                "INSERT INTO sync_state(key, value, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, json.dumps({"owner": owner, "until": now + ttl}), utc_now()),
+            )
+        return True
+
+    def release_token_lock(self, provider: str, owner: str) -> None:
+        """Free the refresh lock if ``owner`` still holds it."""
+        key = _token_key("lock", provider)
+        with self.transaction():
+            row = self._conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+            if row is not None and (json.loads(row[0]) or {}).get("owner") == owner:
+                self._conn.execute("DELETE FROM sync_state WHERE key = ?", (key,))
 
     # -- overview ---------------------------------------------------------------------
 
@@ -239,6 +285,11 @@ class StateMixin:
                 "SELECT COUNT(*) FROM error_log WHERE resolved_at IS NULL AND level = 'warning'"
             ),
         }
+
+
+def _token_key(kind: str, provider: str) -> str:
+    """The sync_state key of a provider's refresh lock or recorded refresh failure."""
+    return f"oauth_{kind}:{provider}"
 
 
 def _change(row: sqlite3.Row) -> QueuedChange:
