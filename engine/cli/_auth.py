@@ -15,7 +15,7 @@ import webbrowser
 import click
 
 from engine.cli._hub import _common, _open
-from engine.cli._output import emit_json
+from engine.cli._output import BoundedFloat, emit_json
 from engine.oauth import connection_status, login, logout
 
 
@@ -28,7 +28,7 @@ def auth_group() -> None:
 @click.option("--no-browser", is_flag=True, help="Only print the authorize URL; open it yourself.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Listen on this port instead of the redirect URL's (0 = any free port).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+@click.option("--timeout", type=BoundedFloat(1, 3600), default=300.0, show_default=True,
               help="Seconds to wait for the browser to come back.")
 @_common
 def login_cmd(no_browser: bool, port: int | None, timeout: float, config: str | None,
