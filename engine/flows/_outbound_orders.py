@@ -70,10 +70,7 @@ EnsureCustomer = Callable[[dict[str, Any]], Awaitable[tuple[RecordResult, bool]]
 def log_problems(result: RecordResult, flow: str, problems: list[Problem], *, entity: str | None = None,
                  hub_id: int | None = None) -> None:
     """Log each mapping problem with its catalog text, code and where it happened."""
-    for p in problems:
-        where = ":".join(str(x) for x in (p.file, p.line, p.column) if x is not None)
-        result.log(flow, p.message, code=p.code, entity=entity, hub_id=hub_id,
-                   detail="; ".join(x for x in (p.detail, p.row, where) if x))
+    result.log_problems(flow, problems, entity=entity, hub_id=hub_id)
 
 
 def _line_id(outcome: Outcome) -> int | None:

@@ -64,13 +64,11 @@ class ProfileFlow:
         if out.status != OK:
             result.flow = coll.title
             result.outcome = "invalid" if out.status == "invalid" else "skipped"
-            for p in out.problems:
-                where = ":".join(str(x) for x in (p.file, p.line, p.column) if x is not None)
-                result.log(coll.title, p.message, code=p.code,
-                           detail="; ".join(x for x in (p.detail, p.row, where) if x))
+            result.log_problems(coll.title, out.problems)
             if out.status != "invalid":
                 result.note(f"{coll.title}: filtered out")
             return None
+        result.log_problems(coll.title, out.warnings, level="warning")   # e.g. a phone number refused
         request = profile_request(out.payload or {})
         for text in request.problems:
             result.log(coll.title, text, code=CODE_FLAG_UNREADABLE)

@@ -10,12 +10,16 @@ leaves nothing to redo.  A dry run simply never commits.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import KlaviyoApiError, KlaviyoConnectionError, KlaviyoSyncError
 from engine.flows._failures import CODE_UNEXPECTED, is_auth_failure, unexpected_failure
 from engine.flows._outbound_dryrun import RecordedRequest
+
+if TYPE_CHECKING:
+    from engine.mapper import Problem
 
 #: Codes of the outbound flows' own log entries (the catalog texts keep their flow's code).
 CODE_LIST_MISSING = "O001"        # a LIST_/UCLIST_ list name matches no Klaviyo list
@@ -100,6 +104,15 @@ class RecordResult:
         self.logs.append(LogEntry(flow, message, level, entity or self.entity,
                                   self.hub_id if hub_id is None else hub_id,
                                   klaviyo_id or self.klaviyo_id, detail, code))
+
+    def log_problems(self, flow: str, problems: Iterable[Problem], *, level: str = "error",
+                     entity: str | None = None, hub_id: int | None = None) -> None:
+        """Log each mapping problem (or warning) with its catalog text, code and where it happened
+        (row, collection file:line:col)."""
+        for p in problems:
+            where = ":".join(str(x) for x in (p.file, p.line, p.column) if x is not None)
+            self.log(flow, p.message, level=level, code=p.code, entity=entity, hub_id=hub_id,
+                     detail="; ".join(x for x in (p.detail, p.row, where) if x))
 
     def log_exception(self, flow: str, exc: KlaviyoSyncError, *, detail: str | None = None,
                       entity: str | None = None, hub_id: int | None = None) -> None:
