@@ -4,8 +4,9 @@ Table of contents:
 
 Collections and mapping (pure, no I/O)
 - :mod:`engine.collection`  load, check and compile YAML collections into frozen plans
-- :mod:`engine.formula`     the sandboxed formula interpreter (asteval and closure back ends)
-- :mod:`engine.helpers`     the functions formulas may call (get, e164, present, ...)
+- :mod:`engine.formula`     the sandboxed formula interpreter (asteval behind a load-time checker and
+                            run-time guards); :mod:`engine.formula.helpers` the functions formulas
+                            may call (get, e164, present, ...)
 - :mod:`engine.mapper`      one record through one collection's rows
 - :mod:`engine.runner`      one record through a collection and its children: ok / filtered / invalid
 - :mod:`engine.entities`    the fields of Klaviyo resources and hub entities

@@ -21,7 +21,6 @@ destination out — the default, so a missing source is never sent as null),
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -138,7 +137,7 @@ class Mapper:
     Args:
         collection: the compiled plan.
         functions: helper functions for formulas, bound to the run's resolver (see
-            :func:`engine.helpers.bind_helpers`); ``None`` uses the engine's defaults.
+            :func:`engine.formula.helpers.bind_helpers`); ``None`` uses the engine's defaults.
         settings: a plain, secret-free dict exposed to formulas as ``settings``.
     """
 
@@ -169,7 +168,7 @@ class Mapper:
                 kind, arg = _STATIC, row.value
             elif row.type == "field":
                 kind, arg = _READ, row.source_path
-            elif not overridden and (path := path_read(row.formula.source)) is not None:
+            elif not overridden and (path := row.formula.read_path) is not None:
                 kind, arg = _READ, path
             else:
                 kind, arg = _FORMULA, row.formula
@@ -341,41 +340,6 @@ class Mapper:
         if problems:
             return MapResult("invalid", payload=None, problems=problems, warnings=warnings)
         return MapResult("ok", payload=payload, warnings=warnings)
-
-
-def path_read(source: str) -> tuple[str | int, ...] | None:
-    """The path a formula reads when it is nothing but a path read, else None.
-
-    ``email`` reads ('email',); ``get(existing, "FirstName", None)`` reads ('existing',
-    'FirstName'). Such a formula means exactly "the value at this path, or missing", which the
-    mapper evaluates as a field read without the interpreter (same result, a fraction of the cost).
-    """
-    try:
-        tree = ast.parse(source.strip(), mode="eval")
-    except SyntaxError:
-        return None
-    node = tree.body
-    if isinstance(node, ast.Name) and not node.id.startswith("_"):
-        return (node.id,)
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "get"):
-        return None
-    args = list(node.args)
-    default = args[2] if len(args) == 3 else None
-    for kw in node.keywords:
-        if kw.arg != "default" or default is not None:
-            return None
-        default = kw.value
-    if len(args) not in (2, 3) or not (isinstance(default, ast.Constant) and default.value is None):
-        return None
-    base, path = args[0], args[1]
-    if not (isinstance(base, ast.Name) and not base.id.startswith("_")
-            and isinstance(path, ast.Constant) and isinstance(path.value, str)):
-        return None
-    try:
-        steps = helpers._parse_path(path.value)
-    except ValueError:
-        return None
-    return (base.id, *steps)
 
 
 def problem_error(problem: Problem, record_id: str | None = None) -> MappingError:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping
 
-from engine.helpers import to_bool, to_float
+from engine.formula.helpers import to_bool, to_float
 
 LIST_PREFIX = "LIST_"
 UCLIST_PREFIX = "UCLIST_"

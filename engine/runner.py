@@ -10,7 +10,7 @@ derived from the parent's identity and the item (its ``Id`` when it has
 one, else its position), so a retry maps to the same identities.
 
 There is no I/O here.  Helpers that need the hub or Klaviyo reach them through
-the functions the caller passes in (:func:`engine.helpers.bind_helpers`), so
+the functions the caller passes in (:func:`engine.formula.helpers.bind_helpers`), so
 tests can fake them and the flows (poll, dispatch) can supply real ones.
 The flows add the fourth outcome, ``failed`` (the destination refused a
 mapped record), when they write.

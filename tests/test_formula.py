@@ -10,7 +10,7 @@ import pytest
 
 from engine.errors import FormulaRuntimeError, FormulaSyntaxError, PathNotFoundError
 from engine.formula import CompiledFormula, FormulaEngine, Limits
-from engine.helpers import bind_helpers
+from engine.formula.helpers import bind_helpers
 
 
 CUSTOMER_BLOCK = """\

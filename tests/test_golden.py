@@ -13,7 +13,7 @@ import pytest
 
 from engine.cli._collections import StaticResolver
 from engine.collection import load_collections
-from engine.helpers import bind_helpers
+from engine.formula.helpers import bind_helpers
 from engine.runner import Runner, flatten_jsonapi
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -1,4 +1,4 @@
-"""Behaviour of the formula helper functions (engine.helpers)."""
+"""Behaviour of the formula helper functions (engine.formula.helpers)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from engine.errors import FormulaRuntimeError, PathNotFoundError
-from engine.helpers import (
+from engine.formula.helpers import (
     HELPERS, MISSING, bind_helpers, coalesce, e164, get, get_customer_id_by_email,
     get_external_id, is_blank, iso_date, lower, now_utc, to_bool, to_decimal, to_float, to_int,
     to_str, trim, upper,
@@ -123,7 +123,7 @@ def test_bind_helpers_uses_the_resolver() -> None:
 
 def test_present_is_true_only_when_every_path_has_a_value() -> None:
     """present() checks every path for a non-blank value."""
-    from engine.helpers import present
+    from engine.formula.helpers import present
 
     loc = {"address1": "1 Main St", "city": " ", "country": "US"}
     assert present(loc, "address1", "country") is True
@@ -134,7 +134,7 @@ def test_present_is_true_only_when_every_path_has_a_value() -> None:
 
 def test_join_ids_builds_an_identity_only_from_present_parts() -> None:
     """join_ids joins every part, and gives None when any part is blank."""
-    from engine.helpers import join_ids
+    from engine.formula.helpers import join_ids
 
     assert "55260-901" == join_ids(55260, 901)
     assert "a/b" == join_ids("a", "b", sep="/")

@@ -10,7 +10,8 @@ import pytest
 
 from engine import catalog
 from engine.collection import load_collections
-from engine.helpers import bind_helpers
+from engine.formula import FormulaEngine
+from engine.formula.helpers import bind_helpers
 from engine.runner import Runner
 
 HEAD = """\
@@ -224,10 +225,9 @@ def test_line_without_id_is_invalid_not_guessed() -> None:
     ("phone_number or 'N/A'", None),
 ])
 def test_path_read_recognises_only_pure_path_reads(source: str, expected) -> None:
-    """Only a bare name or get(name, "path", None) is evaluated as a field read."""
-    from engine.mapper import path_read
-
-    assert expected == path_read(source)
+    """Only a bare name or get(name, "path", None) is evaluated as a field read (decided once, from
+    the checked syntax tree)."""
+    assert expected == FormulaEngine().compile(source).read_path
 
 
 def test_path_read_rows_match_the_interpreter(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import click
 from engine.cli._output import emit_json
 from engine.collection import load_collections
 from engine.errors import KlaviyoSyncError
-from engine.helpers import bind_helpers
+from engine.formula.helpers import bind_helpers
 from engine.runner import INVALID, Runner, flatten_jsonapi
 
 

@@ -49,7 +49,7 @@ from engine import catalog
 from engine.collection import Collection, CollectionSet
 from engine.errors import EmailExistsError, HubLockedError, HubRecordError, KlaviyoSyncError
 from engine.flows.summary import RunSummary
-from engine.helpers import bind_helpers
+from engine.formula.helpers import bind_helpers
 from engine.mapper import Problem
 from engine.runner import FILTERED, INVALID, OK, Outcome, Runner, flatten_jsonapi
 

@@ -44,7 +44,7 @@ from engine.runner import OK, Outcome, Runner
 
 
 class AnswerResolver:
-    """The Runner's :class:`~engine.helpers.Resolver`: answers only from what the flow resolved.
+    """The Runner's :class:`~engine.formula.helpers.Resolver`: answers only from what the flow resolved.
 
     The flow calls :meth:`set` with one record's answers and maps that record at once
     (no ``await`` in between), so concurrent records never see each other's answers.

@@ -43,7 +43,7 @@ from engine.flows._outbound_orders import AnswerResolver, OrderFlow
 from engine.flows._outbound_profiles import ProfileFlow
 from engine.flows._outbound_records import CODE_NOT_FOUND, RecordResult
 from engine.flows.summary import RunSummary
-from engine.helpers import bind_helpers
+from engine.formula.helpers import bind_helpers
 from engine.hub import QueuedChange
 from engine.klaviyo import KlaviyoClient
 from engine.runner import Runner

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 from engine.errors import FormulaError, FormulaRuntimeError, KlaviyoSyncError
 from engine.formula.check import MUTATING_METHODS, check
 from engine.formula.evaluator import Fault, compile_tree
+from engine.formula.helpers import _parse_path
 from engine.formula.guards import (
     CONTAINERS,
     Budget,
@@ -38,7 +39,7 @@ from engine.formula.guards import (
     shorten_text,
 )
 
-__all__ = ["FormulaEngine", "CompiledFormula", "Limits", "shorten"]
+__all__ = ["FormulaEngine", "CompiledFormula", "Limits", "path_of", "shorten"]
 
 _KINDS = ("formula", "filter")
 _DISPLAYS = (ast.Dict, ast.List, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)
@@ -83,6 +84,37 @@ def _snippet(source: str, node: ast.AST) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def path_of(node: ast.AST) -> tuple[str | int, ...] | None:
+    """The path an expression reads when it is nothing but a path read, else None.
+
+    ``email`` reads ('email',); ``get(existing, "FirstName", None)`` reads ('existing',
+    'FirstName'). Such a formula means exactly "the value at this path, or missing", which the
+    mapper evaluates as a field read without the interpreter (same result, a fraction of the
+    cost): compilation, not a second interpreter.
+    """
+    if isinstance(node, ast.Name) and not node.id.startswith("_"):
+        return (node.id,)
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "get"):
+        return None
+    args = list(node.args)
+    default = args[2] if len(args) == 3 else None
+    for kw in node.keywords:
+        if kw.arg != "default" or default is not None:
+            return None
+        default = kw.value
+    if len(args) not in (2, 3) or not (isinstance(default, ast.Constant) and default.value is None):
+        return None
+    base, path = args[0], args[1]
+    if not (isinstance(base, ast.Name) and not base.id.startswith("_")
+            and isinstance(path, ast.Constant) and isinstance(path.value, str)):
+        return None
+    try:
+        steps = _parse_path(path.value)
+    except ValueError:
+        return None
+    return (base.id, *steps)
+
+
 class CompiledFormula:
     """A checked formula, ready to evaluate many times.
 
@@ -92,12 +124,14 @@ class CompiledFormula:
         names: free names the formula reads (not assigned locally, not functions).
         functions: names of the functions it calls.
         tree: the checked syntax tree (never re-parsed).
+        read_path: the path the formula reads when it is nothing but a path read
+            (:func:`path_of`), else None.
 
     Thread-safe: each evaluation gets its own namespace and budget.
     """
 
     __slots__ = ("source", "kind", "names", "functions", "tree", "_run", "_engine", "_mutates",
-                 "_read", "_merged", "_pure", "_body")
+                 "_read", "_merged", "_pure", "_body", "read_path")
 
     def __init__(self, source: str, kind: str, tree: ast.Module, names: frozenset[str],
                  functions: frozenset[str], engine: "FormulaEngine", is_expression: bool,
@@ -111,6 +145,7 @@ class CompiledFormula:
         self._mutates = mutates
         self._run = compile_tree(tree, is_expression, engine._guards)
         self._body: ast.AST = tree.body[0] if is_expression else tree
+        self.read_path = path_of(tree.body[0].value) if is_expression else None  # type: ignore[attr-defined]
         self._pure = is_expression and not loops and not mutates
         # Every name read anywhere, locals included: a name can be local in one place (a
         # comprehension variable) and free in another; an extra name is harmless.

@@ -1,7 +1,6 @@
 """The helper functions formulas may call, named as formulas spell them.
 
-:data:`HELPERS` is the default table of :class:`engine.formula.FormulaEngine` (also importable
-as ``engine.helpers``).  Every helper is
+:data:`HELPERS` is the default table of :class:`engine.formula.FormulaEngine`.  Every helper is
 a plain function of plain values.  Two helpers reach the hub or Klaviyo and therefore need a
 :class:`Resolver`: ``get_external_id`` (the seeds' ``GetExternalIdAsync``) and
 ``get_customer_id_by_email`` (``GetCustomerIdByEmail``).  In :data:`HELPERS` they raise
