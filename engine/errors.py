@@ -33,11 +33,12 @@ Tree::
     │   └── KlaviyoConnectionError transport failure ("An error occurred while contacting Klaviyo")
     ├── InboundError              the inbound flows (poll, Manual Sync)               I0xx
     │   └── ProfileNotFoundError  Manual Sync of a profile id Klaviyo does not have   I003
-    └── AuthError                 OAuth connection problems                          A0xx
-        ├── AuthConfigError       Client ID / Client Secret / Redirect URL missing      A001-A004
-        ├── AuthorizationError    authorisation data/code missing, token exchange failed A010-A012
-        └── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
-    DemoFolderError               ``demo --dir`` names a folder holding files the demo did not write  D001
+    ├── AuthError                 OAuth connection problems                          A0xx
+    │   ├── AuthConfigError       Client ID / Client Secret / Redirect URL missing      A001-A004
+    │   ├── AuthorizationError    authorisation data/code missing, token exchange failed A010-A012
+    │   └── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
+    ├── DemoFolderError           ``demo --dir`` names a folder holding files the demo did not write  D001
+    └── ServiceError              the ``serve`` process or one request to it (``status`` = HTTP)  V0xx
 """
 
 from __future__ import annotations
@@ -349,6 +350,29 @@ class ProfileNotFoundError(InboundError):
     code = "I003"
 
 
+class ServiceError(KlaviyoSyncError):
+    """A problem of the ``serve`` process or of one request to it.
+
+    Codes: ``V001`` another ``serve`` holds the hub (the lock file beside it names its pid);
+    ``V002`` a non-loopback host without ``service.token``; ``V003`` the address cannot be bound;
+    ``V400`` the request body is not JSON (line and column given) or not the expected shape;
+    ``V401`` no token, a wrong token, or the API is disabled because ``service.token`` is not set;
+    ``V403`` a form without a valid CSRF token, or a state-changing page while no token is set;
+    ``V404`` unknown route or record; ``V405`` method not allowed; ``V413`` the request body is
+    larger than ``service.max_body_bytes``; ``V422`` well-formed but cannot be carried out.
+
+    Attributes:
+        status: the HTTP status the API answers with (requests only).
+    """
+
+    code = "V000"
+    exit_code = 2
+
+    def __init__(self, message: str, *, code: str | None = None, status: int = 400, **kw: Any) -> None:
+        super().__init__(message, code=code, **kw)
+        self.status = status
+
+
 __all__ = [
     "Location",
     "KlaviyoSyncError",
@@ -381,4 +405,6 @@ __all__ = [
     "AuthConfigError",
     "AuthorizationError",
     "ReauthorizationRequired",
+    "ServiceError",
 ]
+

@@ -8,14 +8,14 @@
 - :mod:`engine.service._security`  the token, page sessions, CSRF
 - :mod:`engine.service._metrics`   ``/metrics`` (prometheus_client)
 - :mod:`engine.service._lock`      one ``serve`` per hub (an OS file lock beside the hub)
-- :mod:`engine.service._errors`    :class:`ServiceError` (V0xx)
+- :class:`engine.errors.ServiceError` (V0xx) is the service's one error type
 
 See docs/service.md.
 """
 
 from __future__ import annotations
 
-from engine.service._errors import ServiceError
+from engine.errors import ServiceError
 from engine.service._lock import ServeLock, lock_path
 from engine.service._runtime import Service
 from engine.service.app import build_app, serve

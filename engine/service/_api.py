@@ -22,7 +22,7 @@ from aiohttp import web
 from engine.errors import HubError, HubNotFoundError, HubRecordError, KlaviyoSyncError, Location
 from engine.hub import SqliteHub
 from engine.hub._records import check_customer, check_transaction
-from engine.service._errors import ServiceError
+from engine.errors import ServiceError
 from engine.service._queries import ErrorFilter, hub_status, record_view, search_errors
 from engine.service._runtime import Service
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from engine.errors import Location
-from engine.service._errors import ServiceError
+from engine.errors import ServiceError
 
 
 def lock_path(hub_path: Path) -> Path:

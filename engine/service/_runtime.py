@@ -40,7 +40,7 @@ from engine.flows import InboundFlow, OutboundReport, RunSummary, dispatch, push
 from engine.flows.inbound import POLL_FLOW
 from engine.flows.outbound import open_outbound_client
 from engine.hub import QueuedChange, SqliteHub
-from engine.service._errors import ServiceError
+from engine.errors import ServiceError
 from engine.settings import Settings
 
 T = TypeVar("T")

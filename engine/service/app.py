@@ -34,7 +34,7 @@ from engine.errors import (
     ProfileNotFoundError,
 )
 from engine.service import _api, _pages
-from engine.service._errors import ServiceError
+from engine.errors import ServiceError
 from engine.service._lock import ServeLock
 from engine.service._metrics import CONTENT_TYPE, Metrics
 from engine.service._openapi import document
