@@ -40,6 +40,24 @@ def test_entries_filter_by_flow_level_and_resolution(hub: SqliteHub) -> None:
     assert [c] == ids(hub.errors.list(limit=1))
 
 
+def test_entries_filter_by_code_record_and_text_with_paging(hub: SqliteHub) -> None:
+    """The Error Logs page's filters: code, record (hub id or Klaviyo id), text in the message or
+    the detail (LIKE wildcards taken literally), with a count and an offset for paging."""
+    for i in range(5):
+        hub.errors.log("F", f"m{i}", code="K001" if i % 2 else "M001", entity="Customer", hub_id=i,
+                       klaviyo_id=f"01K{i}", detail="100% off_sale" if i == 3 else None)
+    assert 3 == hub.errors.count(code="M001")
+    assert ["m4", "m2", "m0"] == [e["Message"] for e in hub.errors.list(code="M001")]
+    assert ["m2"] == [e["Message"] for e in hub.errors.list(code="M001", offset=1, limit=1)]
+    assert ["m3"] == [e["Message"] for e in hub.errors.list(record="3")]
+    assert ["m1"] == [e["Message"] for e in hub.errors.list(record="01K1")]
+    assert ["m3"] == [e["Message"] for e in hub.errors.list(text="% off_")]
+    assert 0 == hub.errors.count(text="%x")
+    assert {"flows": ["F"], "codes": ["K001", "M001"]} == hub.errors.facets()
+    assert ["m2"] == [e["Message"] for e in hub.errors.for_record("Customer", 2)]
+    assert ["m4"] == [e["Message"] for e in hub.errors.for_record("Transaction", 99, "01K4")]
+
+
 def test_resolve_marks_once_and_unknown_ids_fail(hub: SqliteHub) -> None:
     """resolve() stamps the first resolution time; an unknown id raises HubNotFoundError."""
     entry_id = hub.errors.log(OUT, "x")

@@ -76,24 +76,47 @@ class ErrorLog:
         *,
         flow: str | None = None,
         level: str | None = None,
+        code: str | None = None,
+        record: str | None = None,
+        text: str | None = None,
         unresolved_only: bool = False,
         limit: int | None = 100,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """Entries newest first, filtered by flow, level and resolution."""
-        where, args = [], []
-        if flow is not None:
-            where.append("flow = ?")
-            args.append(flow)
-        if level is not None:
-            where.append("level = ?")
-            args.append(level)
-        if unresolved_only:
-            where.append("resolved_at IS NULL")
-        sql = "SELECT * FROM error_log"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        rows = self._hub._conn.execute(sql, (*args, -1 if limit is None else limit))
+        """Entries newest first, filtered by flow, level, code, record (a hub id or a Klaviyo id),
+        text (in the message or the detail) and resolution; ``offset`` skips that many."""
+        where, args = _where(flow, level, code, record, text, unresolved_only)
+        rows = self._hub._conn.execute(f"SELECT * FROM error_log{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                                       (*args, -1 if limit is None else limit, offset))
+        return [_entry(r) for r in rows]
+
+    def count(
+        self,
+        *,
+        flow: str | None = None,
+        level: str | None = None,
+        code: str | None = None,
+        record: str | None = None,
+        text: str | None = None,
+        unresolved_only: bool = False,
+    ) -> int:
+        """How many entries :meth:`list` would give with the same filters and no limit."""
+        where, args = _where(flow, level, code, record, text, unresolved_only)
+        return int(self._hub._conn.execute(f"SELECT COUNT(*) FROM error_log{where}", args).fetchone()[0])
+
+    def facets(self) -> dict[str, list[str]]:
+        """The flows and codes present in the log (for filter menus)."""
+        conn = self._hub._conn
+        return {"flows": [r[0] for r in conn.execute("SELECT DISTINCT flow FROM error_log ORDER BY flow")],
+                "codes": [r[0] for r in conn.execute(
+                    "SELECT DISTINCT code FROM error_log WHERE code IS NOT NULL ORDER BY code")]}
+
+    def for_record(self, entity: str, hub_id: int, klaviyo_id: str | None = None, *,
+                   limit: int = 200) -> list[dict[str, Any]]:
+        """Entries newest first about one hub record, or about its Klaviyo id."""
+        rows = self._hub._conn.execute(
+            "SELECT * FROM error_log WHERE (entity = ? AND hub_id = ?) OR (klaviyo_id IS NOT NULL AND klaviyo_id = ?)"
+            " ORDER BY id DESC LIMIT ?", (entity, hub_id, klaviyo_id or "\0", limit))
         return [_entry(r) for r in rows]
 
     def get(self, entry_id: int) -> dict[str, Any] | None:
@@ -115,6 +138,27 @@ class ErrorLog:
         entry = self.get(entry_id)
         assert entry is not None
         return entry
+
+
+def _where(flow: str | None, level: str | None, code: str | None, record: str | None, text: str | None,
+           unresolved_only: bool) -> tuple[str, list[Any]]:
+    """The WHERE clause (or "") and its arguments for :meth:`ErrorLog.list` / :meth:`ErrorLog.count`."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("flow", flow), ("level", level), ("code", code)):
+        if value:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if record:
+        where.append("(CAST(hub_id AS TEXT) = ? OR klaviyo_id = ?)")
+        args += [record, record]
+    if text:
+        where.append("(message LIKE ? ESCAPE '\\' OR detail LIKE ? ESCAPE '\\')")
+        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        args += [like, like]
+    if unresolved_only:
+        where.append("resolved_at IS NULL")
+    return (" WHERE " + " AND ".join(where)) if where else "", args
 
 
 def _entry(row: sqlite3.Row) -> dict[str, Any]:

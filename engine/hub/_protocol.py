@@ -72,6 +72,7 @@ class QueuedChange:
     queued_at: str
     changed_at: str
     attempts: int
+    lease_until: float | None = None  # a claim's lease (epoch seconds) while a process holds it
 
 
 class ErrorLogStore(Protocol):
@@ -97,11 +98,38 @@ class ErrorLogStore(Protocol):
         *,
         flow: str | None = None,
         level: Level | None = None,
+        code: str | None = None,
+        record: str | None = None,
+        text: str | None = None,
         unresolved_only: bool = False,
         limit: int | None = 100,
+        offset: int = 0,
     ) -> list[Record]:
         """Entries newest first: ``Id, At, Flow, Level, Code, Message, Detail, Entity, HubId,
-        KlaviyoId, ResolvedAt``."""
+        KlaviyoId, ResolvedAt``; ``record`` matches a hub id or a Klaviyo id, ``text`` the
+        message or the detail."""
+        ...
+
+    def count(
+        self,
+        *,
+        flow: str | None = None,
+        level: Level | None = None,
+        code: str | None = None,
+        record: str | None = None,
+        text: str | None = None,
+        unresolved_only: bool = False,
+    ) -> int:
+        """How many entries ``list`` gives with the same filters and no limit."""
+        ...
+
+    def facets(self) -> dict[str, list[str]]:
+        """The flows and codes present in the log."""
+        ...
+
+    def for_record(self, entity: str, hub_id: int, klaviyo_id: str | None = None, *,
+                   limit: int = 200) -> list[Record]:
+        """Entries newest first about one hub record, or about its Klaviyo id."""
         ...
 
     def resolve(self, entry_id: int) -> Record:
@@ -148,6 +176,8 @@ class HubStore(Protocol):
     def set_state(self, key: str, value: Any) -> None: ...
 
     # Outbound queue
+    def queued_change(self, entity: str, hub_id: int) -> QueuedChange | None: ...
+
     def pending_changes(self, limit: int | None = 100) -> list[QueuedChange]: ...
     def claim_changes(self, limit: int = 100, *, lease_seconds: float = 300.0) -> list[QueuedChange]: ...
     def ack_change(self, change: QueuedChange | int) -> bool: ...

@@ -109,6 +109,13 @@ class StateMixin:
 
     # -- outbound queue ---------------------------------------------------------------
 
+    def queued_change(self, entity: str, hub_id: int) -> QueuedChange | None:
+        """The record's row in the outbound queue, or None when nothing waits for it."""
+        row = self._conn.execute(
+            "SELECT * FROM outbound_queue WHERE entity = ? AND hub_id = ?", (entity, hub_id)
+        ).fetchone()
+        return None if row is None else _change(row)
+
     def pending_changes(self, limit: int | None = 100) -> list[QueuedChange]:
         """Queued changes not yet acknowledged, oldest first (claimed ones included)."""
         rows = self._conn.execute(
@@ -302,4 +309,5 @@ def _change(row: sqlite3.Row) -> QueuedChange:
         queued_at=row["queued_at"],
         changed_at=row["changed_at"],
         attempts=row["attempts"],
+        lease_until=row["lease_until"],
     )

@@ -1,8 +1,5 @@
-"""Read-only views of the hub for the API and the pages (run on the API's worker thread).
-
-The error-log search (flow, level, code, record id, text, paging) reads the ``error_log``
-table directly: :meth:`ErrorLog.list` filters by flow and level only.
-"""
+"""Read-only views of the hub for the API and the pages (run on the API's worker thread),
+through the hub's own API (the error log's filters and paging, the queue row of one record)."""
 
 from __future__ import annotations
 
@@ -13,10 +10,6 @@ from typing import Any
 
 from engine.hub import SqliteHub
 from engine.service._runtime import OUTCOMES_KEY
-
-_COLUMNS = {"Id": "id", "At": "at", "Flow": "flow", "Level": "level", "Code": "code", "Message": "message",
-            "Detail": "detail", "Entity": "entity", "HubId": "hub_id", "KlaviyoId": "klaviyo_id",
-            "ResolvedAt": "resolved_at"}
 
 
 @dataclass(frozen=True)
@@ -36,44 +29,24 @@ class ErrorFilter:
 
 def search_errors(hub: SqliteHub, flt: ErrorFilter, *, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Entries newest first matching ``flt``, one page of them, and how many match in all."""
-    where, args = [], []
-    for column, value in (("flow", flt.flow), ("level", flt.level), ("code", flt.code)):
-        if value:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if flt.record:
-        where.append("(CAST(hub_id AS TEXT) = ? OR klaviyo_id = ?)")
-        args += [flt.record, flt.record]
-    if flt.text:
-        where.append("(message LIKE ? ESCAPE '\\' OR detail LIKE ? ESCAPE '\\')")
-        like = "%" + flt.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        args += [like, like]
-    if not flt.include_resolved:
-        where.append("resolved_at IS NULL")
-    sql_where = (" WHERE " + " AND ".join(where)) if where else ""
-    conn = hub._conn
-    total = int(conn.execute(f"SELECT COUNT(*) FROM error_log{sql_where}", args).fetchone()[0])
-    rows = conn.execute(f"SELECT * FROM error_log{sql_where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                        (*args, limit, offset)).fetchall()
-    return [{k: r[c] for k, c in _COLUMNS.items()} for r in rows], total
+    filters = {"flow": flt.flow, "level": flt.level, "code": flt.code, "record": flt.record, "text": flt.text,
+               "unresolved_only": not flt.include_resolved}
+    return hub.errors.list(**filters, limit=limit, offset=offset), hub.errors.count(**filters)  # type: ignore[arg-type]
 
 
 def error_facets(hub: SqliteHub) -> dict[str, list[str]]:
     """The flows and codes present in the error log (for the filter menus)."""
-    conn = hub._conn
-    return {"flows": [r[0] for r in conn.execute("SELECT DISTINCT flow FROM error_log ORDER BY flow")],
-            "codes": [r[0] for r in conn.execute("SELECT DISTINCT code FROM error_log WHERE code IS NOT NULL"
-                                                 " ORDER BY code")]}
+    return hub.errors.facets()
 
 
 def queue_state(hub: SqliteHub, entity: str, hub_id: int) -> dict[str, Any] | None:
     """The record's row in the outbound queue, or None when nothing waits for it."""
-    row = hub._conn.execute("SELECT * FROM outbound_queue WHERE entity = ? AND hub_id = ?", (entity, hub_id)).fetchone()
-    if row is None:
+    change = hub.queued_change(entity, hub_id)
+    if change is None:
         return None
-    lease = row["lease_until"]
-    return {"op": row["op"], "version": row["version"], "queued_at": row["queued_at"], "changed_at": row["changed_at"],
-            "attempts": row["attempts"],
+    lease = change.lease_until
+    return {"op": change.op, "version": change.version, "queued_at": change.queued_at,
+            "changed_at": change.changed_at, "attempts": change.attempts,
             "state": "in flight" if lease and lease > time.time() else "waiting"}
 
 
@@ -89,12 +62,8 @@ def record_view(hub: SqliteHub, entity: str, hub_id: int) -> dict[str, Any] | No
             lk = hub.get_klaviyo_id("TransactionLine", int(line["Id"]))
             if lk:
                 links[f"Line {line['Id']}"] = lk
-    rows = hub._conn.execute(
-        "SELECT * FROM error_log WHERE (entity = ? AND hub_id = ?) OR (klaviyo_id IS NOT NULL AND klaviyo_id = ?)"
-        " ORDER BY id DESC LIMIT 200", (entity, hub_id, link or "\0")).fetchall()
-    entries = [{k: r[c] for k, c in _COLUMNS.items()} for r in rows]
     return {"entity": entity, "id": hub_id, "record": record, "links": links,
-            "queue": queue_state(hub, entity, hub_id), "errors": entries}
+            "queue": queue_state(hub, entity, hub_id), "errors": hub.errors.for_record(entity, hub_id, link)}
 
 
 def outcome_history(hub: SqliteHub, now: float | None = None) -> dict[str, dict[str, dict[str, int]]]:
