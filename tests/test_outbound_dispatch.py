@@ -49,7 +49,8 @@ def test_dry_run_shows_decisions_and_requests_and_changes_nothing(outbound) -> N
     matched, created = report.results
     assert f"no link; 409 duplicate_profile: matched existing profile {pid} by email, partial update" == \
         matched.decision
-    assert ["POST", "GET", "PATCH", "GET", "GET", "POST", "POST"] == [r.method for r in matched.requests]
+    assert ["POST", "GET", "PATCH", "GET", "GET", "GET", "POST", "POST"] == [r.method for r in matched.requests]
+    assert {"filter": 'equals(phone_number,"+12125550101")'} == matched.requests[3].params  # PATCH's phone check
     assert f"409 duplicate_profile (profile {pid})" == matched.requests[0].answer
     assert f"/api/profiles/{pid}/" == matched.requests[2].path
     assert {"data": {"type": "profile", "id": pid, "attributes": {

@@ -1,22 +1,31 @@
 """``--dry-run`` for the outbound flows: an httpx transport that sends nothing that writes.
 
 The flows run exactly as in a real dispatch; only the Klaviyo client's transport
-differs.  :class:`DryRunTransport` passes read-only ``GET`` requests to Klaviyo (a
-profile lookup by email is how a match decision is made) and *records* every
-other request -- method, path and JSON body, exactly as the client built it --
-answering it with the response Klaviyo would most likely give:
+differs.  :class:`DryRunTransport` passes read-only ``GET`` requests to Klaviyo and
+*records* every other request -- method, path and JSON body, exactly as the client
+built it -- answering it with the response Klaviyo would give, so the flow takes
+the same decisions (created / linked / updated, conflicts, fallbacks) as the
+dispatch that follows:
 
-* ``POST /api/profiles`` -> 409 ``duplicate_profile`` naming the profile that a
-  read-only lookup by email, then phone number, finds; else 201 with a
+* ``POST /api/profiles`` -> 409 ``duplicate_profile`` naming the profile holding
+  the email, else the phone number, else the external id; else 201 with a
   placeholder id ``dry-run-new-<n>``;
-* ``POST /api/profile-import`` -> 200 with the matched id, else 201;
-* ``PATCH /api/profiles/<id>`` -> 200 echoing the body; a placeholder id is not
-  looked up;
+* ``POST /api/profile-import`` -> 409 naming the email's profile when the
+  identifiers belong to two profiles, 200 with the one matched, else 201;
+* ``PATCH /api/profiles/<id>`` -> 404 when the profile does not exist, 409 naming
+  the profile that already holds one of the new identifiers, else 200 echoing
+  the body;
 * everything else (events, consent jobs, list relationships) -> 202 / 204.
 
-So the recorded requests are the ones a real run would send, given Klaviyo's
-current state and writes that succeed.  The lookups it made itself are recorded
-too (marked ``read_only``) so the output can say which GETs were sent.
+Who holds an identifier is asked of Klaviyo with read-only lookups on
+``GET /api/profiles`` (``filter=equals(<field>,"<value>")``, and
+``GET /api/profiles/<id>`` for existence) in the path style of the revision the
+client uses -- never on the write's own route.  The answers are remembered for the
+run together with the identifiers the simulated writes gave out, so a later record
+of the same run sees the profile an earlier one "created".  The lookups are
+recorded too (marked ``read_only``) so the output can say which GETs were sent.
+A lookup Klaviyo refuses (401, 429, 5xx...) is the answer of the simulated write,
+so the client reacts to it as it would in a real run.
 """
 
 from __future__ import annotations
@@ -63,8 +72,27 @@ class RecordedRequest:
         return text + ("   (read-only, sent)" if self.read_only else "")
 
 
+IDENTIFIERS = ("email", "phone_number", "external_id")  # Klaviyo's matching order
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _key(field: str, value: Any) -> tuple[str, str]:
+    text = str(value)
+    return field, text.lower() if field == "email" else text
+
+
+def _duplicate(pid: str) -> httpx.Response:
+    return httpx.Response(409, json={"errors": [{
+        "id": "dry-run", "status": 409, "code": "duplicate_profile", "title": "Conflict.",
+        "detail": "A profile already exists with one of these identifiers.",
+        "source": {"pointer": "/data/attributes"}, "meta": {"duplicate_profile_id": pid}}]})
+
+
+def _identifiers(attrs: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(f, attrs[f]) for f in IDENTIFIERS if isinstance(attrs.get(f), str) and attrs[f].strip()]
 
 
 class DryRunTransport(httpx.AsyncBaseTransport):
@@ -78,6 +106,8 @@ class DryRunTransport(httpx.AsyncBaseTransport):
         self.inner = inner or httpx.AsyncHTTPTransport()
         self.sink: list[RecordedRequest] = []
         self._new = 0
+        self._owner: dict[tuple[str, str], str | None] = {}  # identifier -> profile holding it (None: nobody)
+        self._exists: dict[str, bool] = {}  # profile id -> whether Klaviyo has it
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -91,22 +121,60 @@ class DryRunTransport(httpx.AsyncBaseTransport):
         await resp.aread()
         return resp
 
-    async def _lookup(self, request: httpx.Request, attrs: dict[str, Any]) -> str | None:
-        """The id of the profile Klaviyo would match by email, then phone (read-only GETs)."""
-        for key in ("email", "phone_number"):
-            value = attrs.get(key)
-            if not value:
-                continue
-            url = request.url.copy_with(query=None).copy_merge_params({"filter": f"equals({key},{_quote(value)})"})
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-type", "content-length")}
-            get = httpx.Request("GET", url, headers=headers)
-            self._record(get, None, read_only=True)
-            resp = await self._get(get)
-            if resp.status_code == 200:
-                data = resp.json().get("data") or []
-                if data:
-                    return str(data[0]["id"])
-        return None
+    @staticmethod
+    def _profiles_url(request: httpx.Request, *tail: str) -> httpx.URL:
+        """``/api/profiles[/<id>]`` in the path style of ``request`` (trailing slash or not)."""
+        path = request.url.path
+        root = path.partition("/api/")[0]
+        new = root + "/api/" + "/".join(("profiles", *tail)) + ("/" if path.endswith("/") else "")
+        return request.url.copy_with(path=new, query=None)
+
+    async def _read(self, request: httpx.Request, url: httpx.URL) -> httpx.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-type", "content-length")}
+        get = httpx.Request("GET", url, headers=headers)
+        self._record(get, None, read_only=True)
+        return await self._get(get)
+
+    def _learn(self, resource: Any) -> None:
+        """Remember a profile resource Klaviyo showed: it exists and holds its identifiers."""
+        if not isinstance(resource, dict) or resource.get("id") is None:
+            return
+        pid = str(resource["id"])
+        self._exists[pid] = True
+        attrs = resource.get("attributes")
+        for field, value in _identifiers(attrs if isinstance(attrs, dict) else {}):
+            self._owner.setdefault(_key(field, value), pid)
+
+    async def _owner_of(self, request: httpx.Request, field: str, value: str) -> str | None | httpx.Response:
+        """The id of the profile holding ``field`` = ``value``, None, or Klaviyo's refusal of the lookup."""
+        key = _key(field, value)
+        if key in self._owner:
+            return self._owner[key]
+        url = self._profiles_url(request).copy_merge_params({"filter": f"equals({field},{_quote(value)})"})
+        resp = await self._read(request, url)
+        if resp.status_code != 200:
+            return resp
+        data = resp.json().get("data") or []
+        for item in data:
+            self._learn(item)
+        self._owner[key] = str(data[0]["id"]) if data else None
+        return self._owner[key]
+
+    async def _missing(self, request: httpx.Request, pid: str) -> httpx.Response | None:
+        """None when profile ``pid`` exists; else Klaviyo's answer (404, or a refused lookup)."""
+        if pid.startswith(PLACEHOLDER_PREFIX) or self._exists.get(pid):
+            return None
+        resp = await self._read(request, self._profiles_url(request, pid))
+        if resp.status_code == 200:
+            self._learn(resp.json().get("data"))
+            return None
+        return resp
+
+    def _give(self, pid: str, attrs: dict[str, Any]) -> None:
+        """A simulated write succeeded: ``pid`` now holds the identifiers it was given."""
+        self._exists[pid] = True
+        for field, value in _identifiers(attrs):
+            self._owner[_key(field, value)] = pid
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
@@ -126,28 +194,62 @@ class DryRunTransport(httpx.AsyncBaseTransport):
 
     async def _simulate(self, request: httpx.Request, body: Any) -> httpx.Response:
         path = request.url.path.rstrip("/")
-        data = (body or {}).get("data") if isinstance(body, dict) else None
-        if request.method == "POST" and (path.endswith("/api/profiles") or path.endswith("/api/profile-import")):
-            attrs = dict((data or {}).get("attributes") or {})
-            found = await self._lookup(request, attrs)
-            if found is not None and path.endswith("/api/profiles"):
-                return httpx.Response(409, json={"errors": [{
-                    "id": "dry-run", "status": 409, "code": "duplicate_profile", "title": "Conflict.",
-                    "detail": "A profile already exists with one of these identifiers.",
-                    "source": {"pointer": "/data/attributes"}, "meta": {"duplicate_profile_id": found}}]})
-            if found is None:
-                self._new += 1
-                found = f"{PLACEHOLDER_PREFIX}{self._new}"
-            status = 201 if found.startswith(PLACEHOLDER_PREFIX) else 200
-            return httpx.Response(status, json={"data": {"type": "profile", "id": found, "attributes": attrs}})
+        data = body.get("data") if isinstance(body, dict) else None
+        attrs = dict(data.get("attributes") or {}) if isinstance(data, dict) else {}
+        if request.method == "POST" and path.endswith("/api/profiles"):
+            return await self._create(request, attrs)
+        if request.method == "POST" and path.endswith("/api/profile-import"):
+            return await self._import(request, attrs)
         if request.method == "PATCH" and "/api/profiles/" in request.url.path:
-            return httpx.Response(200, json={"data": data or {}})
+            return await self._patch(request, path.rsplit("/", 1)[-1], data, attrs)
         if path.endswith("/relationships/profiles"):
             return httpx.Response(204)
         if path.endswith("/api/lists"):
-            return httpx.Response(201, json={"data": {"type": "list", "id": "dry-run-list",
-                                                      "attributes": (data or {}).get("attributes") or {}}})
+            return httpx.Response(201, json={"data": {"type": "list", "id": "dry-run-list", "attributes": attrs}})
         return httpx.Response(202)
+
+    def _created(self, attrs: dict[str, Any]) -> httpx.Response:
+        self._new += 1
+        pid = f"{PLACEHOLDER_PREFIX}{self._new}"
+        self._give(pid, attrs)
+        return httpx.Response(201, json={"data": {"type": "profile", "id": pid, "attributes": attrs}})
+
+    async def _create(self, request: httpx.Request, attrs: dict[str, Any]) -> httpx.Response:
+        for field, value in _identifiers(attrs):
+            owner = await self._owner_of(request, field, value)
+            if isinstance(owner, httpx.Response):
+                return owner
+            if owner is not None:
+                return _duplicate(owner)
+        return self._created(attrs)
+
+    async def _import(self, request: httpx.Request, attrs: dict[str, Any]) -> httpx.Response:
+        owners: list[str] = []
+        for field, value in _identifiers(attrs):
+            owner = await self._owner_of(request, field, value)
+            if isinstance(owner, httpx.Response):
+                return owner
+            if owner is not None and owner not in owners:
+                owners.append(owner)
+        if len(owners) > 1:  # the identifiers belong to different profiles: Klaviyo names the email's
+            return _duplicate(owners[0])
+        if not owners:
+            return self._created(attrs)
+        self._give(owners[0], attrs)
+        return httpx.Response(200, json={"data": {"type": "profile", "id": owners[0], "attributes": attrs}})
+
+    async def _patch(self, request: httpx.Request, pid: str, data: Any, attrs: dict[str, Any]) -> httpx.Response:
+        missing = await self._missing(request, pid)
+        if missing is not None:
+            return missing
+        for field, value in _identifiers(attrs):
+            owner = await self._owner_of(request, field, value)
+            if isinstance(owner, httpx.Response):
+                return owner
+            if owner is not None and owner != pid:
+                return _duplicate(owner)
+        self._give(pid, attrs)
+        return httpx.Response(200, json={"data": data if isinstance(data, dict) else {}})
 
 
 __all__ = ["DryRunTransport", "RecordedRequest", "PLACEHOLDER_PREFIX"]

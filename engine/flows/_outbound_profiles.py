@@ -10,20 +10,28 @@ Matching, in the seeds' order: the external-id **link**, then **email**, then
   identifiers, email first).
 * **Unlinked** otherwise: ``POST /api/profiles`` with the *Add* payload.  201 ->
   created.  409 ``duplicate_profile`` -> the existing id is patched with the
-  *Update* payload.  The sandbox (and, as far as we know, Klaviyo) names the email
-  match first; if the 409 named a profile matched only by phone while the email
-  belongs to another profile, the PATCH answers 409 in turn and only then is the
-  profile looked up by email (``find_profiles``), keeping email-first semantics.
+  *Update* payload.
+
+**Email and phone number on two profiles** (a 409 from ``profile-import``, or from
+the PATCH of the profile a 409 named): Klaviyo's 409 names the email's profile
+first; the PATCH of it answers 409 naming the phone's profile, and the email's
+profile is then patched once more without the phone number -- two calls.  The
+phone number stays on its profile, the O006 warning names both profile ids, and
+list and consent wishes go to the email's profile by its email only: SMS consent
+for a number that profile does not hold is never sent.  Should the 409 have
+named the phone's profile, the PATCH without the phone number answers 409 naming
+the email's, which is then patched (one call more).  A linked profile is handled
+the same way, except that the link always stands.
 
 Every write is partial: only mapped attributes, never a null (see
 :mod:`engine.payloads`).  The **"could not automatically link ... by email
 address"** warning (O006) is logged when the Customer has no email, so matching
-could use the phone number at best, and when the email's profile and the phone's
-profile are different Klaviyo profiles (the phone number stays on the other one).
+could use the phone number at best, and in the two-profiles case above.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from engine import catalog
@@ -38,6 +46,16 @@ from engine.flows._outbound_records import (
 from engine.klaviyo import KlaviyoClient
 from engine.payloads import ProfileRequest, profile_request
 from engine.runner import OK, Runner
+
+
+def _duplicate_id(exc: KlaviyoApiError) -> str | None:
+    """The ``meta.duplicate_profile_id`` of a 409 ``duplicate_profile``, else None."""
+    for err in exc.errors[:1]:
+        meta = err.get("meta") if isinstance(err, dict) else None
+        dup = meta.get("duplicate_profile_id") if isinstance(meta, dict) else None
+        if isinstance(dup, (str, int)) and str(dup):
+            return str(dup)
+    return None
 
 
 class ProfileFlow:
@@ -103,7 +121,7 @@ class ProfileFlow:
         if request is None:
             return True
         try:
-            await self.client.update_profile(link, request.attributes)
+            _, request = await self._patch_split(result, link, request, move=False)
         except KlaviyoApiError as exc:
             if exc.status != 404:
                 raise
@@ -133,55 +151,77 @@ class ProfileFlow:
             except KlaviyoApiError as exc:
                 if exc.status != 409:
                     raise
-                upserted = None  # email and phone belong to two profiles: resolve email-first below
+                upserted, named = None, _duplicate_id(exc)  # email and phone on two profiles: see below
             if upserted is not None:
                 pid, created = upserted
                 self._matched(result, pid, created, "profile-import", add_req)
                 await self._finish(result, self.add if created else self.update or self.add, pid,
                                    add_req if created else update_req)
                 return
-            pid = await self._patch_email_first(result, None, update_req)
+            pid, update_req = await self._patch_email_first(result, named, update_req)
         else:
             pid, created = await self.client.create_profile(add_req.attributes)
             if created:
                 self._matched(result, pid, True, "create", add_req)
                 await self._finish(result, self.add, pid, add_req)
                 return
-            pid = await self._patch_email_first(result, pid, update_req)
+            pid, update_req = await self._patch_email_first(result, pid, update_req)
         self._matched(result, pid, False, "409 duplicate_profile", update_req)
         await self._finish(result, self.update or self.add, pid, update_req)
 
-    async def _patch_email_first(self, result: RecordResult, pid: str | None, request: ProfileRequest) -> str:
-        """Patch the existing profile; when email and phone point to different profiles the
-        email's profile wins (and the phone number stays where it is, with a warning)."""
-        if pid is not None:
-            try:
-                await self.client.update_profile(pid, request.attributes)
-                return pid
-            except KlaviyoApiError as exc:
-                if exc.status != 409 or not request.email:
-                    raise
-        email = request.email
-        if not email:
-            raise KlaviyoApiError(f"{catalog.ERROR_CALLING_KLAVIYO} (HTTP 409): the profile's identifiers belong "
-                                  "to different Klaviyo profiles", status=409, klaviyo_code="duplicate_profile")
-        found = await self.client.find_profiles(email=email)
-        if not found:
-            raise KlaviyoApiError(f"{catalog.ERROR_CALLING_KLAVIYO} (HTTP 409): the profile's identifiers belong "
-                                  "to different Klaviyo profiles", status=409, klaviyo_code="duplicate_profile")
-        target = str(found[0]["id"])
+    async def _patch_email_first(self, result: RecordResult, pid: str | None,
+                                 request: ProfileRequest) -> tuple[str, ProfileRequest]:
+        """Patch the profile a 409 named -> ``(profile id, the request it holds)``.
+
+        When the email and the phone number belong to two profiles the email's profile
+        wins: it is patched without the phone number, which stays where it is (warning
+        naming both profiles), and the request returned has no phone number, so no SMS
+        consent is attached to a profile that does not hold that number.  Klaviyo names
+        the email's profile in its 409, so this costs two PATCHes (the full one, whose 409
+        names the phone's profile, then the one without the phone number); a 409 that
+        named the phone's profile costs one PATCH more.
+        """
+        if pid is None:
+            email = request.email
+            found = await self.client.find_profiles(email=email) if email else []
+            if not found:
+                raise KlaviyoApiError(f"{catalog.ERROR_CALLING_KLAVIYO} (HTTP 409): the profile's identifiers "
+                                      "belong to different Klaviyo profiles", status=409,
+                                      klaviyo_code="duplicate_profile")
+            pid = str(found[0]["id"])
+        return await self._patch_split(result, pid, request, move=True)
+
+    async def _patch_split(self, result: RecordResult, pid: str, request: ProfileRequest, *,
+                           move: bool) -> tuple[str, ProfileRequest]:
+        """PATCH ``pid``; on a 409 naming another profile while the request has both an email and
+        a phone number, keep the phone number where it is (see :meth:`_patch_email_first`).
+        ``move``: the profile may turn out to be the phone's, and the email's is patched instead
+        (never for a linked profile: the link stands)."""
         try:
-            await self.client.update_profile(target, request.attributes)
+            await self.client.update_profile(pid, request.attributes)
+            return pid, request
         except KlaviyoApiError as exc:
-            if exc.status != 409 or "phone_number" not in request.attributes:
+            other = _duplicate_id(exc)
+            if exc.status != 409 or other in (None, pid) or not (request.email and request.phone_number):
                 raise
-            attrs = {k: v for k, v in request.attributes.items() if k != "phone_number"}
-            await self.client.update_profile(target, attrs)
-            result.log(result.flow, catalog.PROFILE_LINK_WARNING, level="warning", code=CODE_LINK_WARNING,
-                       klaviyo_id=target,
-                       detail=f"matched profile {target} by email; phone number {request.phone_number} belongs "
-                              "to another Klaviyo profile and was not moved")
-        return target
+        assert other is not None
+        without = replace(request, attributes={k: v for k, v in request.attributes.items() if k != "phone_number"})
+        email_pid, phone_pid = pid, other
+        try:
+            await self.client.update_profile(pid, without.attributes)
+        except KlaviyoApiError as exc:
+            if not move or exc.status != 409 or _duplicate_id(exc) != other:
+                raise
+            # ``pid`` holds the phone number and ``other`` the email: the email's profile wins
+            email_pid, phone_pid = other, pid
+            await self.client.update_profile(other, without.attributes)
+        result.log(result.flow, catalog.PROFILE_LINK_WARNING, level="warning", code=CODE_LINK_WARNING,
+                   klaviyo_id=email_pid,
+                   detail=f"the email address belongs to Klaviyo profile {email_pid} and phone number "
+                          f"{request.phone_number} to Klaviyo profile {phone_pid}: profile {email_pid} was "
+                          f"updated without the phone number, which stays on profile {phone_pid}; no SMS "
+                          "consent was sent for that phone number")
+        return email_pid, without
 
     def _matched(self, result: RecordResult, pid: str, created: bool, how: str, request: ProfileRequest) -> None:
         result.klaviyo_id = pid
