@@ -50,7 +50,6 @@ DEFAULT_HUB: Final = "klaviyo-sync.db"
 DEFAULT_POLL: Final = "5m"
 MIN_POLL_SECONDS: Final = 1.0  # poll_interval and poll --every: at least one second ...
 MAX_POLL_SECONDS: Final = 7 * 86400.0  # ... and at most a week
-FIRST_REVISION: Final = datetime.date(2023, 2, 22)  # Klaviyo's first dated API revision
 DEFAULT_REQUEST_TIMEOUT: Final = "30s"  # per read/connect of one HTTP attempt (httpx timeout)
 DEFAULT_REQUEST_DEADLINE: Final = "60s"  # whole HTTP attempt: request sent and answer read
 DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
@@ -470,16 +469,15 @@ def _marks(values: Mapping[Any, Any], keys: Mapping[Any, Any]) -> dict[Any, tupl
 
 def _revision_problem(value: str) -> str | None:
     """Why ``value`` (``YYYY-MM-DD`` or ``YYYY-MM-DD.pre``) is not a Klaviyo revision, or None."""
+    from engine.klaviyo import revision as rev
+
     try:
-        day = datetime.date.fromisoformat(value.removesuffix(".pre"))
+        datetime.date.fromisoformat(value.removesuffix(".pre"))
     except ValueError:
         return f"must be a real calendar date YYYY-MM-DD, got {_short(value)}"
-    now = datetime.datetime.now(datetime.timezone.utc).date()
-    today = max(now, datetime.date.today())  # a revision dated today somewhere is not in the future
-    if day < FIRST_REVISION:
-        return f"must be {FIRST_REVISION} (Klaviyo's first dated revision) or later, got {_short(value)}"
-    if day > today:
-        return f"must not be in the future (today is {today}), got {_short(value)}"
+    if not rev.is_known(value):
+        return (f"{_short(value)} is not a Klaviyo API revision; Klaviyo's revisions are "
+                f"{', '.join(rev.known_names())} (a beta one ends in .pre)")
     return None
 
 

@@ -118,11 +118,6 @@ def test_api_key_falls_back_to_the_environment(tmp_path: Path) -> None:
          ["2:1: S001 invalid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"]),
         ("api_revision: 2023-13-45\n",
          ['1:15: S002 api_revision: must be a real calendar date YYYY-MM-DD, got "2023-13-45"']),
-        ("api_revision: 1999-01-01\n",
-         ['1:15: S002 api_revision: must be 2023-02-22 (Klaviyo\'s first dated revision) or later, got "1999-01-01"']),
-        ("api_revision: 2023-02-21.pre\n",
-         ['1:15: S002 api_revision: must be 2023-02-22 (Klaviyo\'s first dated revision) or later, '
-          'got "2023-02-21.pre"']),
         ("poll_interval: 0s\n", ['1:16: S002 poll_interval: must be between 1s and 7 days (168h), got "0s"']),
         ("poll_interval: 0.5s\n", ['1:16: S002 poll_interval: must be between 1s and 7 days (168h), got "0.5s"']),
         ("poll_interval: 169h\n", ['1:16: S002 poll_interval: must be between 1s and 7 days (168h), got "169h"']),
@@ -180,19 +175,24 @@ def test_formulas_see_settings_without_secrets(tmp_path) -> None:
     assert "pk_formula_secret_1234" not in repr(seen) and "s3cr3t-value" not in repr(seen)
 
 
-def test_an_api_revision_in_the_future_is_refused(tmp_path: Path) -> None:
-    """A revision dated after today is a located error naming api_revision and today's date."""
-    today = max(datetime.datetime.now(datetime.timezone.utc).date(), datetime.date.today())
-    tomorrow = today + datetime.timedelta(days=1)
-    path = _file(tmp_path, f"api_revision: {tomorrow}\n")
+@pytest.mark.parametrize("revision", ["1999-01-01", "2021-01-01", "2023-02-21.pre", "2023-10-16", "2099-01-15"])
+def test_a_revision_klaviyo_does_not_publish_is_a_located_error(tmp_path: Path, revision: str) -> None:
+    """Any date that is no Klaviyo revision (past, between two revisions, future) is S002 at its
+    line:column, naming the revisions Klaviyo publishes."""
+    path = _file(tmp_path, f"name: x\napi_revision: {revision}\n")
     with pytest.raises(SettingsErrors) as info:
         load_settings(path, env={})
-    assert [f'{path}:1:15: S002 api_revision: must not be in the future (today is {today}), got "{tomorrow}"'] == [
-        str(e) for e in info.value.errors]
+    [error] = info.value.errors
+    text = str(error)
+    assert text.startswith(f'{path}:2:15: S002 api_revision: "{revision}" is not a Klaviyo API revision; '
+                           "Klaviyo's revisions are 2022-10-17, 2023-02-22, ")
+    assert "2023-10-15, 2023-12-15, 2024-02-15" in text and "2026-07-15" in text
 
 
-def test_todays_and_the_first_revision_are_accepted(tmp_path: Path) -> None:
-    """Klaviyo's first dated revision and today's date are both valid revisions."""
-    today = datetime.date.today().isoformat()
-    for revision in ("2023-02-22", today, f"{today}.pre"):
-        assert revision == load_settings(_file(tmp_path, f"api_revision: {revision}\n"), env={}).api_revision
+def test_every_revision_of_the_table_and_its_beta_are_accepted(tmp_path: Path) -> None:
+    """Each revision of engine.klaviyo.revision.REVISIONS, and the same with .pre, loads."""
+    from engine.klaviyo.revision import REVISIONS
+
+    for entry in REVISIONS:
+        for revision in (entry.name, f"{entry.name}.pre"):
+            assert revision == load_settings(_file(tmp_path, f"api_revision: {revision}\n"), env={}).api_revision
