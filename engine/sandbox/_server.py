@@ -29,6 +29,7 @@ from aiohttp import web
 
 from engine.klaviyo import revision as rev
 from engine.klaviyo.ratelimit import Tier, resolve_tiers
+from engine.sandbox import _jobs
 from engine.sandbox._handlers import ROUTES, STATE_KEY, Handler
 from engine.sandbox._render import BODY_KEY, JSONAPI, REVISION_KEY, body_response
 from engine.sandbox._spec import spec_for
@@ -270,7 +271,7 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
     app = web.Application(middlewares=[pipeline])
     app[STATE_KEY] = state
     route_meta: dict[str, dict[str, dict[str, Any]]] = {}
-    for method, template, handler, tier, capability in ROUTES:
+    for method, template, handler, tier, capability in [*ROUTES, *_jobs.ROUTES]:
         for path in (template, template + "/"):
             app.router.add_route(method, path, handler)
             route_meta.setdefault(path, {})[method] = {"tier": tier, "capability": capability, "template": template}
