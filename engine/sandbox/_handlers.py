@@ -18,8 +18,8 @@ from engine.klaviyo import revision as rev
 from engine.sandbox import _filters as flt
 from engine.sandbox._render import (
     BODY_KEY, REVISION_KEY,
-    additional_fields, body_response, event_resource, list_resource, metric_resource, page_size,
-    page_of, paginate, profile_resource, sort_keyed,
+    additional_fields, body_response, event_resource, included, list_resource, metric_resource, page_size,
+    page_of, paginate, profile_lists, profile_resource, sort_keyed,
 )
 from engine.sandbox._state import SandboxState, invalid, not_found
 
@@ -87,7 +87,11 @@ async def get_profiles(request: web.Request) -> web.Response:
             state.page_cache[cache_key] = (state.version, keyed)
     page, links = page_of(request, keyed, descending=sort.startswith("-"), page_size=page_size(request, 20, 100))
     extra = additional_fields(request)
-    return body_response({"data": [profile_resource(request, p, extra) for p in page], "links": links})
+    body: dict[str, Any] = {"data": [profile_resource(request, p, extra, lists=profile_lists(state, p["id"]))
+                                     for p in page], "links": links}
+    if included(request):
+        body["included"] = []  # conversations and push tokens: the sandbox has none
+    return body_response(body)
 
 
 async def get_profile(request: web.Request) -> web.Response:
@@ -97,7 +101,12 @@ async def get_profile(request: web.Request) -> web.Response:
         p = state.profiles.get(pid)
         if p is None:
             raise not_found(f"A profile with id {pid} does not exist.")
-        return body_response({"data": profile_resource(request, p, additional_fields(request)), "included": []})
+        lists = profile_lists(state, pid)
+        extra: list[dict[str, Any]] = []
+        if "lists" in included(request):
+            extra = [list_resource(request, state.lists[lid]) for lid in lists]
+        return body_response({"data": profile_resource(request, p, additional_fields(request), lists=lists),
+                              "included": extra})
 
 
 def _attrs_and_patch(data: dict[str, Any], revision: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -109,7 +118,7 @@ def _attrs_and_patch(data: dict[str, Any], revision: str) -> tuple[dict[str, Any
 async def create_profile(request: web.Request) -> web.Response:
     attrs, patch = _attrs_and_patch(_data(request), request[REVISION_KEY])
     p = _state(request).create_profile(attrs, patch)
-    return body_response({"data": profile_resource(request, p, set())}, status=201)
+    return body_response({"data": profile_resource(request, p, set(), lists=[])}, status=201)
 
 
 async def update_profile(request: web.Request) -> web.Response:
@@ -119,14 +128,15 @@ async def update_profile(request: web.Request) -> web.Response:
         raise invalid("The id in the body must match the id in the URL.", pointer="/data/id")
     attrs, patch = _attrs_and_patch(data, request[REVISION_KEY])
     p = _state(request).update_profile(pid, attrs, patch)
-    return body_response({"data": profile_resource(request, p, set())})
+    return body_response({"data": profile_resource(request, p, set(), lists=profile_lists(_state(request), pid))})
 
 
 async def profile_import(request: web.Request) -> web.Response:
     data = _data(request)
     attrs, patch = _attrs_and_patch(data, request[REVISION_KEY])
     p, created = _state(request).import_profile(attrs, data.get("id"), patch)
-    return body_response({"data": profile_resource(request, p, set())}, status=201 if created else 200)
+    lists = profile_lists(_state(request), p["id"])
+    return body_response({"data": profile_resource(request, p, set(), lists=lists)}, status=201 if created else 200)
 
 
 # -- lists ---------------------------------------------------------------------------
@@ -183,11 +193,14 @@ async def get_list_profiles(request: web.Request) -> web.Response:
     state = _state(request)
     with state.lock:
         members = state.get_list(request.match_info["id"])["members"]
-        items = [state.profiles[pid] for pid in members if pid in state.profiles]
-    page, links = paginate(request, items, sort_value=lambda p: p["id"], descending=False,
+        items = [{"id": pid, "profile": state.profiles[pid], "joined": at}
+                 for pid, at in members.items() if pid in state.profiles]
+    page, links = paginate(request, items, sort_value=lambda x: x["joined"], descending=False,
                            page_size=page_size(request, 20, 100))
     extra = additional_fields(request)
-    return body_response({"data": [profile_resource(request, p, extra) for p in page], "links": links})
+    data = [profile_resource(request, x["profile"], extra, lists=profile_lists(state, x["id"]), joined=x["joined"])
+            for x in page]
+    return body_response({"data": data, "links": links})
 
 
 # -- events --------------------------------------------------------------------------
@@ -246,19 +259,20 @@ async def get_events(request: web.Request) -> web.Response:
         items = [e for e in state.events if flt.matches(conds, lambda f, e=e: getter(e, f))]
         page, links = paginate(request, items, sort_value=lambda e: e["datetime"],
                                descending=sort.startswith("-"), page_size=200)
-        include = {x for x in request.query.get("include", "").split(",") if x}
-        included: list[dict[str, Any]] = []
+        include = included(request)
+        extra: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
         for e in page:
             if "metric" in include and ("metric", e["metric_id"]) not in seen:
                 seen.add(("metric", e["metric_id"]))
-                included.append(metric_resource(request, state.metrics[e["metric_id"]]))
+                extra.append(metric_resource(request, state.metrics[e["metric_id"]]))
             if "profile" in include and ("profile", e["profile_id"]) not in seen:
                 seen.add(("profile", e["profile_id"]))
-                included.append(profile_resource(request, state.profiles[e["profile_id"]], set()))
+                extra.append(profile_resource(request, state.profiles[e["profile_id"]], set(),
+                                              lists=profile_lists(state, e["profile_id"])))
         body: dict[str, Any] = {"data": [event_resource(request, e) for e in page], "links": links}
         if include:
-            body["included"] = included
+            body["included"] = extra
     return body_response(body)
 
 

@@ -33,8 +33,14 @@ def link(request: web.Request, *segments: str) -> str:
     return base + rev.api_path(revision, *segments)
 
 
-def profile_resource(request: web.Request, p: dict[str, Any], additional: set[str]) -> dict[str, Any]:
-    """A profile as Klaviyo shows it; ``subscriptions`` only when asked for."""
+def profile_resource(request: web.Request, p: dict[str, Any], additional: set[str], *,
+                     lists: list[str] | None = None, joined: datetime | None = None) -> dict[str, Any]:
+    """A profile as Klaviyo shows it, with the request's sparse fieldset applied.
+
+    ``subscriptions`` and ``predictive_analytics`` appear only when ``additional`` asks for them;
+    ``lists`` (ids of the lists it is in) fills ``relationships.lists.data``; ``joined`` is the
+    ``joined_group_at`` of a list member (``GET /api/lists/{id}/profiles``).
+    """
     a = p["attributes"]
     revision = request[REVISION_KEY]
     fields = [f for f in PROFILE_FIELDS if f != "anonymous_id"]
@@ -46,38 +52,55 @@ def profile_resource(request: web.Request, p: dict[str, Any], additional: set[st
         "last_event_date": iso(p["last_event_date"]),
         "location": dict(a.get("location") or {}), "properties": dict(a.get("properties") or {}),
     })
+    if joined is not None:
+        attrs["joined_group_at"] = iso(joined)
     if "subscriptions" in additional:
         attrs["subscriptions"] = json.loads(json.dumps(p["subscriptions"]))
+    if "predictive_analytics" in additional:
+        attrs["predictive_analytics"] = dict.fromkeys(PREDICTIVE_FIELDS)  # the sandbox predicts nothing
     pid = p["id"]
-    return {
+    linkage = {"lists": [{"type": "list", "id": lid} for lid in (lists or [])], "segments": []}
+    return sparse(request, {
         "type": "profile", "id": pid, "attributes": attrs,
         "relationships": {
-            rel: {"links": {"self": link(request, "profiles", pid, "relationships", rel),
+            rel: {"data": linkage[rel],
+                  "links": {"self": link(request, "profiles", pid, "relationships", rel),
                             "related": link(request, "profiles", pid, rel)}}
             for rel in ("lists", "segments")
         },
         "links": {"self": link(request, "profiles", pid)},
-    }
+    })
+
+
+PREDICTIVE_FIELDS = (
+    "historic_clv", "predicted_clv", "total_clv", "historic_number_of_orders", "predicted_number_of_orders",
+    "average_days_between_orders", "average_order_value", "churn_probability", "expected_date_of_next_order",
+)
+
+
+def profile_lists(state: SandboxState, pid: str) -> list[str]:
+    """Ids of the lists a profile belongs to (``relationships.lists.data``)."""
+    with state.lock:
+        return [lid for lid, lst in state.lists.items() if pid in lst["members"]]
 
 
 def list_resource(request: web.Request, lst: dict[str, Any]) -> dict[str, Any]:
-    return {
+    # No ``relationships``: the 2023-10-15 spec wants the members' ids in them (a list can hold millions).
+    return sparse(request, {
         "type": "list", "id": lst["id"],
         "attributes": {"name": lst["name"], "created": iso(lst["created"]), "updated": iso(lst["updated"]),
                        "opt_in_process": "single_opt_in"},
-        "relationships": {"profiles": {"links": {"self": link(request, "lists", lst["id"], "relationships", "profiles"),
-                                                 "related": link(request, "lists", lst["id"], "profiles")}}},
         "links": {"self": link(request, "lists", lst["id"])},
-    }
+    })
 
 
 def metric_resource(request: web.Request, m: dict[str, Any]) -> dict[str, Any]:
-    return {
+    return sparse(request, {
         "type": "metric", "id": m["id"],
         "attributes": {"name": m["name"], "created": iso(m["created"]), "updated": iso(m["updated"]),
                        "integration": {"object": "integration", "id": "0rG4eQ", "name": "API", "category": "API"}},
         "links": {"self": link(request, "metrics", m["id"])},
-    }
+    })
 
 
 def event_resource(request: web.Request, e: dict[str, Any]) -> dict[str, Any]:
@@ -86,16 +109,50 @@ def event_resource(request: web.Request, e: dict[str, Any]) -> dict[str, Any]:
         props["$value"] = e["value"]
     props["$event_id"] = e["unique_id"]
     when: datetime = e["datetime"]
-    return {
+    return sparse(request, {
         "type": "event", "id": e["id"],
         "attributes": {"timestamp": int(when.timestamp()), "event_properties": props,
                        "datetime": iso(when), "uuid": e["id"]},
         "relationships": {
-            "metric": {"data": {"type": "metric", "id": e["metric_id"]}},
-            "profile": {"data": {"type": "profile", "id": e["profile_id"]}},
+            rel: {"data": {"type": rel, "id": e[rel + "_id"]},
+                  "links": {"self": link(request, "events", e["id"], "relationships", rel),
+                            "related": link(request, "events", e["id"], rel)}}
+            for rel in ("metric", "profile")
         },
         "links": {"self": link(request, "events", e["id"])},
-    }
+    })
+
+
+def sparse(request: web.Request, resource: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``fields[<type>]=a,b.c`` (JSON:API sparse fieldsets): only the attributes asked for.
+
+    A dotted name keeps that nested value only (``location.city``); ``id`` is always kept.
+    """
+    raw = request.query.get(f"fields[{resource['type']}]")
+    if not raw:
+        return resource
+    attrs = resource.get("attributes") or {}
+    picked: dict[str, Any] = {}
+    for name in (x.strip() for x in raw.split(",")):
+        parts = [x for x in name.split(".") if x]
+        src: Any = attrs
+        for part in parts:
+            src = src.get(part, _MISSING) if isinstance(src, dict) else _MISSING
+        if not parts or src is _MISSING:
+            continue
+        dst = picked
+        for part in parts[:-1]:
+            dst = dst.setdefault(part, {})
+        dst[parts[-1]] = src
+    return {**resource, "attributes": picked}
+
+
+_MISSING = object()
+
+
+def included(request: web.Request) -> set[str]:
+    """The ``include=`` names of the request."""
+    return {x.strip() for x in request.query.get("include", "").split(",") if x.strip()}
 
 
 def _key(value: Any, ident: str) -> list[Any]:
@@ -156,8 +213,8 @@ def page_of(request: web.Request, keyed: tuple[list[list[Any]], list[dict[str, A
         raise invalid("Invalid page cursor.", parameter="page[cursor]") from None
     more = len(idx) > page_size
     idx = idx[:page_size]
-    links: dict[str, Any] = {"self": str(request.url), "first": str(request.url.with_query({k: v for k, v in request.query.items() if k != "page[cursor]"})),
-                             "last": None, "prev": None, "next": None}
+    # Klaviyo's CollectionLinks: ``self`` always, ``next`` / ``prev`` only when there is such a page.
+    links: dict[str, Any] = {"self": str(request.url)}
     if more:
         token = base64.urlsafe_b64encode(json.dumps(keys[idx[-1]]).encode()).decode().rstrip("=")
         links["next"] = str(request.url.update_query({"page[cursor]": token}))
@@ -184,5 +241,5 @@ def additional_fields(request: web.Request) -> set[str]:
 
 __all__ = [
     "body_response", "profile_resource", "list_resource", "metric_resource", "event_resource",
-    "paginate", "page_size", "additional_fields", "link", "SandboxState",
+    "paginate", "page_size", "additional_fields", "link", "SandboxState", "sparse", "included", "profile_lists",
 ]
