@@ -61,6 +61,7 @@ def seed(state: SandboxState, n: int) -> None:
             attrs["location"] = dict(address, address1=f"{i} Main St")
         p["created"] = p["updated"] = start + timedelta(seconds=i)
         state.profiles[p["id"]] = p
+    state.reindex()
 
 
 def serve(n: int, rate_limits: bool, conn: Any) -> None:

@@ -211,6 +211,7 @@ async def test_two_profiles_with_one_email_make_one_customer(inbound):
     second = state.add_profile(phone_number="+15005550009", first_name="Second")
     with state.lock:  # Klaviyo can hold this; the sandbox refuses it through the API
         state.profiles[second]["attributes"]["email"] = "twin@example.com"
+        state.reindex()
     await inbound.poll()
     customer = _one(inbound)
     assert ("twin@example.com", "First") == (customer["EmailAddress"], customer["FirstName"])
@@ -234,6 +235,7 @@ async def test_case_variant_email_warns_and_adds(inbound):
     pid = state.add_profile(email="eve.other@example.com")
     with state.lock:  # the sandbox lowercases emails; give the profile a mixed-case one directly
         state.profiles[pid]["attributes"]["email"] = "Eve@Example.com"
+        state.reindex()
     await inbound.poll()
     assert ["Eve@Example.com", "eve@example.com"] == sorted(c["EmailAddress"] for c in inbound.customers())
     assert [("warning", catalog.CUSTOMER_LINK_WARNING)] == [(e["Level"], e["Message"]) for e in inbound.errors()]

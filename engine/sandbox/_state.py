@@ -27,6 +27,7 @@ from typing import Any
 from engine.sandbox._filters import Condition, matches
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
+INDEXED = (*IDENTIFIERS, "anonymous_id")
 PROFILE_FIELDS = (
     "email", "phone_number", "external_id", "anonymous_id", "first_name", "last_name",
     "organization", "locale", "title", "image",
@@ -95,6 +96,12 @@ class SandboxState:
         self.events: list[dict[str, Any]] = []
         self._event_keys: set[tuple[str, str, str]] = set()
         self.jobs: dict[str, dict[str, Any]] = {}
+        # Identifier indexes: field -> normalised value -> the first profile holding it; further
+        # holders (Klaviyo can hold two profiles with one email after a merge; tests seed that) in
+        # _extra_holders.  Writes and lookups cost O(1) in the number of profiles.
+        self._holder: dict[str, dict[Any, str]] = {f: {} for f in INDEXED}
+        self._extra_holders: dict[tuple[str, Any], list[str]] = {}
+        self._metric_by_name: dict[str, str] = {}
         #: bumped on every change; caches of sorted query results are valid for one version
         self.version = 0
         self.page_cache: dict[Any, tuple[int, Any]] = {}
@@ -125,15 +132,68 @@ class SandboxState:
 
     # -- profiles --------------------------------------------------------------------
 
+    @staticmethod
+    def _norm(field: str, value: Any) -> Any:
+        return value.lower() if field == "email" and isinstance(value, str) else value
+
     def _index(self, field: str, value: Any) -> str | None:
-        if value is None:
+        """The first profile whose ``field`` equals ``value`` (emails ignore case), or None."""
+        if value is None or field not in self._holder:
             return None
-        norm = value.lower() if field == "email" else value
-        for pid, p in self.profiles.items():
-            cur = p["attributes"].get(field)
-            if cur is not None and (cur.lower() if field == "email" else cur) == norm:
-                return pid
-        return None
+        try:
+            return self._holder[field].get(self._norm(field, value))
+        except TypeError:  # an unhashable value (a list sent as an email) matches nobody
+            return None
+
+    def holders(self, field: str, value: Any) -> list[str]:
+        """Every profile whose ``field`` equals ``value``, first holder first."""
+        first = self._index(field, value)
+        if first is None:
+            return []
+        return [first, *self._extra_holders.get((field, self._norm(field, value)), [])]
+
+    def _hold(self, field: str, value: Any, pid: str) -> None:
+        if value is None:
+            return
+        norm = self._norm(field, value)
+        try:
+            current = self._holder[field].setdefault(norm, pid)
+        except TypeError:
+            return
+        if current != pid:
+            extra = self._extra_holders.setdefault((field, norm), [])
+            if pid not in extra:
+                extra.append(pid)
+
+    def _release(self, field: str, value: Any, pid: str) -> None:
+        if value is None:
+            return
+        norm = self._norm(field, value)
+        try:
+            current = self._holder[field].get(norm)
+        except TypeError:
+            return
+        extra = self._extra_holders.get((field, norm))
+        if current == pid:
+            if extra:
+                self._holder[field][norm] = extra.pop(0)
+            else:
+                del self._holder[field][norm]
+        elif extra and pid in extra:
+            extra.remove(pid)
+        if extra is not None and not extra:
+            del self._extra_holders[(field, norm)]
+
+    def reindex(self) -> None:
+        """Rebuild the identifier and metric indexes (after changing ``profiles`` directly)."""
+        with self.lock:
+            self._holder = {f: {} for f in INDEXED}
+            self._extra_holders = {}
+            for pid, p in self.profiles.items():
+                for f in INDEXED:
+                    self._hold(f, p["attributes"].get(f), pid)
+            self._metric_by_name = {m["name"]: mid for mid, m in self.metrics.items()}
+            self.dirty = True
 
     def _check_values(self, attrs: Mapping[str, Any]) -> None:
         email = attrs.get("email")
@@ -165,10 +225,14 @@ class SandboxState:
         a = p["attributes"]
         for key, value in attrs.items():
             if key in PROFILE_FIELDS:
+                if key in INDEXED:
+                    self._release(key, a.get(key), p["id"])
                 if value is None:
                     a.pop(key, None)
                 else:
                     a[key] = value.lower() if key == "email" else value
+                if key in INDEXED:
+                    self._hold(key, a.get(key), p["id"])
             elif key == "location":
                 if value is None:
                     a["location"] = {}
@@ -240,11 +304,12 @@ class SandboxState:
                 if pid not in self.profiles:
                     raise not_found(f"A profile with id {pid} does not exist.")
                 return self.update_profile(pid, attrs, patch), False
-            matched = {self._index(f, attrs.get(f)) for f in IDENTIFIERS} - {None}
+            # In identifier order (email, phone, external id): a clash names the email's profile.
+            matched = list(dict.fromkeys(m for f in IDENTIFIERS if (m := self._index(f, attrs.get(f)))))
             if len(matched) > 1:
-                raise self.duplicate(sorted(m for m in matched if m)[0])
+                raise self.duplicate(matched[0])
             if matched:
-                return self.update_profile(matched.pop() or "", attrs, patch), False
+                return self.update_profile(matched[0], attrs, patch), False
             return self.create_profile(attrs, patch), True
 
     def resolve_profile(self, pid: str | None, attrs: Mapping[str, Any], *, create: bool = True) -> dict[str, Any]:
@@ -271,8 +336,25 @@ class SandboxState:
     def query_profiles(self, conds: list[Condition], ids: set[str] | None = None) -> list[dict[str, Any]]:
         """Profiles matching every condition (unsorted)."""
         with self.lock:
+            narrowed = self._candidates(conds)
+            if narrowed is not None:
+                ids = narrowed if ids is None else ids & narrowed
             pool = self.profiles.values() if ids is None else [self.profiles[i] for i in ids if i in self.profiles]
             return [p for p in pool if matches(conds, lambda f, p=p: self.profile_field(p, f))]
+
+    def _candidates(self, conds: list[Condition]) -> set[str] | None:
+        """The ids an ``equals``/``any`` condition on an identifier allows (None: no such condition)."""
+        out: set[str] | None = None
+        for c in conds:
+            if c.op not in ("equals", "any") or c.field not in ("id", *INDEXED):
+                continue
+            values = c.value if isinstance(c.value, list) else [c.value]
+            if c.field == "id":
+                found = {v for v in values if isinstance(v, str) and v in self.profiles}
+            else:
+                found = {pid for v in values for pid in self.holders(c.field, v)}
+            out = found if out is None else out & found
+        return out
 
     @staticmethod
     def profile_field(p: dict[str, Any], field: str) -> Any:
@@ -295,9 +377,14 @@ class SandboxState:
                 raise ValueError(f"profile id {profile_id!r} is already taken")
             p = self.create_profile(attributes)
             if profile_id is not None:
-                del self.profiles[p["id"]]
+                old_id = p["id"]
+                for f in INDEXED:
+                    self._release(f, p["attributes"].get(f), old_id)
+                del self.profiles[old_id]
                 p["id"] = profile_id
                 self.profiles[profile_id] = p
+                for f in INDEXED:
+                    self._hold(f, p["attributes"].get(f), profile_id)
                 self.dirty = True
             return str(p["id"])
 
@@ -356,12 +443,13 @@ class SandboxState:
 
     def metric_for(self, name: str) -> dict[str, Any]:
         with self.lock:
-            for m in self.metrics.values():
-                if m["name"] == name:
-                    return m
+            mid = self._metric_by_name.get(name)
+            if mid is not None and mid in self.metrics:
+                return self.metrics[mid]
             now = self.clock()
             m = {"id": self._short_id(), "name": name, "created": now, "updated": now}
             self.metrics[m["id"]] = m
+            self._metric_by_name[name] = m["id"]
             return m
 
     def record_event(
@@ -417,6 +505,7 @@ class SandboxState:
             self.profiles, self.lists, self.metrics = d["profiles"], d["lists"], d["metrics"]
             self.events, self.jobs = d["events"], d.get("jobs", {})
             self._event_keys = {(e["profile_id"], e["metric_id"], e["unique_id"]) for e in self.events}
+            self.reindex()
 
     def save(self, path: Path) -> None:
         """Write the state atomically to ``path``."""
