@@ -42,6 +42,7 @@ import jsonschema
 
 from engine._yaml import load_with_marks, read_yaml_file
 from engine.errors import CollectionError, Location, SettingsError, SettingsErrors
+from engine.klaviyo.ratelimit import tiers_for
 
 DEFAULT_FILE: Final = "klaviyo-sync.yaml"
 DEFAULT_API_URL: Final = "https://a.klaviyo.com"
@@ -244,6 +245,14 @@ def _default_tiers() -> Mapping[str, TierLimit]:
     return MappingProxyType({t: TierLimit(b, s) for t, (b, s) in DEFAULT_TIERS.items()})
 
 
+def _revision_tiers(revision: Any) -> dict[str, tuple[int, int]]:
+    """Klaviyo's tier figures at ``revision`` (its L tier is 750/min from 2026-01-15), else the defaults."""
+    try:
+        return {t: (v.burst, v.steady) for t, v in tiers_for(str(revision or DEFAULT_REVISION)).items()}
+    except ValueError:  # a malformed revision is reported on its own (S002); the defaults stand meanwhile
+        return dict(DEFAULT_TIERS)
+
+
 def default_path(env: Mapping[str, str] | None = None) -> Path:
     """The settings file used when none is given: ``$KLAVIYO_SYNC_CONFIG`` or ``./klaviyo-sync.yaml``."""
     env = os.environ if env is None else env
@@ -383,7 +392,7 @@ def _resolve(data: dict[str, Any], file: Path | None, env: Mapping[str, str]) ->
     throttle = data.get("throttling") or {}
     tiers = {
         t: TierLimit(throttle.get(t, {}).get("burst", b), throttle.get(t, {}).get("steady", s))
-        for t, (b, s) in DEFAULT_TIERS.items()
+        for t, (b, s) in _revision_tiers(data.get("api_revision")).items()
     }
     triggers = data.get("outbound_triggers") or {}
     poll_text = str(data.get("poll_interval", DEFAULT_POLL))

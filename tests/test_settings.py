@@ -64,7 +64,7 @@ collections: mine
     assert ("Shop", "v2.0", "http://127.0.0.1:8080", "2026-07-15", False) == (
         s.name, s.version, s.api_url, s.api_revision, s.generate_events)
     assert (KEY, "env:MY_KEY", "shh-123") == (s.api_key.reveal(), s.api_key.source, s.oauth.client_secret.reveal())
-    assert (TierLimit(5, 700), 2) == (s.throttling.tiers["L"], s.throttling.max_concurrency)
+    assert (TierLimit(5, 750), 2) == (s.throttling.tiers["L"], s.throttling.max_concurrency)  # L is 750/min at 2026-07-15
     assert (("profiles:read",), "cid") == (s.oauth.scopes, s.oauth.client_id)
     assert frozenset({"Customer"}) == s.outbound_triggers.entities()
     assert (30.0, tmp_path / "data/hub.db", tmp_path / "mine") == (s.poll_interval, s.hub_path, s.collections_dir)

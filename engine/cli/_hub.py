@@ -23,6 +23,7 @@ from engine.cli._output import COUNT, RECORD_ID, emit_json, fail, report
 from engine.errors import ExportTargetError, HubNotFoundError, KlaviyoSyncError, Location
 from engine.hub import SqliteHub, export_jsonl, import_jsonl
 from engine.hub._sqlite import SIDE_FILES, is_sqlite_file
+from engine.klaviyo import revision as rev
 from engine.settings import Settings, load_settings
 
 KINDS = click.Choice(["customers", "transactions"])
@@ -237,6 +238,8 @@ def status_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
             "hub": str(store.path),
             "settings": str(settings.source) if settings.source else None,
             "authentication": "api key" if settings.api_key else "none configured",
+            "api_revision": settings.api_revision,
+            "revision_support": rev.support(settings.api_revision).to_dict(),
             "outbound_triggers": sorted(settings.outbound_triggers.entities()),
             "counts": store.counts(),
             "last_polls": store.cursors(),
@@ -248,6 +251,12 @@ def status_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
     click.echo(f"Hub:        {data['hub']}")
     click.echo(f"Settings:   {data['settings'] or '(defaults; no settings file)'}")
     click.echo(f"Auth:       {data['authentication']}")
+    support = data["revision_support"]
+    until = "" if not support["retired"] else (
+        f" since {support['retired']}" if support["state"] == "retired" else f", supported until {support['retired']}")
+    click.echo(f"Revision:   {data['api_revision']} ({support['state']}{until})")
+    if support["warning"]:
+        click.echo(f"Warning: {support['warning']}", err=True)
     click.echo(f"Triggers:   {', '.join(data['outbound_triggers']) or 'none enabled'}")
     for key, value in data["counts"].items():
         click.echo(f"{key.replace('_', ' ').capitalize() + ':':<22}{value}")

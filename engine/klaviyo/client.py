@@ -96,7 +96,7 @@ class KlaviyoClient:
         self.revision = rev.normalize(revision)
         self.base_url = base_url.rstrip("/")
         self.stats = ClientStats()
-        self.budget = budget or RateBudget(tier_overrides)
+        self.budget = budget or RateBudget(tier_overrides, revision=self.revision)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=timeout,
@@ -448,7 +448,7 @@ class KlaviyoClient:
         """
         params = {"filter": filter, "sort": sort, "include": "metric,profile"}
         out: list[dict[str, Any]] = []
-        async for page in self._pages("get_events", self._path("events"), "L", params):
+        async for page in self._pages("get_events", self._path("events"), "XL", params):
             inc = {(r["type"], r["id"]): r for r in page.included()}
             for ev in page.items():
                 rel = ev.get("relationships") or {}

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from engine.klaviyo import revision as rev
+
 
 @dataclass(frozen=True)
 class Tier:
@@ -41,13 +43,27 @@ TIERS: dict[str, Tier] = {
 }
 
 
-def resolve_tiers(overrides: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Tier]:
-    """The tier table with ``overrides`` applied, e.g. ``{"L": {"burst": 75, "steady": 700}}``.
+def tiers_for(revision: str | None) -> dict[str, Tier]:
+    """Klaviyo's tier table at ``revision``: the specs' ``x-klaviyo-ratelimit`` figures.
+
+    From 2026-01-15 the L tier's steady limit is 750 a minute (700 before); the
+    other tiers are the same at every revision.  ``tests/test_rate_tiers.py`` checks
+    every route the engine and the sandbox use against both shipped specs.
+    """
+    tiers = dict(TIERS)
+    if revision and rev.supports(revision, "l_tier_750"):
+        tiers["L"] = Tier("L", 75, 750)
+    return tiers
+
+
+def resolve_tiers(overrides: Mapping[str, Mapping[str, int]] | None = None,
+                  revision: str | None = None) -> dict[str, Tier]:
+    """The tier table of ``revision`` with ``overrides`` applied, e.g. ``{"L": {"burst": 75, "steady": 700}}``.
 
     Raises:
         ValueError: an unknown tier name, unknown key or a non-positive limit.
     """
-    tiers = dict(TIERS)
+    tiers = tiers_for(revision)
     for name, values in (overrides or {}).items():
         key = name.upper()
         if key not in tiers:
@@ -90,6 +106,7 @@ class RateBudget:
 
     Args:
         overrides: per-tier ``{"burst": n, "steady": m}`` replacing Klaviyo's figures.
+        revision: the API revision the client sends (its tier table, :func:`tiers_for`).
         margin: extra seconds added to each window so jitter cannot push two
             requests into one server window.
         clock: monotonic clock (injectable for unit tests).
@@ -99,10 +116,11 @@ class RateBudget:
         self,
         overrides: Mapping[str, Mapping[str, int]] | None = None,
         *,
+        revision: str | None = None,
         margin: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.tiers = resolve_tiers(overrides)
+        self.tiers = resolve_tiers(overrides, revision)
         self._margin = margin
         self._clock = clock
         self._windows: dict[str, _Window] = {}
@@ -130,4 +148,4 @@ class RateBudget:
                 await asyncio.sleep(wait)
 
 
-__all__ = ["Tier", "TIERS", "resolve_tiers", "RateBudget"]
+__all__ = ["Tier", "TIERS", "tiers_for", "resolve_tiers", "RateBudget"]

@@ -23,6 +23,7 @@ capability                  from         meaning
 ``bulk_events``             2024-05-15   ``POST /api/event-bulk-create-jobs``
 ``jsonapi_content_type``    2024-10-15   ``application/vnd.api+json``, paths without ``/``
 ``subscriptions_required``  2025-01-15   subscribe/unsubscribe need ``attributes.subscriptions``
+``l_tier_750``              2026-01-15   the L rate tier allows 750 requests a minute (was 700)
 ==========================  ===========  ==========================================
 """
 
@@ -44,6 +45,7 @@ CAPABILITIES: dict[str, str] = {
     "jsonapi_content_type": "2024-10-15",
     "no_trailing_slash": "2024-10-15",
     "subscriptions_required": "2025-01-15",
+    "l_tier_750": "2026-01-15",
 }
 
 SUPPORT_YEARS = 2  # Klaviyo: "Each revision is supported for 2 years after its release"
@@ -118,6 +120,11 @@ class SupportStatus:
     @property
     def past_support(self) -> bool:
         return self.state in ("retired", "unknown")
+
+    def to_dict(self) -> dict[str, str | None]:
+        """``{"state", "retired", "warning"}`` for JSON reports and the dashboard."""
+        return {"state": self.state, "retired": str(self.retired) if self.retired else None,
+                "warning": self.warning()}
 
     def warning(self) -> str | None:
         """One line for status / validate / the dashboard when the revision is past support, else None."""

@@ -298,9 +298,9 @@ ROUTES: list[tuple[str, str, Handler, str, str | None]] = [
     ("POST", "/api/lists/{id}/relationships/profiles", add_list_members, "M", None),
     ("DELETE", "/api/lists/{id}/relationships/profiles", remove_list_members, "M", None),
     ("GET", "/api/lists/{id}/profiles", get_list_profiles, "L", None),
-    ("GET", "/api/events", get_events, "L", None),
+    ("GET", "/api/events", get_events, "XL", None),
     ("POST", "/api/events", create_event, "XL", None),
-    ("GET", "/api/metrics", get_metrics, "L", None),
+    ("GET", "/api/metrics", get_metrics, "M", None),
     ("POST", "/api/event-bulk-create-jobs", bulk_create_events, "M", "bulk_events"),
 ]
 

@@ -114,6 +114,20 @@ def not_authenticated(detail: str = "Missing or invalid private key.") -> Sandbo
                            detail, pointer="/data/")
 
 
+def unknown_revision(revision: str) -> SandboxApiError:
+    """The answer to a well-formed revision Klaviyo does not publish.
+
+    Klaviyo answers such a request with a 400 ``invalid`` error on the ``revision``
+    header (its docs: "the revision passed in must be a valid revision"); the detail
+    names the revision and, as a help the real API does not give, the newest ones.
+    Retired revisions (more than two years old) are still served, as Klaviyo may do
+    ("silently falls forward"): ``status`` and ``validate`` warn about them instead.
+    """
+    newest = ", ".join(rev.known_names()[-3:])
+    return invalid(f"Invalid revision '{revision}'. The revision must be a valid revision "
+                   f"(the newest are {newest}).", parameter="revision")
+
+
 async def private_key_auth(request: web.Request, options: SandboxOptions) -> str:
     """Default auth hook: ``Klaviyo-API-Key pk_...``; returns the account (rate bucket) id.
 
@@ -132,17 +146,31 @@ async def private_key_auth(request: web.Request, options: SandboxOptions) -> str
 
 
 class RateLimiter:
-    """Klaviyo's fixed windows per account and tier (burst 1 s, steady 60 s, scalable)."""
+    """Klaviyo's fixed windows per account and tier (burst 1 s, steady 60 s, scalable).
 
-    def __init__(self, tiers: dict[str, Tier], scale: float) -> None:
-        self.tiers = tiers
+    The limits are those of the request's revision (:func:`engine.klaviyo.ratelimit.tiers_for`:
+    the L tier allows 750 a minute from 2026-01-15), with the sandbox's overrides applied.
+    """
+
+    def __init__(self, overrides: dict[str, dict[str, int]] | None, scale: float) -> None:
+        self._overrides = overrides
+        self._by_revision: dict[bool, dict[str, Tier]] = {}
+        self.tiers = self.tiers_at(None)
         self.burst_len = 1.0 * scale
         self.steady_len = 60.0 * scale
         self.counts: dict[tuple[str, str, str, int], int] = {}
 
-    def check(self, account: str, tier_name: str, now: float) -> tuple[float | None, dict[str, str]]:
+    def tiers_at(self, revision: str | None) -> dict[str, Tier]:
+        """The tier table at ``revision`` (overrides applied)."""
+        key = bool(revision) and rev.supports(revision, "l_tier_750")
+        if key not in self._by_revision:
+            self._by_revision[key] = resolve_tiers(self._overrides, revision)
+        return self._by_revision[key]
+
+    def check(self, account: str, tier_name: str, now: float,
+              revision: str | None = None) -> tuple[float | None, dict[str, str]]:
         """``(retry_after, headers)``: a wait when over a limit, else headers of the counted request."""
-        tier = self.tiers[tier_name]
+        tier = self.tiers_at(revision)[tier_name]
         b_idx, s_idx = int(now // self.burst_len), int(now // self.steady_len)
         b_key, s_key = (account, tier_name, "b", b_idx), (account, tier_name, "s", s_idx)
         b_used, s_used = self.counts.get(b_key, 0), self.counts.get(s_key, 0)
@@ -182,7 +210,8 @@ def _retry_after_text(seconds: float, scale: float) -> str:
 def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[], AuthHook]) -> web.Application:
     """The aiohttp application serving :data:`ROUTES` at both path styles."""
     rng = random.Random(options.seed)
-    limiter = RateLimiter(resolve_tiers(options.tiers), options.rate_window_scale)
+    resolve_tiers(options.tiers)  # refuse bad overrides before anything listens
+    limiter = RateLimiter(options.tiers, options.rate_window_scale)
     count = options.counters
 
     def bump(name: str) -> None:
@@ -192,6 +221,7 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
     async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/api/"):
             return await handler(request)
+        headers: dict[str, str] = {}
         try:
             if options.fault_drop and rng.random() < options.fault_drop:
                 bump("drop")
@@ -205,12 +235,13 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
                 request[REVISION_KEY] = rev.normalize(revision)
             except ValueError:
                 raise invalid(f"Invalid revision '{revision}': expected YYYY-MM-DD[.suffix].", parameter="revision") from None
+            if not rev.is_known(revision):
+                raise unknown_revision(revision)
             account = await auth_ref()(request, options)
             route = request.match_info.route
             meta = request.app[ROUTE_META_KEY].get(route.resource.canonical if route.resource else "", {}).get(request.method)
-            headers: dict[str, str] = {}
             if meta is not None and options.rate_limits:
-                wait, headers = limiter.check(account, meta["tier"], time.monotonic())
+                wait, headers = limiter.check(account, meta["tier"], time.monotonic(), request[REVISION_KEY])
                 if wait is not None:
                     bump("429")
                     secs = max(1, math.ceil(wait))
@@ -238,8 +269,8 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
                 bump("timeout")
                 await asyncio.sleep(options.timeout_hold_s)
             return response
-        except SandboxApiError as exc:
-            return body_response(error_body(exc), exc.status)
+        except SandboxApiError as exc:  # counted against the tier: Klaviyo's RateLimit headers too
+            return body_response(error_body(exc), exc.status, headers)
         except web.HTTPNotFound:
             err = SandboxApiError(404, "not_found", "Not found.", f"The path {request.path} was not found.")
             return body_response(error_body(err), 404)
@@ -279,4 +310,5 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
     return app
 
 
-__all__ = ["SandboxOptions", "AuthHook", "private_key_auth", "build_app", "error_body", "not_authenticated", "RateLimiter"]
+__all__ = ["SandboxOptions", "AuthHook", "private_key_auth", "build_app", "error_body", "not_authenticated",
+           "unknown_revision", "RateLimiter"]

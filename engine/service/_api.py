@@ -21,6 +21,7 @@ from aiohttp import web
 
 from engine.errors import HubError, HubNotFoundError, HubRecordError, KlaviyoSyncError, Location
 from engine.hub import SqliteHub
+from engine.klaviyo import revision as rev
 from engine.hub._records import check_customer, check_transaction
 from engine.errors import ServiceError
 from engine.service._queries import ErrorFilter, hub_status, record_view, search_errors
@@ -310,6 +311,7 @@ def overview(svc: Service) -> dict[str, Any]:
     """What the dashboard shows beside the hub's counts (never a secret)."""
     s = svc.settings
     return {"connection": svc.connection_method(), "api_url": _public_url(s.api_url), "revision": s.api_revision,
+            "revision_support": rev.support(s.api_revision).to_dict(),
             "generate_events": s.generate_events, "outbound_triggers": sorted(s.outbound_triggers.entities()),
             "dispatching": svc.dispatching, "poll_interval": s.poll_interval_text, "klaviyo": svc.client_stats(),
             "last_poll": dict(svc.last_poll),
