@@ -9,8 +9,9 @@ does; anything else is a :class:`FilterError` naming the offending part.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -77,8 +78,13 @@ def _literal(kind: str, raw: str) -> Any:
         raise FilterError(f"Invalid filter value {raw!r}: strings must be quoted") from None
 
 
-def parse(text: str, allowed: Mapping[str, set[str]]) -> list[Condition]:
-    """Parse ``text`` into conditions, checking each against ``allowed`` (field -> operators)."""
+def parse(text: str, allowed: Mapping[str, set[str]], datetimes: Collection[str] = ()) -> list[Condition]:
+    """Parse ``text`` into conditions, checking each against ``allowed`` (field -> operators).
+
+    Fields in ``datetimes`` take an unquoted ISO datetime, as Klaviyo's do: a quoted one
+    (``greater-than(updated,"2024-01-01T00:00:00Z")``) is a string, refused like Klaviyo does
+    rather than compared to nothing.
+    """
     toks = _tokens(text)
     conds: list[Condition] = []
     i = 0
@@ -122,6 +128,11 @@ def parse(text: str, allowed: Mapping[str, set[str]]) -> list[Condition]:
             raise FilterError(f"Operator '{op}' is not allowed for field '{field}'. Allowed: {', '.join(sorted(allowed[field]))}")
         if op == "any" and not isinstance(value, list):
             raise FilterError(f"Operator 'any' needs a list value for field '{field}'")
+        if field in datetimes and not all(isinstance(v, datetime) for v in (value if isinstance(value, list) else [value])):
+            shown = json.dumps(value) if isinstance(value, str) else repr(value)
+            raise FilterError(
+                f"Invalid filter: '{field}' takes a datetime, not {shown}; write it unquoted in ISO 8601, "
+                f"e.g. {op}({field},2024-01-01T00:00:00Z)")
         conds.append(Condition(op, field, value))
     return conds
 

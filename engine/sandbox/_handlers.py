@@ -9,8 +9,10 @@ limited and whose body it parsed and validated against the revision's spec
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
+
+from datetime import datetime, timezone
 
 from aiohttp import web
 
@@ -21,37 +23,108 @@ from engine.sandbox._render import (
     additional_fields, body_response, event_resource, included, list_resource, metric_resource, page_size,
     page_of, paginate, profile_lists, profile_resource, sort_keyed,
 )
+from engine.sandbox._spec import spec_revision_for
 from engine.sandbox._state import SandboxState, invalid, not_found
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE_KEY: web.AppKey[SandboxState] = web.AppKey("state", SandboxState)
 
+_RANGE = {"greater-or-equal", "greater-than", "less-or-equal", "less-than"}
+SUPPRESSION = "subscriptions.email.marketing.suppression."
+LIST_SUPPRESSION = "subscriptions.email.marketing.list_suppressions."
+# GET /api/profiles: the fields and operators both specs list (2023-10-15 and 2026-07-15 agree)
 PROFILE_FILTERS = {
     "id": {"any", "equals"}, "email": {"any", "equals"}, "phone_number": {"any", "equals"},
     "external_id": {"any", "equals"}, "_kx": {"equals"},
     "created": {"greater-than", "less-than"}, "updated": {"greater-than", "less-than"},
+    SUPPRESSION + "timestamp": _RANGE, SUPPRESSION + "reason": {"equals"},
+    LIST_SUPPRESSION + "list_id": {"equals"}, LIST_SUPPRESSION + "reason": {"equals"},
+    LIST_SUPPRESSION + "timestamp": _RANGE,
+}
+PROFILE_DATETIMES = {"created", "updated", SUPPRESSION + "timestamp", LIST_SUPPRESSION + "timestamp"}
+PROFILE_SORTS = {"id", "created", "updated", "email", SUPPRESSION + "timestamp", LIST_SUPPRESSION + "timestamp"}
+# GET /api/lists/{id}/profiles and /relationships/profiles
+MEMBER_FILTERS = {
+    "email": {"any", "equals"}, "phone_number": {"any", "equals"}, "push_token": {"any", "equals"},
+    "_kx": {"equals"}, "joined_group_at": _RANGE,
 }
 LIST_FILTERS = {"name": {"any", "equals"}, "id": {"any", "equals"}, "created": {"greater-than"}, "updated": {"greater-than"}}
-EVENT_FILTERS = {
-    "metric_id": {"equals"}, "profile_id": {"equals"},
-    "datetime": {"greater-or-equal", "greater-than", "less-or-equal", "less-than"},
-    "timestamp": {"greater-or-equal", "greater-than", "less-or-equal", "less-than"},
-}
+LIST_SORTS = {"id", "created", "updated", "name"}
+EVENT_FILTERS = {"metric_id": {"equals"}, "profile_id": {"equals"}, "datetime": _RANGE, "timestamp": _RANGE}
+METRIC_FILTERS = {"integration.name": {"equals"}, "integration.category": {"equals"}}
+INTEGRATION = {"object": "integration", "id": "0rG4eQ", "name": "API", "category": "API"}
 
 
 def _state(request: web.Request) -> SandboxState:
     return request.app[STATE_KEY]
 
 
-def _conditions(request: web.Request, allowed: dict[str, set[str]]) -> list[flt.Condition]:
+def _conditions(request: web.Request, allowed: dict[str, set[str]],
+                datetimes: Collection[str] = ()) -> list[flt.Condition]:
     text = request.query.get("filter")
     if not text:
         return []
     try:
-        conds = flt.parse(text, allowed)
+        conds = flt.parse(text, allowed, datetimes)
     except flt.FilterError as exc:
         raise invalid(str(exc), parameter="filter") from None
     return [flt.Condition(c.op, c.field, _lower(c.value)) if c.field == "email" else c for c in conds]
+
+
+def _sort(request: web.Request, allowed: Collection[str], default: str, what: str) -> tuple[str, bool]:
+    """``(field, descending)`` of the request's ``sort``; a field the spec does not list is a 400."""
+    sort = request.query.get("sort", default)
+    field = sort.removeprefix("-")
+    if field not in allowed:
+        raise invalid(f"'{sort}' is not a valid sort for {what}. Valid sorts: "
+                      f"{', '.join(x for f in sorted(allowed) for x in (f, '-' + f))}.", parameter="sort")
+    return field, sort.startswith("-")
+
+
+def _suppressions(p: dict[str, Any], group: str) -> list[dict[str, Any]]:
+    marketing = ((p.get("subscriptions") or {}).get("email") or {}).get("marketing") or {}
+    entries = marketing.get("suppression" if group == SUPPRESSION else "list_suppressions") or []
+    return [e for e in entries if isinstance(e, dict)]
+
+
+def _entry_value(entry: dict[str, Any], name: str) -> Any:
+    value = entry.get(name)
+    if name == "timestamp" and isinstance(value, str):
+        try:
+            return flt.parse_datetime(value)
+        except ValueError:
+            return None
+    return value
+
+
+def _check_suppression_filters(conds: list[flt.Condition]) -> None:
+    """Klaviyo's rules for the suppression filters (its SDK's changelog for revision 2023-10-15)."""
+    fields = [c.field for c in conds]
+    if any(f.startswith(SUPPRESSION) for f in fields) and any(f.startswith(LIST_SUPPRESSION) for f in fields):
+        raise invalid("List suppression and global suppression filters cannot be combined.", parameter="filter")
+    if sum(f.endswith(".timestamp") for f in fields) > 1:
+        raise invalid("Only one date filter is allowed on suppressions.", parameter="filter")
+    if any(f.startswith(LIST_SUPPRESSION) for f in fields) and LIST_SUPPRESSION + "list_id" not in fields:
+        raise invalid("A list_id filter is required to filter on list suppressions.", parameter="filter")
+
+
+def _suppressed(p: dict[str, Any], conds: list[flt.Condition]) -> bool:
+    """Whether one suppression entry of the profile satisfies every suppression condition."""
+    if not conds:
+        return True
+    group = SUPPRESSION if conds[0].field.startswith(SUPPRESSION) else LIST_SUPPRESSION
+    return any(flt.matches(conds, lambda f, e=e: _entry_value(e, f.removeprefix(group)))
+               for e in _suppressions(p, group))
+
+
+def _suppression_time(p: dict[str, Any], field: str, conds: list[flt.Condition]) -> Any:
+    """The sort value of a suppression timestamp: the latest (of the filtered list's, for list suppressions)."""
+    group = field.removesuffix("timestamp")
+    list_ids = {c.value for c in conds if c.field == LIST_SUPPRESSION + "list_id"}
+    times = [_entry_value(e, "timestamp") for e in _suppressions(p, group)
+             if group == SUPPRESSION or not list_ids or e.get("list_id") in list_ids]
+    found = [t for t in times if t is not None]
+    return max(found) if found else None
 
 
 def _lower(v: Any) -> Any:
@@ -69,11 +142,17 @@ def _data(request: web.Request) -> dict[str, Any]:
 
 async def get_profiles(request: web.Request) -> web.Response:
     state = _state(request)
-    conds = _conditions(request, PROFILE_FILTERS)
-    sort = request.query.get("sort", "id")
-    field = sort.lstrip("-")
-    if field not in ("id", "created", "updated", "email"):
-        raise invalid(f"'{sort}' is not a supported sort for profiles in the sandbox.", parameter="sort")
+    conds = _conditions(request, PROFILE_FILTERS, PROFILE_DATETIMES)
+    plain = [c for c in conds if not c.field.startswith("subscriptions.")]
+    subs = [c for c in conds if c.field.startswith("subscriptions.")]
+    _check_suppression_filters(subs)
+    field, descending = _sort(request, PROFILE_SORTS, "id", "profiles")
+
+    def sort_value(p: dict[str, Any]) -> Any:
+        if field.startswith("subscriptions."):
+            return _suppression_time(p, field, subs)
+        return SandboxState.profile_field(p, field)
+
     # A poll asks for the same filter and sort page after page: sort once per state version.
     cache_key = ("profiles", request.query.get("filter", ""), field)
     with state.lock:
@@ -81,11 +160,12 @@ async def get_profiles(request: web.Request) -> web.Response:
         if cached is not None and cached[0] == state.version:
             keyed = cached[1]
         else:
-            keyed = sort_keyed(state.query_profiles(conds), lambda p: SandboxState.profile_field(p, field))
+            found = [p for p in state.query_profiles(plain) if _suppressed(p, subs)]
+            keyed = sort_keyed(found, sort_value)
             if len(state.page_cache) > 64:
                 state.page_cache.clear()
             state.page_cache[cache_key] = (state.version, keyed)
-    page, links = page_of(request, keyed, descending=sort.startswith("-"), page_size=page_size(request, 20, 100))
+    page, links = page_of(request, keyed, descending=descending, page_size=page_size(request, 20, 100))
     extra = additional_fields(request)
     body: dict[str, Any] = {"data": [profile_resource(request, p, extra, lists=profile_lists(state, p["id"]))
                                      for p in page], "links": links}
@@ -144,11 +224,12 @@ async def profile_import(request: web.Request) -> web.Response:
 
 async def get_lists(request: web.Request) -> web.Response:
     state = _state(request)
-    conds = _conditions(request, LIST_FILTERS)
+    conds = _conditions(request, LIST_FILTERS, {"created", "updated"})
+    field, descending = _sort(request, LIST_SORTS, "id", "lists")
     with state.lock:
         items = [lst for lst in state.lists.values()
                  if flt.matches(conds, lambda f, lst=lst: lst.get(f))]
-    page, links = paginate(request, items, sort_value=lambda x: x["id"], descending=False,
+    page, links = paginate(request, items, sort_value=lambda x: x[field], descending=descending,
                            page_size=page_size(request, 10, 10))
     return body_response({"data": [list_resource(request, x) for x in page], "links": links})
 
@@ -179,23 +260,36 @@ async def remove_list_members(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def get_list_member_ids(request: web.Request) -> web.Response:
+def _members(request: web.Request) -> tuple[list[dict[str, Any]], bool]:
+    """The list's members matching the request's filter (``{"id", "profile", "joined"}``) and the sort order."""
     state = _state(request)
+    conds = _conditions(request, MEMBER_FILTERS, {"joined_group_at"})
+    _field, descending = _sort(request, {"joined_group_at"}, "joined_group_at", "list members")
     with state.lock:
         members = state.get_list(request.match_info["id"])["members"]
-        items = [{"id": pid, "joined": at} for pid, at in members.items()]
-    page, links = paginate(request, items, sort_value=lambda x: x["joined"], descending=False,
+        items = []
+        for pid, at in members.items():
+            p = state.profiles.get(pid)
+            if p is None:
+                continue
+            if conds and not flt.matches(
+                    conds, lambda f, p=p, at=at: at if f == "joined_group_at" else SandboxState.profile_field(p, f)):
+                continue
+            items.append({"id": pid, "profile": p, "joined": at})
+    return items, descending
+
+
+async def get_list_member_ids(request: web.Request) -> web.Response:
+    items, descending = _members(request)
+    page, links = paginate(request, items, sort_value=lambda x: x["joined"], descending=descending,
                            page_size=page_size(request, 20, 1000))
     return body_response({"data": [{"type": "profile", "id": x["id"]} for x in page], "links": links})
 
 
 async def get_list_profiles(request: web.Request) -> web.Response:
     state = _state(request)
-    with state.lock:
-        members = state.get_list(request.match_info["id"])["members"]
-        items = [{"id": pid, "profile": state.profiles[pid], "joined": at}
-                 for pid, at in members.items() if pid in state.profiles]
-    page, links = paginate(request, items, sort_value=lambda x: x["joined"], descending=False,
+    items, descending = _members(request)
+    page, links = paginate(request, items, sort_value=lambda x: x["joined"], descending=descending,
                            page_size=page_size(request, 20, 100))
     extra = additional_fields(request)
     data = [profile_resource(request, x["profile"], extra, lists=profile_lists(state, x["id"]), joined=x["joined"])
@@ -215,16 +309,39 @@ def _event_profile(state: SandboxState, prof: dict[str, Any]) -> dict[str, Any]:
     return state.resolve_profile(prof.get("id"), pattrs)
 
 
-def _record(state: SandboxState, profile: dict[str, Any], attrs: dict[str, Any], pointer: str) -> None:
-    when = None
-    if attrs.get("time"):
-        try:
-            when = flt.parse_datetime(str(attrs["time"]))
-        except ValueError:
-            raise invalid(f"'{attrs['time']}' is not a valid datetime.", pointer=pointer + "/time") from None
+def _event_time(state: SandboxState, raw: Any, revision: str, pointer: str) -> datetime | None:
+    """The event's ``time``, within Klaviyo's bounds: after the year 2000 (1990 from the specs that say so,
+    2026-07-15 here) and at most one year in the future; else a 400 quoting the spec's rule."""
+    if not raw:
+        return None
+    try:
+        when = flt.parse_datetime(str(raw))
+    except ValueError:
+        raise invalid(f"'{raw}' is not a valid datetime.", pointer=pointer + "/time") from None
+    floor_year = 1990 if spec_revision_for(revision) == "2026-07-15" else 2000
+    now = state.clock()
+    try:
+        ceiling = now.replace(year=now.year + 1)
+    except ValueError:  # 29 February
+        ceiling = now.replace(year=now.year + 1, day=28)
+    if when < datetime(floor_year, 1, 1, tzinfo=timezone.utc) or when > ceiling:
+        raise invalid(f"'{raw}' is not a valid time: the time must be after the year {floor_year} "
+                      "and can only be up to 1 year in the future.", pointer=pointer + "/time")
+    return when
+
+
+def _checked(state: SandboxState, attrs: dict[str, Any], pointer: str, revision: str) -> tuple[str, datetime | None]:
+    """An event's metric name and time, checked before anything is stored."""
+    when = _event_time(state, attrs.get("time"), revision, pointer)
     name = attrs["metric"]["data"]["attributes"]["name"]
     if len(name) >= 128:
         raise invalid("Metric name must be less than 128 characters.", pointer=pointer + "/metric/data/attributes/name")
+    return name, when
+
+
+def _record(state: SandboxState, profile: dict[str, Any], attrs: dict[str, Any],
+            checked: tuple[str, datetime | None]) -> None:
+    name, when = checked
     state.record_event(profile, name, dict(attrs.get("properties") or {}), when, attrs.get("value"), attrs.get("unique_id"))
 
 
@@ -232,8 +349,9 @@ async def create_event(request: web.Request) -> web.Response:
     state = _state(request)
     attrs = _data(request)["attributes"]
     with state.lock:
+        checked = _checked(state, attrs, "/data/attributes", request[REVISION_KEY])
         profile = _event_profile(state, attrs["profile"]["data"])
-        _record(state, profile, attrs, "/data/attributes")
+        _record(state, profile, attrs, checked)
     return web.Response(status=202)
 
 
@@ -241,24 +359,29 @@ async def bulk_create_events(request: web.Request) -> web.Response:
     state = _state(request)
     entries = _data(request)["attributes"]["events-bulk-create"]["data"]
     with state.lock:
-        for i, entry in enumerate(entries):
+        # The whole job is checked before any of it is stored (a bad event fails the request).
+        checked = [[_checked(state, ev["attributes"],
+                             f"/data/attributes/events-bulk-create/data/{i}/attributes/events/data/{j}/attributes",
+                             request[REVISION_KEY])
+                    for j, ev in enumerate(entry["attributes"]["events"]["data"])]
+                   for i, entry in enumerate(entries)]
+        for entry, entry_checked in zip(entries, checked):
             profile = _event_profile(state, entry["attributes"]["profile"]["data"])
-            for j, ev in enumerate(entry["attributes"]["events"]["data"]):
-                _record(state, profile, ev["attributes"],
-                        f"/data/attributes/events-bulk-create/data/{i}/attributes/events/data/{j}/attributes")
+            for ev, ev_checked in zip(entry["attributes"]["events"]["data"], entry_checked):
+                _record(state, profile, ev["attributes"], ev_checked)
     return web.Response(status=202)
 
 
 async def get_events(request: web.Request) -> web.Response:
     state = _state(request)
-    conds = _conditions(request, EVENT_FILTERS)
-    sort = request.query.get("sort", "datetime")
+    conds = _conditions(request, EVENT_FILTERS, {"datetime"})
+    _field, descending = _sort(request, {"datetime", "timestamp"}, "datetime", "events")
     with state.lock:
         def getter(e: dict[str, Any], f: str) -> Any:
             return int(e["datetime"].timestamp()) if f == "timestamp" else e.get(f)
         items = [e for e in state.events if flt.matches(conds, lambda f, e=e: getter(e, f))]
         page, links = paginate(request, items, sort_value=lambda e: e["datetime"],
-                               descending=sort.startswith("-"), page_size=200)
+                               descending=descending, page_size=page_size(request, 200, 1000))
         include = included(request)
         extra: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
@@ -278,8 +401,10 @@ async def get_events(request: web.Request) -> web.Response:
 
 async def get_metrics(request: web.Request) -> web.Response:
     state = _state(request)
+    conds = _conditions(request, METRIC_FILTERS)
     with state.lock:
-        items = list(state.metrics.values())
+        items = [m for m in state.metrics.values()
+                 if flt.matches(conds, lambda f: INTEGRATION[f.removeprefix("integration.")])]
     page, links = paginate(request, items, sort_value=lambda m: m["id"], descending=False, page_size=200)
     return body_response({"data": [metric_resource(request, m) for m in page], "links": links})
 
