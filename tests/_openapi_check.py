@@ -172,6 +172,8 @@ class AnswerChecker:
         else:
             spec_path, operation = op
             declared = self._declared_media(operation, resp.status_code)
+            if declared is None and self._declares_status(operation, resp.status_code):
+                assert not body, f"{where}: the spec declares no body for this answer, got {body[:200]!r}"
             media = declared if (body and declared and ctype == JSONAPI) else (ctype or "application/json")
             request = MockRequest(HOST, method.lower(), resp.request.url.path, args=dict(resp.request.url.params))
             response = MockResponse(body, status_code=resp.status_code, content_type=media,
@@ -183,6 +185,10 @@ class AnswerChecker:
                            for e in getattr(exc, "schema_errors", None) or getattr(exc.__cause__, "schema_errors", None) or []]
                 raise AssertionError(f"{where}: {type(exc).__name__}: {exc}; {details[:8]}; body {body[:600]!r}") from None
         self.checked.setdefault((method, template), set()).add(resp.status_code)
+
+    @staticmethod
+    def _declares_status(operation: dict[str, Any], status: int) -> bool:
+        return str(status) in operation.get("responses", {})
 
     def _declared_media(self, operation: dict[str, Any], status: int) -> str | None:
         responses = operation.get("responses", {})

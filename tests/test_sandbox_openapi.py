@@ -259,5 +259,10 @@ def test_the_checker_refuses_what_the_spec_refuses() -> None:
         resp = _answer("2023-10-15", f"/api/profiles/{pid}/", good)
         resp.headers["content-type"] = "text/html"
         checker.check("GET", "/api/profiles/{id}", resp)
+    events = AnswerChecker("2026-07-15", [("POST", "/api/events")])
+    with pytest.raises(AssertionError, match="declares no body"):
+        resp = httpx.Response(202, json={"ok": True}, headers={"content-type": rev.JSONAPI},
+                              request=httpx.Request("POST", "http://127.0.0.1:1/api/events"))
+        events.check("POST", "/api/events", resp)
     with pytest.raises(AssertionError, match="answered 302"):
         checker.check("GET", "/api/profiles/{id}", _answer("2023-10-15", f"/api/profiles/{pid}/", good, status=302))
