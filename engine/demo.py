@@ -6,7 +6,8 @@ What it does, in order:
 2. writes a settings file and creates a hub in the demo folder, with both outbound triggers on;
 3. generates sample data: hub Customers (some without a phone, one with a phone that cannot be
    normalised, one incomplete address, one line repeating an email that the hub refuses) and
-   multi-line Transactions (one for a customer the hub does not know), imported through the
+   multi-line Transactions (with their customers' emails, a few left to the Customer's email;
+   one for a customer the hub does not know), imported through the
    same JSONL import as ``hub import``; and sample Klaviyo profiles (one sharing its email with a
    hub Customer, one without an email, some without a phone, complete and incomplete addresses,
    an older numeric id ``44552``);
@@ -128,10 +129,14 @@ def _customers(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _transactions(n: int, customers: int) -> list[dict[str, Any]]:
+def _transactions(n: int, customers: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """Sample Transactions of the first ``count`` Customers.  Each carries its Customer's email,
+    except every fourth, which leaves ``EmailAddress`` empty so the Placed Order event takes the
+    Customer's email instead (the shipped EventProperties formula's fallback)."""
     out = []
     for i in range(1, n + 1):
-        cid = (i % customers) + 1
+        cid = (i % count) + 1
+        email = None if i % 4 == 0 else customers[cid - 1]["EmailAddress"]
         lines = []
         for k in range(1 + i % 4):
             sku, name, price = PRODUCTS[(i + k) % len(PRODUCTS)]
@@ -140,7 +145,7 @@ def _transactions(n: int, customers: int) -> list[dict[str, Any]]:
                           "UnitPrice": price, "ExtendedPrice": round(qty * price, 2)})
         total = round(sum(line["ExtendedPrice"] for line in lines), 2)
         out.append({"Id": 55000 + i, "TransactionNumber": f"SO-{55000 + i}", "CustomerId": cid,
-                    "EmailAddress": None, "Total": total, "TransactionDate": "2026-11-20T10:00:00Z", "Lines": lines})
+                    "EmailAddress": email, "Total": total, "TransactionDate": "2026-11-20T10:00:00Z", "Lines": lines})
     # an order whose customer is neither in the hub nor in Klaviyo: "Profile could not be resolved"
     out.append({"Id": 56000, "TransactionNumber": "SO-56000", "CustomerId": 9999, "EmailAddress": "ghost@example.com",
                 "Total": 5.0, "Lines": [{"Id": 560000, "Sku": "PEN-3", "Description": "Pen set", "Qty": 1,
@@ -279,7 +284,7 @@ def run_demo(folder: str | Path = "demo-hub", *, customers: int = 12, transactio
         (folder / name).unlink(missing_ok=True)
     cust = _customers(customers)
     _write_jsonl(folder / "customers.jsonl", cust)
-    _write_jsonl(folder / "transactions.jsonl", _transactions(transactions, customers))
+    _write_jsonl(folder / "transactions.jsonl", _transactions(transactions, cust, customers))
     server = SandboxServer(SandboxOptions(port=0, seed=seed))
     handle = server.start_in_thread()
     result = DemoResult(folder, sandbox_url=handle.url)

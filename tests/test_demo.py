@@ -42,6 +42,10 @@ def test_demo_runs_every_flow_and_leaves_an_inspectable_hub(tmp_path: Path) -> N
     state.load(tmp_path / "sandbox-state.json")
     keys = [(e["profile_id"], e["metric_id"], e["unique_id"]) for e in state.events]
     assert 35 == data["klaviyo"]["events"] == len(keys) == len(set(keys))
+    # seed 003 checklist: the event properties include the customer email and the order number
+    assert all(e["properties"].get("Email") and e["properties"].get("Order") for e in state.events)
+    fallback = json.loads((tmp_path / "transactions.jsonl").read_text().splitlines()[3])
+    assert fallback["EmailAddress"] is None  # this one takes its Customer's email
 
 
 def test_demo_twice_in_one_folder_starts_fresh(tmp_path: Path) -> None:

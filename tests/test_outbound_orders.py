@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from engine import catalog
 from test_outbound_profiles import _customer, _edit_collections, _with_collections
 
@@ -130,7 +132,8 @@ def test_failed_customer_prerequisite_stops_the_order(outbound) -> None:
 
 
 def test_missing_required_mapping_logs_the_collection_message(outbound, tmp_path) -> None:
-    """A required event mapping that resolves to nothing logs the exact required_message."""
+    """A required event mapping that resolves to nothing logs the catalog's text, the Placed Order
+    article's wording of the same error in the detail."""
     folder = _edit_collections(tmp_path, {"add-placed-order-event-from-hub.yaml": (
         "formula: to_str(Id)", 'formula: get(record, "ExternalOrderId", None)')})
     env = _with_collections(outbound, folder)
@@ -138,8 +141,99 @@ def test_missing_required_mapping_logs_the_collection_message(outbound, tmp_path
     _transaction(env.hub, c["Id"])
     report = env.dispatch()
     [entry] = env.hub.errors.list()
-    assert ("Could not Create Transaction: Mapping field is missing / not complete",
+    assert (catalog.ORDER_EVENT_NOT_CREATED,
             "Add Klaviyo Placed Order Event FROM Hub", "M002") == (entry["Message"], entry["Flow"], entry["Code"])
     assert "UniqueId" in entry["Detail"]
+    assert '"Could not Create Transaction: Mapping field is missing / not complete"' in entry["Detail"]
     assert [] == env.events()
     assert {"invalid": 1} == report.summary.to_dict()["flows"]["Add Klaviyo Placed Order Event FROM Hub"]
+
+
+def _without_row(tmp_path, file: str, destination: str):
+    """A copy of the shipped collections with the row writing ``destination`` deleted from ``file``."""
+    import yaml
+
+    folder = _edit_collections(tmp_path, {})
+    path = folder / file
+    data = yaml.safe_load(path.read_text())
+    rows = [r for r in data["rows"] if r.get("destination") != destination]
+    assert len(rows) == len(data["rows"]) - 1
+    data["rows"] = rows
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return folder
+
+
+@pytest.mark.parametrize("destination", ["ProfileId", "EventProperties", "MetricName", "UniqueId"])
+def test_placed_order_needs_each_required_mapping(outbound, tmp_path, destination: str) -> None:
+    """Seed 003: no Placed Order event unless ProfileId, EventProperties, MetricName and UniqueId all
+    resolve. With the row deleted, each Transaction is logged with the catalog's text (the Placed
+    Order article's in the detail), nothing is sent for it, and the rest of the run goes on."""
+    env = _with_collections(outbound, _without_row(tmp_path, "add-placed-order-event-from-hub.yaml", destination))
+    c, _ = _link_customer(env)
+    other = _customer(env.hub, 2)
+    first = _transaction(env.hub, c["Id"])
+    second = _transaction(env.hub, c["Id"], number="SO-2")
+    report = env.dispatch()
+    entries = env.hub.errors.list()
+    assert [(catalog.ORDER_EVENT_NOT_CREATED, "Add Klaviyo Placed Order Event FROM Hub", "Transaction")] * 2 == [
+        (e["Message"], e["Flow"], e["Entity"]) for e in entries]
+    assert {first["Id"], second["Id"]} == {e["HubId"] for e in entries}
+    for e in entries:
+        assert destination in e["Detail"]
+        assert f'"{catalog.TRANSACTION_MAPPING_INCOMPLETE}"' in e["Detail"]
+    assert [] == env.events()
+    assert env.hub.get_klaviyo_id("Transaction", first["Id"]) is None
+    flows = report.summary.to_dict()["flows"]
+    assert {"invalid": 2} == flows["Add Klaviyo Placed Order Event FROM Hub"]
+    assert "Add Klaviyo Ordered Product Event FROM Hub" not in flows
+    # the rest of the run went on: the other Customer was created, the queue is empty
+    assert env.hub.get_klaviyo_id("Customer", other["Id"]) is not None
+    assert 0 == env.hub.queue_length()
+
+
+@pytest.mark.parametrize("destination", ["ProfileId", "EventProperties", "MetricName", "UniqueId"])
+def test_ordered_product_needs_each_required_mapping(outbound, tmp_path, destination: str) -> None:
+    """The same rule for Ordered Product: with a required row deleted each line is logged with the
+    catalog's product-event text and sends nothing; the Placed Order event is still recorded."""
+    env = _with_collections(outbound, _without_row(tmp_path, "add-ordered-product-event-from-hub.yaml", destination))
+    c, _ = _link_customer(env)
+    tx = _transaction(env.hub, c["Id"], lines=2)
+    report = env.dispatch()
+    entries = env.hub.errors.list()
+    assert [(catalog.PRODUCT_EVENT_NOT_CREATED, "Add Klaviyo Ordered Product Event FROM Hub", "TransactionLine")] * 2 \
+        == [(e["Message"], e["Flow"], e["Entity"]) for e in entries]
+    assert {line["Id"] for line in tx["Lines"]} == {e["HubId"] for e in entries}
+    assert all(destination in e["Detail"] for e in entries)
+    assert [] == env.events("Ordered Product")
+    assert 1 == len(env.events("Placed Order"))
+    assert {"invalid": 2} == report.summary.to_dict()["flows"]["Add Klaviyo Ordered Product Event FROM Hub"]
+
+
+def test_event_properties_with_no_value_at_all_is_missing(outbound, tmp_path) -> None:
+    """EventProperties whose every entry is empty does not resolve to a value: no event, the catalog text."""
+    folder = _edit_collections(tmp_path, {"add-placed-order-event-from-hub.yaml": (
+        '"Order": TransactionNumber,', '"Order": get(record, "NoSuchField", None),')})
+    path = folder / "add-placed-order-event-from-hub.yaml"
+    path.write_text(path.read_text().replace('coalesce(EmailAddress, get(record, "Customer.EmailAddress", None))',
+                                             "None"))
+    env = _with_collections(outbound, folder)
+    c, _ = _link_customer(env)
+    _transaction(env.hub, c["Id"])
+    report = env.dispatch()
+    [entry] = [e for e in env.hub.errors.list() if e["Flow"] == "Add Klaviyo Placed Order Event FROM Hub"]
+    assert catalog.ORDER_EVENT_NOT_CREATED == entry["Message"]
+    assert "EventProperties" in entry["Detail"]
+    assert [] == env.events("Placed Order")
+    assert {"invalid": 1} == report.summary.to_dict()["flows"]["Add Klaviyo Placed Order Event FROM Hub"]
+
+
+def test_placed_order_takes_the_customers_email_when_the_transaction_has_none(outbound) -> None:
+    """Seed 003 checklist: the event properties include the customer email. With no EmailAddress on
+    the Transaction, the shipped formula takes its Customer's; the lines carry the same email."""
+    c, pid = _link_customer(outbound, EmailAddress="owner@example.com")
+    _transaction(outbound.hub, c["Id"], email=None, lines=1)
+    outbound.dispatch()
+    [ev] = outbound.events("Placed Order")
+    assert "owner@example.com" == ev["attributes"]["event_properties"]["Email"]
+    [line] = outbound.events("Ordered Product")
+    assert "owner@example.com" == line["attributes"]["event_properties"]["Email"]

@@ -25,7 +25,7 @@ Order of work for one Transaction:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from engine import catalog
@@ -39,7 +39,7 @@ from engine.flows._outbound_records import (
 )
 from engine.klaviyo import KlaviyoClient
 from engine.mapper import Problem
-from engine.payloads import PayloadError, event_request
+from engine.payloads import PayloadError, event_request, strip_nulls
 from engine.runner import OK, Outcome, Runner
 
 
@@ -71,6 +71,42 @@ def log_problems(result: RecordResult, flow: str, problems: list[Problem], *, en
                  hub_id: int | None = None) -> None:
     """Log each mapping problem with its catalog text, code and where it happened."""
     result.log_problems(flow, problems, entity=entity, hub_id=hub_id)
+
+
+#: The event values seed 003 requires: "A transaction will not produce a Placed Order event unless
+#: the ProfileId, EventProperties, MetricName, and UniqueId mappings all resolve to values."  The
+#: Ordered Product collection requires the same four.  Checked on the mapped payload, so a row that
+#: was deleted from a collection counts as missing just like a row that resolved to nothing.
+REQUIRED_EVENT_VALUES = ("ProfileId", "EventProperties", "MetricName", "UniqueId")
+#: The mapper's code for a required value that is missing (the same code when the row is gone).
+CODE_REQUIRED_MISSING = "M002"
+
+
+def missing_event_values(payload: Mapping[str, Any]) -> list[str]:
+    """The required event values the payload lacks: absent, None or blank; EventProperties also
+    when it holds no value at all (every entry None)."""
+    missing = []
+    for key in REQUIRED_EVENT_VALUES:
+        value = payload.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            missing.append(key)
+        elif key == "EventProperties" and isinstance(value, Mapping) and not strip_nulls(value):
+            missing.append(key)
+    return missing
+
+
+def missing_detail(missing: list[str], collection: Collection | None) -> str:
+    """The detail of a missing-value entry: which values, and the collection file when known."""
+    where = f" (collection {collection.file})" if collection is not None and collection.file else ""
+    names = ", ".join(missing)
+    return f"{names} did not resolve to a value: no event was sent{where}"
+
+
+def with_customer(tx: Mapping[str, Any], customer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The Transaction as the collections map it: its fields plus ``Customer``, its hub Customer
+    (or None), so a formula can fall back to the Customer's values (the shipped EventProperties
+    takes the Customer's email when the Transaction has none)."""
+    return {**tx, "Customer": dict(customer) if customer is not None else None}
 
 
 def _line_id(outcome: Outcome) -> int | None:
@@ -113,11 +149,13 @@ class OrderFlow:
             result.note("Generate Events is FALSE: no event sent")
             return result
         try:
-            resolved = await self._resolve_profile(result, tx)
+            cid = tx.get("CustomerId")
+            customer = self.hub.get_customer(int(cid)) if cid is not None else None
+            resolved = await self._resolve_profile(result, tx, customer)
             if resolved is None:
                 return result
             self.resolver.set(*resolved)
-            outcome = self.runner.run(self.placed, tx, record_id=str(result.hub_id))
+            outcome = self.runner.run(self.placed, with_customer(tx, customer), record_id=str(result.hub_id))
             if outcome.status != OK:
                 result.outcome = "invalid" if outcome.status == "invalid" else "skipped"
                 log_problems(result, self.placed.title, outcome.problems)
@@ -131,7 +169,7 @@ class OrderFlow:
             result.log_unexpected(self.placed.title, exc)
         return result
 
-    async def _resolve_profile(self, result: RecordResult, tx: dict[str, Any]
+    async def _resolve_profile(self, result: RecordResult, tx: dict[str, Any], customer: dict[str, Any] | None
                                ) -> tuple[dict[tuple[str, str], str], dict[str, str]] | None:
         """Links and email answers for the ProfileId formula, or None (logged) when unresolvable."""
         cid, email = tx.get("CustomerId"), tx.get("EmailAddress")
@@ -146,7 +184,6 @@ class OrderFlow:
                 pid = str(found[0]["id"])
                 result.note(f"Customer not linked; profile {pid} found by email")
                 return {}, {email: pid}
-        customer = self.hub.get_customer(int(cid)) if cid is not None else None
         if customer is None:
             result.outcome = "failed"
             why = "the Transaction has no CustomerId" if cid is None else f"Customer {cid} is not in the hub"
@@ -168,12 +205,18 @@ class OrderFlow:
         return {("Customer", str(cid)): prereq.klaviyo_id}, {}
 
     async def _send_events(self, result: RecordResult, outcome: Outcome) -> None:
+        message = self.placed.required_message or catalog.ORDER_EVENT_NOT_CREATED
+        missing = missing_event_values(outcome.payload or {})
+        if missing:
+            result.outcome = "invalid"
+            result.log(self.placed.title, message, code=CODE_REQUIRED_MISSING,
+                       detail=missing_detail(missing, self.placed))
+            return
         try:
             parent = event_request(outcome.payload or {})
         except PayloadError as exc:
             result.outcome = "invalid"
-            result.log(self.placed.title, self.placed.required_message or catalog.ORDER_EVENT_NOT_CREATED,
-                       code=CODE_EVENT_PAYLOAD, detail=str(exc))
+            result.log(self.placed.title, message, code=CODE_EVENT_PAYLOAD, detail=str(exc))
             return
         await self.client.create_event(**parent.client_kwargs())
         result.outcome, result.klaviyo_id = "created", parent.unique_id
@@ -191,6 +234,13 @@ class OrderFlow:
             if child.status == "invalid":
                 log_problems(result, flow, child.problems, entity="TransactionLine", hub_id=line_id)
             result.counts.append((flow, "invalid" if child.status == "invalid" else "skipped"))
+            return False
+        missing = missing_event_values(child.payload or {})
+        if missing:
+            coll = self.runner.collections.collections.get(flow)
+            result.log(flow, catalog.PRODUCT_EVENT_NOT_CREATED, code=CODE_REQUIRED_MISSING,
+                       detail=missing_detail(missing, coll), entity="TransactionLine", hub_id=line_id)
+            result.counts.append((flow, "invalid"))
             return False
         try:
             line = event_request(child.payload or {})

@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from engine.catalog import pair_texts
 from engine.errors import HubNotFoundError, HubRecordError, Location
 from engine.hub._redact import redact
 from engine.hub._util import utc_now
@@ -60,6 +61,8 @@ class ErrorLog:
         """
         if level not in LEVELS:
             raise HubRecordError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        # One error worded by two articles: the catalog's text is the message, the other in the detail.
+        message, detail = pair_texts(flow, message, detail)
         with self._hub.transaction():
             cur = self._hub._conn.execute(
                 "INSERT INTO error_log(at, flow, level, code, message, detail, entity, hub_id,"
