@@ -52,6 +52,7 @@ with warnings.catch_warnings():
 from engine import catalog
 from engine.errors import AuthConfigError, AuthError, AuthorizationError, KlaviyoSyncError
 from engine.hub._redact import redact, secret_forms
+from engine.klaviyo import scopes as klaviyo_scopes
 from engine.settings import Settings
 
 log = logging.getLogger("engine.oauth")
@@ -172,6 +173,35 @@ def _loopback_redirect(settings: Settings, hub: Any) -> tuple[str, str, int | No
     return url, parts.hostname or "127.0.0.1", parts.port, parts.path or "/"
 
 
+# -- scopes ------------------------------------------------------------------------------
+
+
+def _enabled_collections(settings: Settings, collections: Any = None) -> Any:
+    """``collections``, else what loads from the settings' collections folder (a collection that
+    does not load cannot run, so it needs no scope; ``validate`` reports why it does not load)."""
+    if collections is not None:
+        return collections
+    from engine.collection import load_collections  # lazy: loading collections pulls the formula engine
+
+    return load_collections([settings.collections_dir]).collections
+
+
+def required_scopes(settings: Settings, collections: Any = None) -> dict[str, list[klaviyo_scopes.Reason]]:
+    """The scopes these settings' enabled collections need, with the reasons
+    (:func:`engine.klaviyo.scopes.required_scopes`), plus every scope listed in
+    ``oauth.scopes`` (reason: "listed in oauth.scopes")."""
+    needed = klaviyo_scopes.required_scopes(_enabled_collections(settings, collections), settings)
+    for extra in settings.oauth.scopes:
+        scope = klaviyo_scopes.canonical(extra)
+        needed.setdefault(scope, []).append(klaviyo_scopes.Reason("listed in oauth.scopes in the settings"))
+    return {scope: needed[scope] for scope in sorted(needed)}
+
+
+def requested_scopes(settings: Settings, collections: Any = None) -> tuple[str, ...]:
+    """What ``auth login`` asks Klaviyo for: the derived scopes and those listed in ``oauth.scopes``."""
+    return tuple(required_scopes(settings, collections))
+
+
 # -- login -------------------------------------------------------------------------------
 
 
@@ -192,6 +222,16 @@ class ConnectionStatus:
     #: the recorded refresh failure (``{"code", "message", "detail", "at"}``) when the stored
     #: connection no longer works: a new ``auth login`` is needed.
     failure: Mapping[str, Any] | None = None
+    #: the scopes the enabled collections need, with the reasons (:func:`required_scopes`);
+    #: empty when not computed.
+    required: Mapping[str, list[klaviyo_scopes.Reason]] | None = None
+
+    @property
+    def missing_scopes(self) -> list[str]:
+        """Required scopes the stored OAuth connection was not granted (OAuth only)."""
+        if self.method != "oauth" or not self.required:
+            return []
+        return klaviyo_scopes.missing(self.required, self.scopes)
 
     @property
     def needs_reauthorization(self) -> bool:
@@ -213,7 +253,23 @@ class ConnectionStatus:
             "refreshable": self.refreshable and not self.needs_reauthorization,
             "api_key": self.api_key_source,
             "problem": failure,
+            "required_scopes": {scope: [r.text for r in reasons] for scope, reasons in (self.required or {}).items()},
+            "missing_scopes": [{"scope": scope, "reasons": [r.text for r in (self.required or {})[scope]]}
+                               for scope in self.missing_scopes],
         }
+
+    def scope_lines(self) -> list[str]:
+        """What is missing and why, and what to do (empty when nothing is missing)."""
+        gaps = self.missing_scopes
+        if not gaps:
+            return []
+        assert self.required is not None
+        out = [f"Missing scopes: {' '.join(gaps)} (Klaviyo answers 403 permission_denied to the calls that "
+               "need them). Needed for:"]
+        out += [f"  {klaviyo_scopes.describe(scope, list(self.required[scope]))}" for scope in gaps]
+        out.append("Add them to the app's scopes in Klaviyo if needed, then run `klaviyo-sync auth login` "
+                   "again to grant them.")
+        return out
 
     def lines(self) -> list[str]:
         """Plain-text form (``auth status``)."""
@@ -235,6 +291,7 @@ class ConnectionStatus:
                    f"Access token expires: {when} ({state}); "
                    + ("refreshed automatically." if self.refreshable else "no refresh token: log in again then."),
                    f"Scopes: {' '.join(self.scopes) or '(none reported)'}"]
+            out += self.scope_lines()
             if self.api_key_source:
                 out.append(f"An API key is also set ({self.api_key_source}); OAuth is used while connected.")
             return out
@@ -316,8 +373,13 @@ async def login(
     port: int | None = None,
     timeout: float = 300.0,
     transport: httpx.AsyncBaseTransport | None = None,
+    collections: Any = None,
 ) -> ConnectionStatus:
     """Authorise in the browser, exchange the code, store the tokens in the hub.
+
+    The scopes asked for are :func:`requested_scopes`: what the enabled collections need
+    (from Klaviyo's specs) and any listed in ``oauth.scopes``.  What Klaviyo granted (the
+    token answer's ``scope``) is stored; the status returned names any scope still missing.
 
     Args:
         settings: needs ``oauth.client_id``, ``oauth.client_secret`` and a loopback
@@ -329,6 +391,7 @@ async def login(
             the redirect URI sent is rewritten to match).
         timeout: seconds to wait for the redirect.
         transport: httpx transport for the token call (tests).
+        collections: the collections to derive the scopes from (default: the settings' folder).
 
     Returns:
         The new :class:`ConnectionStatus` (no secrets).
@@ -340,6 +403,7 @@ async def login(
     """
     client_id, _ = client_credentials(settings, hub)
     redirect_url, host, url_port, path = _loopback_redirect(settings, hub)
+    required = required_scopes(settings, collections)
     endpoints = oauth_endpoints(settings)
     listener = _Listener(host, port if port is not None else (url_port if url_port is not None else 80), path)
     try:
@@ -354,7 +418,7 @@ async def login(
         redirect_uri = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
         if parts.port == bound:
             redirect_uri = redirect_url  # send exactly what is registered
-        scopes = tuple(settings.oauth.scopes)
+        scopes = tuple(required)
         verifier = generate_token(64)  # [A-Za-z0-9]{64}: inside PKCE's 43..128 unreserved chars
         state = generate_token(32)
         async with oauth_client(settings, hub, transport=transport, scope=" ".join(scopes),
@@ -389,7 +453,7 @@ async def login(
         log.info("OAuth connection stored for client %s", client_id)
     finally:
         await listener.stop()
-    return connection_status(settings, hub)
+    return connection_status(settings, hub, required=required)
 
 
 def _check_redirect(query: Mapping[str, str], state: str, hub: Any, settings: Settings) -> str:
@@ -425,15 +489,48 @@ def _http_detail(exc: Exception) -> str:
 # -- status and logout -------------------------------------------------------------------
 
 
-def connection_status(settings: Settings, hub: Any) -> ConnectionStatus:
-    """How :func:`engine.connect.open_client` will authenticate, with no secret in it."""
+def connection_status(settings: Settings, hub: Any, *, collections: Any = None,
+                      required: Mapping[str, list[klaviyo_scopes.Reason]] | None = None) -> ConnectionStatus:
+    """How :func:`engine.connect.open_client` will authenticate, with no secret in it.
+
+    For a stored OAuth connection the scopes the enabled collections need are derived
+    (``required``, or from ``collections`` / the settings' folder) so the status can name
+    the ones not granted.
+    """
     key = settings.api_key.source if settings.api_key is not None and settings.api_key.reveal() else None
     stored = hub.get_token(PROVIDER) if hub is not None else None
     if stored and (stored.get("access_token") or stored.get("refresh_token")):
         failure = hub.token_failure(PROVIDER) if hasattr(hub, "token_failure") else None
+        if required is None:
+            required = required_scopes(settings, collections)
         return ConnectionStatus("oauth", stored.get("expires_at"), tuple(stored.get("scopes") or ()),
-                                bool(stored.get("refresh_token")), key, failure)
+                                bool(stored.get("refresh_token")), key, failure, required)
     return ConnectionStatus("api_key" if key else "none", api_key_source=key)
+
+
+def scope_warnings(settings: Settings, hub: Any, collections: Any) -> list[KlaviyoSyncError]:
+    """``validate``'s warnings (code W020): one per scope the enabled ``collections`` need that
+    the OAuth connection stored in ``hub`` was not granted, located at the first row (or
+    collection) that needs it.  None without a stored connection (a private key's scopes
+    are not visible to the engine)."""
+    from engine.collection import CollectionWarning  # lazy, as above
+
+    status = connection_status(settings, hub, collections=collections)
+    out: list[KlaviyoSyncError] = []
+    for scope in status.missing_scopes:
+        reasons = list((status.required or {})[scope])
+        located = next((r for r in reasons if r.location is not None and r.location.line is not None),
+                       next((r for r in reasons if r.location is not None), None))
+        first = located or reasons[0]
+        others = [r.text for r in reasons if r is not first]
+        what = f"collection '{first.collection}' {first.why}" if first.collection and first.why else first.text
+        out.append(CollectionWarning(
+            f"the OAuth connection stored in the hub was not granted the scope {scope}: Klaviyo will answer "
+            f"403 permission_denied when {what}; run `klaviyo-sync auth login` to grant it",
+            code="W020", location=first.location,
+            detail=("also needed by: " + "; ".join(others[:3]) + (f" (and {len(others) - 3} more)" if len(others) > 3 else ""))
+            if others else None))
+    return out
 
 
 @dataclass(frozen=True)
@@ -486,5 +583,5 @@ async def logout(settings: Settings, hub: Any, *,
 __all__ = [
     "FLOW", "PROVIDER", "KLAVIYO_AUTHORIZE_URL", "ConnectionStatus", "LogoutResult", "OAuthEndpoints",
     "client_credentials", "connection_status", "log_auth_error", "login", "logout", "oauth_client",
-    "oauth_endpoints", "store_tokens",
+    "oauth_endpoints", "required_scopes", "requested_scopes", "scope_warnings", "store_tokens",
 ]

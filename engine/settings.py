@@ -54,7 +54,9 @@ MAX_POLL_SECONDS: Final = 7 * 86400.0  # ... and at most a week
 DEFAULT_REQUEST_TIMEOUT: Final = "30s"  # per read/connect of one HTTP attempt (httpx timeout)
 DEFAULT_REQUEST_DEADLINE: Final = "60s"  # whole HTTP attempt: request sent and answer read
 DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
-DEFAULT_SCOPES: Final = ("accounts:read", "events:write", "profiles:read", "profiles:write")
+#: ``oauth.scopes`` lists scopes to request ON TOP of those derived from the enabled collections
+#: (engine.klaviyo.scopes.required_scopes); none by default.
+DEFAULT_SCOPES: Final[tuple[str, ...]] = ()
 ENV_CONFIG: Final = "KLAVIYO_SYNC_CONFIG"
 ENV_API_KEY: Final = "KLAVIYO_API_KEY"
 SCHEMA_PATH: Final = Path(__file__).resolve().parent.parent / "schemas" / "settings.schema.json"

@@ -13,7 +13,9 @@ from engine.settings import OAuthSettings, Secret, Settings
 CLIENT_ID = "sbx-client-id"
 CLIENT_SECRET = "sbx-client-secret-0123456789"
 REDIRECT = "http://127.0.0.1:0/callback"
-SCOPES = ("accounts:read", "events:write", "profiles:read", "profiles:write")
+#: what the shipped collections need (derived from Klaviyo's specs; tests/test_oauth_scopes.py)
+SCOPES = ("accounts:read", "events:write", "lists:read", "lists:write", "profiles:read", "profiles:write",
+          "subscriptions:write")
 
 
 def oauth_settings(handle: SandboxHandle, tmp_path: Path, **oauth: Any) -> Settings:

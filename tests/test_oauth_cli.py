@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _oauth_helpers import CLIENT_ID, CLIENT_SECRET, follow
+from _oauth_helpers import CLIENT_ID, CLIENT_SECRET, SCOPES, follow
 from click.testing import CliRunner
 
 from engine import catalog
@@ -52,7 +52,7 @@ def test_login_status_logout_in_a_real_process_print_no_token(sandbox_factory: A
     status = _run("auth", "status", *common, env=env)
     status_json = json.loads(_run("auth", "status", "--json", *common, env=env).stdout)
     assert "Connected with OAuth" in status.stdout
-    assert ("oauth", ["accounts:read", "events:write", "profiles:read", "profiles:write"], True) == (
+    assert ("oauth", list(SCOPES), True) == (
         status_json["method"], status_json["scopes"], status_json["refreshable"])
     logout = _run("auth", "logout", *common, env=env)
     after = json.loads(_run("auth", "status", "--json", *common, env=env).stdout)

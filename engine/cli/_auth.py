@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import webbrowser
+from pathlib import Path
+from typing import Any
 
 import click
 
-from engine.cli._hub import _common, _open
+from engine.cli._hub import _common, _open, _settings
 from engine.cli._output import BoundedFloat, emit_json
-from engine.oauth import connection_status, login, logout
+from engine.errors import KlaviyoSyncError
+from engine.hub import SqliteHub
+from engine.oauth import connection_status, login, logout, requested_scopes, scope_warnings
 
 
 @click.group("auth")
@@ -39,6 +43,7 @@ def login_cmd(no_browser: bool, port: int | None, timeout: float, config: str | 
     def show(url: str) -> None:
         click.echo("Open this URL to authorise klaviyo-sync with Klaviyo:")
         click.echo(url)
+        click.echo(f"Scopes requested (what the enabled collections use): {' '.join(requested_scopes(settings))}")
         if not no_browser:
             webbrowser.open(url)
         click.echo("Waiting for Klaviyo to redirect back ...")
@@ -81,6 +86,32 @@ def logout_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
         return
     click.echo("Revoked at Klaviyo." if result.revoked else f"Warning: {result.detail}.")
     click.echo("OAuth tokens deleted from the hub." if result.deleted else "No tokens were left in the hub.")
+
+
+def validate_scopes(config: str | None, hub_path: str | None, collections: Any,
+                    ) -> tuple[list[KlaviyoSyncError], list[KlaviyoSyncError]]:
+    """``validate --config/--hub``: ``(errors, warnings)`` of the scope check.
+
+    Runs only when a settings file or hub is named (option or environment), so a plain
+    ``validate`` reads nothing but the collections.  Warnings (W020) name each scope the
+    enabled collections need that the OAuth connection stored in the hub was not granted;
+    a hub file that does not exist is not created (nothing stored, nothing to report).
+    """
+    if config is None and hub_path is None:
+        return [], []
+    try:
+        settings = _settings(config)
+    except KlaviyoSyncError as err:
+        return [err], []
+    path = Path(hub_path) if hub_path else settings.hub_path
+    if not path.is_file():
+        return [], []
+    try:
+        with SqliteHub(path, outbound_triggers=settings.outbound_triggers.entities(),
+                       secrets=settings.secrets()) as store:
+            return [], scope_warnings(settings, store, collections)
+    except KlaviyoSyncError as err:
+        return [err], []
 
 
 def register(group: click.Group) -> None:

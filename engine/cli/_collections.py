@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from engine.cli._auth import validate_scopes
 from engine.cli._output import emit_json
 from engine.collection import load_collections
 from engine.errors import KlaviyoSyncError
@@ -87,15 +88,25 @@ def _print_problem(err: KlaviyoSyncError, kind: str) -> None:
 
 @click.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--strict", is_flag=True, help="Treat warnings (placeholders, unmapped SubscribeProfile) as errors.")
+@click.option("--strict", is_flag=True, help="Treat warnings (placeholders, unmapped SubscribeProfile, missing OAuth scopes) as errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
-def validate_cmd(paths: tuple[str, ...], strict: bool, as_json: bool) -> None:
+@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_CONFIG",
+              help="Settings file: also check the OAuth scopes of the connection stored in its hub (W020).")
+@click.option("--hub", "hub_path", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_HUB",
+              help="Hub SQLite file whose stored OAuth connection's scopes are checked (W020).")
+def validate_cmd(paths: tuple[str, ...], strict: bool, as_json: bool, config: str | None,
+                 hub_path: str | None) -> None:
     """Check collections: schema, formulas, names, parents. Exit 1 on any error.
 
     PATHS are collection files or directories (default: the shipped collections/).
-    Every problem is listed as FILE:LINE:COL: CODE message.
+    Every problem is listed as FILE:LINE:COL: CODE message.  With --config or --hub,
+    each scope the enabled collections need that the stored OAuth connection lacks is
+    a warning (W020) at the row that needs it.
     """
     report = load_collections(list(paths) or None)
+    scope_errors, scope_warnings = validate_scopes(config, hub_path, report.collections)
+    report.errors.extend(scope_errors)
+    report.warnings.extend(scope_warnings)
     failed = bool(report.errors) or (strict and bool(report.warnings))
     if as_json:
         emit_json({

@@ -31,7 +31,13 @@ _MAX_TEXT = 300
 
 
 def is_auth_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` means Klaviyo refused the credentials (401/403, or an OAuth refresh failed)."""
+    """Whether ``exc`` means Klaviyo refused the credentials (401/403, or an OAuth refresh failed).
+
+    A 403 ``permission_denied`` is not: the credentials lack a scope this call needs, and
+    calls needing other scopes still work, so it is the record's failure (logged naming the
+    scope), and the run goes on."""
+    if isinstance(exc, KlaviyoApiError) and exc.status == 403 and exc.klaviyo_code == "permission_denied":
+        return False
     if isinstance(exc, (KlaviyoAuthError, AuthError)):
         return True
     return isinstance(exc, KlaviyoApiError) and exc.status in (401, 403)

@@ -163,7 +163,7 @@ class ConsentBatch:
             except KlaviyoApiError as exc:
                 if is_auth_failure(exc):
                     self.auth_error = exc
-                elif len(chunk) > 1 and not (exc.status == 429 or exc.status >= 500):
+                elif len(chunk) > 1 and not (exc.status in (403, 429) or exc.status >= 500):
                     for one in chunk:  # isolate the profile Klaviyo refuses
                         await self._send([one], 1, call, what)
                     continue

@@ -25,6 +25,7 @@ import httpx
 
 from engine.catalog import ERROR_CALLING_KLAVIYO, KLAVIYO_CONNECTION_ERROR
 from engine.errors import AuthError, KlaviyoApiError, KlaviyoAuthError, KlaviyoConnectionError, ReauthorizationRequired
+from engine.klaviyo.scopes import scopes_for_request
 
 _TAG_RE = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 _WS_RE = re.compile(r"\s+")
@@ -147,6 +148,9 @@ def api_error(response: httpx.Response, secrets: Iterable[str | None] = ()) -> K
     else:
         detail, code, pointer = _text_detail(response), None, None
     message = f"{ERROR_CALLING_KLAVIYO} (HTTP {status}): {detail}"
+    denied = status == 403 and code == PERMISSION_DENIED
+    if denied:
+        message += _needed_scopes(response)
     if pointer:
         message += f" [source: {pointer}]"
     retry_after = parse_retry_after(response) if status == 429 else None
@@ -154,7 +158,8 @@ def api_error(response: httpx.Response, secrets: Iterable[str | None] = ()) -> K
         safe_errors = json.loads(redact(json.dumps(errors), secrets))
     except (ValueError, TypeError, RecursionError):
         safe_errors = []
-    cls = KlaviyoAuthError if status in (401, 403) else KlaviyoApiError
+    # a missing scope refuses this call, not the credentials: the record's failure, not the run's
+    cls = KlaviyoAuthError if status in (401, 403) and not denied else KlaviyoApiError
     return cls(
         redact(message, secrets),
         status=status,
@@ -163,6 +168,25 @@ def api_error(response: httpx.Response, secrets: Iterable[str | None] = ()) -> K
         retry_after=retry_after,
         errors=safe_errors,
     )
+
+
+#: Klaviyo's error code for credentials that lack a scope the call needs (HTTP 403).
+PERMISSION_DENIED = "permission_denied"
+
+
+def _needed_scopes(response: httpx.Response) -> str:
+    """`` (GET /api/lists needs the scope(s) lists:read)`` from Klaviyo's specs, or ``""``."""
+    try:
+        request = response.request
+    except RuntimeError:  # a response built without its request
+        return ""
+    try:
+        needed = scopes_for_request(request.method, request.url.path, request.headers.get("revision"))
+    except (OSError, ValueError, KeyError):
+        return ""
+    if not needed:
+        return ""
+    return f" ({request.method} {request.url.path} needs the scope(s) {', '.join(needed)})"
 
 
 def snippet(response: httpx.Response, secrets: Iterable[str | None] = ()) -> str:
@@ -222,5 +246,5 @@ def connection_error(exc: BaseException | str, secrets: Iterable[str | None] = (
     return KlaviyoConnectionError(_cut(redact(f"{KLAVIYO_CONNECTION_ERROR}: {detail}", secrets), 500))
 
 
-__all__ = ["SNIPPET", "OAuthRefreshError", "OAuthReauthorizationError", "api_error", "auth_failure", "connection_error", "parse_retry_after", "redact", "redirect_error", "snippet",
+__all__ = ["PERMISSION_DENIED", "SNIPPET", "OAuthRefreshError", "OAuthReauthorizationError", "api_error", "auth_failure", "connection_error", "parse_retry_after", "redact", "redirect_error", "snippet",
            "unexpected_answer", "url_password"]

@@ -13,12 +13,17 @@ Routes (mounted beside ``/api/`` by :class:`~engine.sandbox.SandboxServer`):
   token rotates when ``oauth_rotate_refresh``).  Access tokens live
   ``oauth_access_ttl_s`` seconds.  Errors are Klaviyo's ``{"error": ...}`` bodies:
   400 ``invalid_grant`` / ``invalid_request`` / ``unsupported_grant_type``, 401 ``invalid_client``.
+  The token answer's ``scope`` is what was granted: every scope asked for, or only those
+  in :attr:`SandboxOptions.oauth_grant_scopes` when set (a user unticking scopes).
 - ``POST /oauth/revoke`` (Basic auth, ``token`` + ``token_type_hint``): a revoked
   refresh token takes its access tokens with it; unknown tokens answer 200 (RFC 7009).
 
 :meth:`SandboxOAuth.auth_hook` wraps the private-key hook so the API also accepts
 ``Bearer`` tokens issued here; an OAuth install is its own rate-limit account, as
-on Klaviyo.  Tests reach the server side through ``handle.server.oauth``
+on Klaviyo.  A Bearer request whose endpoint needs a scope the token was not granted
+(the endpoint's ``x-klaviyo-scopes`` in the spec of the request's revision, read by
+:mod:`engine.klaviyo.scopes`) gets Klaviyo's 403 ``permission_denied`` naming the
+missing scopes; private keys are not scope-checked.  Tests reach the server side through ``handle.server.oauth``
 (:meth:`~SandboxOAuth.expire_access_tokens`, :meth:`~SandboxOAuth.revoke_all`,
 :meth:`~SandboxOAuth.issued_tokens`).  Counters in ``options.counters``:
 ``oauth_code_exchange``, ``oauth_refresh``, ``oauth_revoke``.
@@ -38,7 +43,10 @@ from urllib.parse import unquote, urlencode, urlsplit
 from aiohttp import web
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from engine.sandbox._server import not_authenticated
+from engine.klaviyo import scopes as klaviyo_scopes
+from engine.sandbox._render import REVISION_KEY
+from engine.sandbox._server import ROUTE_META_KEY, not_authenticated
+from engine.sandbox._state import SandboxApiError
 
 if TYPE_CHECKING:
     from engine.sandbox._server import AuthHook, SandboxOptions
@@ -56,6 +64,7 @@ class _Code:
     expires_at: float
     used: bool = False
     refresh_tokens: list[str] = field(default_factory=list)
+    asked: str = ""  # the scope parameter as sent (``scope`` is what was granted of it)
 
 
 @dataclass
@@ -135,6 +144,7 @@ class SandboxOAuth:
                 raise not_authenticated("Invalid or revoked access token.")
             if rec.expires_at <= time.time():
                 raise not_authenticated("Access token has expired.")
+            _check_scopes(request, rec.scope)
             return "oauth:" + rec.client_id
 
         return hook
@@ -195,9 +205,18 @@ class SandboxOAuth:
             return _redirect(q["redirect_uri"], error="access_denied", state=q["state"],
                              error_description="The user denied the authorization request.")
         code = "sbx_code_" + secrets.token_urlsafe(24)
-        self.codes[code] = _Code(q["client_id"], q["redirect_uri"], q["code_challenge"], q["scope"],
-                                 time.time() + CODE_TTL_S)
+        self.codes[code] = _Code(q["client_id"], q["redirect_uri"], q["code_challenge"], self._granted(q["scope"]),
+                                 time.time() + CODE_TTL_S, asked=q["scope"])
         return _redirect(q["redirect_uri"], code=code, state=q["state"])
+
+    def _granted(self, asked: str) -> str:
+        """The scopes a user grants: all asked for, or only those in ``oauth_grant_scopes``."""
+        allowed = self.options.oauth_grant_scopes
+        scopes = asked.split()
+        if allowed is not None:
+            keep = {klaviyo_scopes.canonical(s) for s in allowed}
+            scopes = [s for s in scopes if klaviyo_scopes.canonical(s) in keep]
+        return " ".join(scopes)
 
     def _page(self, q: dict[str, str]) -> web.Response:
         hidden = "".join(f"<input type='hidden' name='{html.escape(k)}' value='{html.escape(v)}'>"
@@ -317,6 +336,33 @@ class SandboxOAuth:
         return web.Response(status=200)
 
 
+PERMISSION_DENIED_TITLE = "You do not have permission to perform this action."
+
+
+def permission_denied(missing: list[str]) -> SandboxApiError:
+    """Klaviyo's 403 for a token without a scope the endpoint needs."""
+    return SandboxApiError(403, "permission_denied", PERMISSION_DENIED_TITLE,
+                           f"The access token is missing the required scope(s): {', '.join(missing)}.",
+                           pointer="/data/")
+
+
+def _check_scopes(request: web.Request, granted: str) -> None:
+    """Refuse (403 ``permission_denied``) a request whose endpoint needs a scope not granted.
+
+    The endpoint's scopes are those of Klaviyo's spec for the request's revision
+    (``x-klaviyo-scopes``, :mod:`engine.klaviyo.scopes`); a path no route matched is left
+    to the router (404 / 405)."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    meta = request.app[ROUTE_META_KEY].get(resource.canonical if resource else "", {}).get(request.method)
+    if meta is None:
+        return
+    needed = klaviyo_scopes.scopes_for(request.method, meta["template"], request.get(REVISION_KEY))
+    lacking = klaviyo_scopes.missing(needed, granted.split())
+    if lacking:
+        raise permission_denied(lacking)
+
+
 def _redirect(uri: str, **params: str | None) -> web.Response:
     query = urlencode({k: v for k, v in params.items() if v is not None})
     sep = "&" if urlsplit(uri).query else "?"
@@ -328,4 +374,4 @@ def _html_error(text: str) -> web.Response:
     return web.Response(status=400, text=body, content_type="text/html")
 
 
-__all__ = ["SandboxOAuth", "CODE_TTL_S"]
+__all__ = ["SandboxOAuth", "CODE_TTL_S", "PERMISSION_DENIED_TITLE", "permission_denied"]

@@ -76,6 +76,7 @@ class SandboxOptions:
     oauth_decision: str = "approve"
     oauth_access_ttl_s: float = 3600.0
     oauth_rotate_refresh: bool = True
+    oauth_grant_scopes: tuple[str, ...] | None = None  # None: grant what is asked; else only these of it
 
     def __post_init__(self) -> None:
         """Refuse options no sandbox can honour (ValueError), before anything listens."""
