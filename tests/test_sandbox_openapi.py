@@ -107,6 +107,7 @@ def _tour(t: Tour, capable: dict[str, bool]) -> None:
     t.call("GET", L, 200)
     t.call("GET", L, 200, params={"filter": 'equals(name,"Newsletter")'})
     t.call("GET", LID, 200, id=lid)
+    t.call("GET", LID, 200, id=lid, params={"additional-fields[list]": "profile_count", "include": "tags"})
     t.call("GET", LID, 404, id="nolist")
     REL, LP = "/api/lists/{id}/relationships/profiles", "/api/lists/{id}/profiles"
     members = {"data": [{"type": "profile", "id": pid}, {"type": "profile", "id": other}]}
@@ -144,6 +145,7 @@ def _tour(t: Tour, capable: dict[str, bool]) -> None:
     t.call("GET", E, 200, params={"include": "metric,profile", "sort": "-datetime"})
     t.call("GET", E, 400, params={"filter": "equals(nope,1)"})
     t.call("GET", "/api/metrics", 200)
+    t.call("GET", "/api/metrics", 200, params={"filter": 'equals(integration.name,"API")'})
     bulk = {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": [
         {"type": "event-bulk-create", "attributes": {
             "profile": {"data": {"type": "profile", "attributes": {"email": "ada@example.com"}}},

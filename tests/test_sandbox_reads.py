@@ -198,3 +198,16 @@ def test_a_bulk_event_job_with_one_bad_time_stores_nothing(sandbox) -> None:
     err = _error(_post(sandbox, "/api/event-bulk-create-jobs", body, NEW))
     assert "/data/attributes/events-bulk-create/data/1/attributes/events/data/0/attributes/time" == err["source"]["pointer"]
     assert [] == _ok(_get(sandbox, "/api/profiles", NEW))["data"]
+
+
+@pytest.mark.parametrize("revision", [OLD, NEW])
+def test_a_list_shows_profile_count_when_asked(sandbox, revision: str) -> None:
+    """GET /api/lists/{id} adds profile_count for additional-fields[list]=profile_count; include= gives an empty included."""
+    st = sandbox.state
+    lid = st.add_list("Counted")
+    st.change_members(lid, [st.add_profile(email="c1@example.com"), st.add_profile(email="c2@example.com")], add=True)
+    plain = _ok(_get(sandbox, f"/api/lists/{lid}", revision))
+    assert "profile_count" not in plain["data"]["attributes"] and "included" not in plain
+    counted = _ok(_get(sandbox, f"/api/lists/{lid}", revision, include="tags",
+                       **{"additional-fields[list]": "profile_count", "fields[list]": "name,profile_count"}))
+    assert ({"name": "Counted", "profile_count": 2}, []) == (counted["data"]["attributes"], counted["included"])

@@ -95,3 +95,13 @@ def test_the_sdk_reports_a_sandbox_error_as_klaviyo_would(sandbox) -> None:
     first = next(s for s in steps if s["step"] == "create_profile")
     assert (1, False) == (code, first["ok"])
     assert first["error"].startswith("ApiException: (409)") and "duplicate_profile" in first["error"]
+
+
+def test_setup_installs_the_sdks_once_and_then_needs_no_network() -> None:
+    """scripts/_install_sdks.py (run by scripts/setup) leaves installed pins alone: with pip cut off it still succeeds."""
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_INDEX_URL": "http://127.0.0.1:9/simple"}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "_install_sdks.py")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert (0, "") == (done.returncode, done.stdout), done.stderr
+    for revision, version in SDK_VERSIONS.items():
+        assert f"klaviyo-api=={version}" in (SDK_DIR / revision / "PINS").read_text(encoding="utf-8").splitlines()

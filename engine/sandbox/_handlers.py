@@ -231,11 +231,22 @@ async def get_lists(request: web.Request) -> web.Response:
                  if flt.matches(conds, lambda f, lst=lst: lst.get(f))]
     page, links = paginate(request, items, sort_value=lambda x: x[field], descending=descending,
                            page_size=page_size(request, 10, 10))
-    return body_response({"data": [list_resource(request, x) for x in page], "links": links})
+    body: dict[str, Any] = {"data": [list_resource(request, x) for x in page], "links": links}
+    if included(request):
+        body["included"] = []  # tags and flow triggers: the sandbox has none
+    return body_response(body)
 
 
 async def get_list(request: web.Request) -> web.Response:
-    return body_response({"data": list_resource(request, _state(request).get_list(request.match_info["id"]))})
+    state = _state(request)
+    with state.lock:
+        lst = state.get_list(request.match_info["id"])
+        resource = list_resource(request, lst, profile_count=len(lst["members"])
+                                 if "profile_count" in additional_fields(request, "list") else None)
+    body: dict[str, Any] = {"data": resource}
+    if included(request):
+        body["included"] = []
+    return body_response(body)
 
 
 async def create_list(request: web.Request) -> web.Response:
@@ -406,7 +417,10 @@ async def get_metrics(request: web.Request) -> web.Response:
         items = [m for m in state.metrics.values()
                  if flt.matches(conds, lambda f: INTEGRATION[f.removeprefix("integration.")])]
     page, links = paginate(request, items, sort_value=lambda m: m["id"], descending=False, page_size=200)
-    return body_response({"data": [metric_resource(request, m) for m in page], "links": links})
+    body: dict[str, Any] = {"data": [metric_resource(request, m) for m in page], "links": links}
+    if included(request):
+        body["included"] = []  # flow triggers: the sandbox has none
+    return body_response(body)
 
 
 # (method, template without trailing slash, handler, tier, capability needed or None)

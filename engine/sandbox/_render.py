@@ -84,12 +84,16 @@ def profile_lists(state: SandboxState, pid: str) -> list[str]:
         return [lid for lid, lst in state.lists.items() if pid in lst["members"]]
 
 
-def list_resource(request: web.Request, lst: dict[str, Any]) -> dict[str, Any]:
+def list_resource(request: web.Request, lst: dict[str, Any], *, profile_count: int | None = None) -> dict[str, Any]:
+    """A list as Klaviyo shows it; ``profile_count`` only when given (``additional-fields[list]``)."""
     # No ``relationships``: the 2023-10-15 spec wants the members' ids in them (a list can hold millions).
+    attrs: dict[str, Any] = {"name": lst["name"], "created": iso(lst["created"]), "updated": iso(lst["updated"]),
+                             "opt_in_process": "single_opt_in"}
+    if profile_count is not None:
+        attrs["profile_count"] = profile_count
     return sparse(request, {
         "type": "list", "id": lst["id"],
-        "attributes": {"name": lst["name"], "created": iso(lst["created"]), "updated": iso(lst["updated"]),
-                       "opt_in_process": "single_opt_in"},
+        "attributes": attrs,
         "links": {"self": link(request, "lists", lst["id"])},
     })
 
@@ -234,8 +238,9 @@ def page_size(request: web.Request, default: int, maximum: int) -> int:
     return size
 
 
-def additional_fields(request: web.Request) -> set[str]:
-    raw = request.query.get("additional-fields[profile]", "")
+def additional_fields(request: web.Request, kind: str = "profile") -> set[str]:
+    """The names in ``additional-fields[<kind>]``."""
+    raw = request.query.get(f"additional-fields[{kind}]", "")
     return {x for x in raw.split(",") if x}
 
 
