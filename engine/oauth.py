@@ -399,7 +399,8 @@ async def login(
     Raises:
         AuthConfigError: Client ID / Client Secret / Redirect URL not configured (A001-A004).
         AuthorizationError: no redirect data (A010), no code / denied / state mismatch (A011),
-            token exchange refused (A012).  Each is logged in the hub error log.
+            token exchange refused (A012).  Each is logged in the hub error log.  A login
+            granted fewer scopes than needed succeeds, with a warning A013 in the error log.
     """
     client_id, _ = client_credentials(settings, hub)
     redirect_url, host, url_port, path = _loopback_redirect(settings, hub)
@@ -453,7 +454,18 @@ async def login(
         log.info("OAuth connection stored for client %s", client_id)
     finally:
         await listener.stop()
-    return connection_status(settings, hub, required=required)
+    status = connection_status(settings, hub, required=required)
+    if status.missing_scopes:
+        gaps = " ".join(status.missing_scopes)
+        log.warning("Klaviyo granted the OAuth connection without the scope(s) %s", gaps)
+        try:
+            hub.errors.log(FLOW, f"Klaviyo granted the OAuth connection without the scope(s) {gaps}: the calls "
+                           "that need them will be refused (403 permission_denied)", level="warning", code="A013",
+                           detail="; ".join(klaviyo_scopes.describe(s, list(required[s]), 1)
+                                            for s in status.missing_scopes))
+        except Exception:  # the warning must never fail a login that worked
+            log.exception("could not write the missing-scope warning to the hub error log")
+    return status
 
 
 def _check_redirect(query: Mapping[str, str], state: str, hub: Any, settings: Settings) -> str:

@@ -116,6 +116,7 @@ def test_login_requests_the_derived_scopes_and_extra_ones(sandbox_factory: Any, 
     with SqliteHub(tmp_path / "hub.db") as hub:
         status = _login(handle, tmp_path, hub, scopes=("metrics:read",))
         stored = hub.get_token(PROVIDER)
+        assert [] == hub.errors.list()
     [code] = handle.server.oauth.codes.values()
     expected = sorted((*SCOPES, "metrics:read"))
     assert (expected, expected, expected) == (code.asked.split(), stored["scopes"], list(status.scopes))
@@ -213,6 +214,9 @@ def test_status_and_validate_report_a_missing_scope(sandbox_factory: Any, tmp_pa
     db = tmp_path / "hub.db"
     with SqliteHub(db) as hub:
         _login(handle, tmp_path, hub)
+        [warning] = hub.errors.list()
+    assert ("Authorization and Connection", "warning", "A013") == (warning["Flow"], warning["Level"], warning["Code"])
+    assert warning["Message"].startswith("Klaviyo granted the OAuth connection without the scope(s) lists:write: ")
     config = _config(tmp_path, handle.url)
     common = ["--config", str(config), "--hub", str(db)]
 
