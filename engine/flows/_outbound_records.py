@@ -66,7 +66,7 @@ class RecordResult:
     Attributes:
         entity / hub_id: the hub record (``Customer`` or ``Transaction``).
         flow: the collection title the outcome is counted under.
-        outcome: created / updated / linked / skipped / invalid / failed (see RunSummary).
+        outcome: created / updated / unchanged / linked / skipped / invalid / failed (see RunSummary).
         klaviyo_id: the profile id, or the Placed Order event's unique id.
         decision: one line saying how the record was matched and what was done.
         links: ``(entity, hub_id, klaviyo_id)`` to save with the ack.
@@ -81,6 +81,8 @@ class RecordResult:
         requests: in a dry run, the requests recorded for this record.
         prerequisites: results committed together with this one (the customer an
             order needed).
+        versions: sent order versions to save with the ack (keyword arguments of
+            ``hub.record_transaction_version``).
     """
 
     entity: str
@@ -96,6 +98,7 @@ class RecordResult:
     auth_error: KlaviyoSyncError | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     prerequisites: list["RecordResult"] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
 
     def log(self, flow: str, message: str, *, level: str = "error", detail: str | None = None,
             code: str | None = None, klaviyo_id: str | None = None, entity: str | None = None,
@@ -155,6 +158,8 @@ class RecordResult:
             out["not_sent"] = "Klaviyo refused the credentials: the change stays queued"
         if self.requests:
             out["requests"] = [r.to_dict() for r in self.requests]
+        if self.versions:
+            out["versions"] = [{k: v for k, v in ver.items() if k != "digest"} for ver in self.versions]
         if self.prerequisites:
             out["prerequisites"] = [p.to_dict() for p in self.prerequisites]
         return out

@@ -230,6 +230,8 @@ class Outbound:
                                         klaviyo_id=e.klaviyo_id, detail=detail, code=e.code)
                 for entity, hub_id, klaviyo_id in r.links:
                     self.hub.set_link(entity, hub_id, klaviyo_id)
+                for version in r.versions:
+                    self.hub.record_transaction_version(**version)
             if change is not None:
                 if stopped:
                     self.hub.release_change(change)

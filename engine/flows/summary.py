@@ -1,7 +1,8 @@
 """What a run did, counted per flow, for the CLI's summary and the demo.
 
 A flow (a collection at work) reports one :class:`RunSummary`. Each record ends
-as exactly one of the outcomes ``created``, ``updated``, ``linked`` (matched to
+as exactly one of the outcomes ``created``, ``updated``, ``unchanged`` (an order
+already sent with the same content: nothing sent), ``linked`` (matched to
 an existing record and linked), ``skipped`` (filtered, unchanged, or disabled by a
 setting such as Generate Events = FALSE), ``invalid`` (mapping refused it) or
 ``failed`` (the destination refused it, or Klaviyo was unreachable). Warnings and
@@ -15,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-OUTCOMES = ("created", "updated", "linked", "skipped", "invalid", "failed")
+OUTCOMES = ("created", "updated", "unchanged", "linked", "skipped", "invalid", "failed")
 
 
 @dataclass

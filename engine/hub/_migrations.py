@@ -141,6 +141,30 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "transaction_versions: what each send of an order recorded in Klaviyo",
+        """
+        -- One row per version of an order sent to Klaviyo as events (engine/flows/_outbound_orders.py):
+        -- the Placed Order event's unique id (version 1 keeps the Transaction Id, later versions
+        -- append -v<n>), the digest of the payloads sent, the profile, whether every line event
+        -- was accepted too, and when.
+        CREATE TABLE transaction_versions (
+            transaction_id INTEGER NOT NULL,
+            version        INTEGER NOT NULL CHECK (version >= 1),
+            unique_id      TEXT NOT NULL,
+            digest         TEXT,
+            profile_id     TEXT,
+            complete       INTEGER NOT NULL DEFAULT 1,
+            sent_at        TEXT NOT NULL,
+            PRIMARY KEY (transaction_id, version)
+        );
+        -- Orders sent before versions were kept: their first event, as the link recorded it
+        -- (no digest: the next send compares the Transaction's last change with this time).
+        INSERT INTO transaction_versions(transaction_id, version, unique_id, digest, profile_id, complete, sent_at)
+            SELECT hub_id, 1, klaviyo_id, NULL, NULL, 1, updated_at FROM links WHERE entity = 'Transaction';
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -206,6 +206,53 @@ class TransactionsMixin:
             last = ids[-1]
 
 
+    # -- sent versions (the history of what an order recorded in Klaviyo) ----------------
+
+    def transaction_versions(self, transaction_id: int) -> list[dict[str, Any]]:
+        """Every version of this Transaction sent to Klaviyo, oldest first.
+
+        Each is ``{"TransactionId", "Version", "UniqueId", "Digest", "ProfileId", "Complete", "SentAt"}``;
+        ``Digest`` is None for an order sent before the hub kept versions.
+        """
+        rows = self._conn.execute(
+            "SELECT * FROM transaction_versions WHERE transaction_id = ? ORDER BY version", (transaction_id,)
+        ).fetchall()
+        return [_version_dict(r) for r in rows]
+
+    def latest_transaction_version(self, transaction_id: int) -> dict[str, Any] | None:
+        """The newest sent version of this Transaction (see :meth:`transaction_versions`), or None."""
+        row = self._conn.execute(
+            "SELECT * FROM transaction_versions WHERE transaction_id = ? ORDER BY version DESC LIMIT 1",
+            (transaction_id,),
+        ).fetchone()
+        return None if row is None else _version_dict(row)
+
+    def record_transaction_version(self, transaction_id: int, version: int, unique_id: str, digest: str | None,
+                                   profile_id: str | None, complete: bool, sent_at: str | None = None) -> None:
+        """Save (or, for a version sent again, update) one sent version of a Transaction.
+
+        ``sent_at`` defaults to now; a version sent again keeps its first ``sent_at`` unless one is given.
+        """
+        if version < 1:
+            raise HubRecordError(f"a transaction version starts at 1, got {version}")
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO transaction_versions(transaction_id, version, unique_id, digest, profile_id, complete,"
+                " sent_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(transaction_id, version) DO UPDATE SET"
+                " unique_id = excluded.unique_id, digest = excluded.digest,"
+                " profile_id = COALESCE(excluded.profile_id, transaction_versions.profile_id),"
+                " complete = excluded.complete, sent_at = COALESCE(?, transaction_versions.sent_at)",
+                (transaction_id, version, unique_id, digest, profile_id, int(bool(complete)), sent_at or utc_now(),
+                 sent_at),
+            )
+
+
+def _version_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {"TransactionId": row["transaction_id"], "Version": row["version"], "UniqueId": row["unique_id"],
+            "Digest": row["digest"], "ProfileId": row["profile_id"], "Complete": bool(row["complete"]),
+            "SentAt": row["sent_at"]}
+
+
 def _tx_dict(row: sqlite3.Row, lines: list[dict[str, Any]]) -> dict[str, Any]:
     record: dict[str, Any] = {"Id": row["id"]}
     for key, col in _TX_COLUMNS.items():
