@@ -44,9 +44,11 @@ class Tour:
         return p + "/" if rev.trailing_slash(self.revision) else p
 
     def call(self, method: str, template: str, expect: int, *, body: Any = None, params: dict[str, str] | None = None,
-             key: str | None = KEY, url: str | None = None, **ids: str) -> httpx.Response:
+             key: str | None = KEY, url: str | None = None, bearer: str | None = None, **ids: str) -> httpx.Response:
         headers = {"revision": self.revision, "accept": self.ctype}
-        if key:
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
+        elif key:
             headers["Authorization"] = f"Klaviyo-API-Key {key}"
         content = None
         if body is not None:
@@ -70,7 +72,7 @@ def _event(email: str, name: str, unique_id: str, time: str = "2024-05-01T10:00:
         "profile": {"data": {"type": "profile", "attributes": {"email": email}}}}}}
 
 
-def _tour(t: Tour, capable: dict[str, bool]) -> None:
+def _tour(t: Tour, capable: dict[str, bool], read_only_token: str) -> None:
     P, PID = "/api/profiles", "/api/profiles/{id}"
     # -- profiles
     created = t.call("POST", P, 201, body=_profile(email="ada@example.com", first_name="Ada",
@@ -175,6 +177,10 @@ def _tour(t: Tour, capable: dict[str, bool]) -> None:
     # -- authentication
     t.call("GET", P, 401, key=None)
     t.call("POST", E, 401, key="not-a-key", body=_event("ada@example.com", "Placed Order", "o-9"))
+    # -- an OAuth token without the endpoint's scope: Klaviyo's 403
+    t.call("GET", P, 200, bearer=read_only_token)
+    denied = t.call("POST", E, 403, bearer=read_only_token, body=_event("ada@example.com", "Placed Order", "o-10"))
+    assert "permission_denied" == denied.json()["errors"][0]["code"]
 
 
 @pytest.mark.parametrize("revision", REVISIONS)
@@ -182,8 +188,9 @@ def test_every_route_answers_as_the_spec_says(sandbox, revision: str) -> None:
     """Each route of ROUTES, at this revision, answers success and errors exactly as Klaviyo's spec declares."""
     checker = AnswerChecker(revision, [(m, t) for m, t, _ in ALL_ROUTES])
     capable = {cap: rev.supports(revision, cap) for _m, _t, cap in ALL_ROUTES if cap}
+    token = sandbox.server.oauth._issue("tour-client", "profiles:read", "tour-refresh")["access_token"]
     with Tour(sandbox.url, revision, checker) as t:
-        _tour(t, capable)
+        _tour(t, capable, token)
     missing = [(m, t) for m, t, _ in ALL_ROUTES if (m, t) not in checker.checked]
     assert not missing, f"routes in ROUTES the tour does not validate at {revision}: {missing}"
     for m, t, cap in ALL_ROUTES:
