@@ -30,8 +30,9 @@ second one; if the new address is identical to another address the Customer alre
 has, that one becomes the Klaviyo address and nothing is written.
 
 **Warnings** (``catalog.CUSTOMER_LINK_WARNING``, level ``warning``): a profile whose
-email matches no Customer exactly but one with other letter case (a new Customer is
-added, as the hub's email match is exact), and a profile linked by phone number alone
+email matches no Customer exactly but one with other letter case, found with the hub's
+case-insensitive index in either direction (a new Customer is added, as the hub's email
+match is exact; the detail names both emails), and a profile linked by phone number alone
 (its email was absent or matched nobody), since both may mean duplicate Customers.
 
 Every problem is logged in the hub's error log with the flow (collection title), the
@@ -223,12 +224,8 @@ class ProfileTransfer:
         """A Customer whose email equals this one except for letter case or surrounding spaces."""
         if not isinstance(email, str) or not email.strip():
             return None
-        for variant in dict.fromkeys((email.strip(), email.strip().lower())):
-            if variant != email:
-                found = self.hub.find_customer_by_email(variant)
-                if found is not None:
-                    return found
-        return None
+        found = self.hub.find_customers_by_email_ignoring_case(email)
+        return found[0] if found else None
 
     def _transfer(self, record: dict[str, Any], pid: str) -> ProfileResult:
         customer, matched_by = self.match(record, pid)

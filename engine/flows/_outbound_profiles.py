@@ -66,10 +66,12 @@ class ProfileFlow:
         runner: a runner over the loaded collections.
         add / update: the enabled outbound profile collections (either may be None).
         consent: where list and consent wishes are collected (flushed by the caller).
+        hub: the hub, read for Customers whose email differs only in letter case (optional).
     """
 
     def __init__(self, client: KlaviyoClient, runner: Runner, add: Collection | None,
-                 update: Collection | None, consent: ConsentBatch) -> None:
+                 update: Collection | None, consent: ConsentBatch, hub: Any = None) -> None:
+        self.hub = hub
         self.client = client
         self.runner = runner
         self.add = add
@@ -132,8 +134,33 @@ class ProfileFlow:
         await self._finish(result, self.update, link, request)
         return True
 
+    def _case_twin(self, customer: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+        """A linked Customer whose email differs from this one's only in letter case or spaces."""
+        email = customer.get("EmailAddress")
+        if self.hub is None or not isinstance(email, str) or not email.strip():
+            return None
+        for other in self.hub.find_customers_by_email_ignoring_case(email):
+            pid = self.hub.get_klaviyo_id("Customer", int(other["Id"])) if other["Id"] != customer["Id"] else None
+            if pid:
+                return other, pid
+        return None
+
     async def _send_unlinked(self, result: RecordResult, customer: dict[str, Any]) -> None:
         assert self.add is not None
+        twin = self._case_twin(customer)
+        if twin is not None:
+            # Klaviyo matches emails ignoring case: this Customer would land on the twin's profile
+            # and take its link away.  Nothing is sent; the warning asks for a review.
+            other, pid = twin
+            result.flow, result.outcome = self.add.title, "skipped"
+            result.log(self.add.title, catalog.PROFILE_LINK_WARNING, level="warning", code=CODE_LINK_WARNING,
+                       klaviyo_id=pid,
+                       detail=f"Customer {other['Id']} has the email {other['EmailAddress']!r}, which differs from "
+                              f"this Customer's {customer['EmailAddress']!r} only in letter case or spaces, and is "
+                              f"linked to Klaviyo profile {pid}. Klaviyo matches emails ignoring case, so this "
+                              "Customer would overwrite that profile: nothing was sent. Reconcile the two "
+                              "Customers in the hub.")
+            return
         add_req = self._map(result, self.add, customer)
         if add_req is None:
             return

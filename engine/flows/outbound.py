@@ -122,7 +122,7 @@ class Outbound:
     def _profiles(self) -> ProfileFlow | None:
         if self.add is None and self.update is None:
             return None
-        return ProfileFlow(self.client, self.runner, self.add, self.update, self._consent)
+        return ProfileFlow(self.client, self.runner, self.add, self.update, self._consent, self.hub)
 
     async def _ensure_customer(self, customer: dict[str, Any]) -> tuple[RecordResult, bool]:
         """Transfer a Customer once per batch; (result, whether the caller created the task)."""

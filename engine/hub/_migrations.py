@@ -165,6 +165,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             SELECT hub_id, 1, klaviyo_id, NULL, NULL, 1, updated_at FROM links WHERE entity = 'Transaction';
         """,
     ),
+    (
+        3,
+        "customer emails ignoring letter case",
+        """
+        -- Case-only email differences are reviewed, never silently duplicated (seed 002,
+        -- "Could Not Link"): this index finds them without a scan.
+        CREATE INDEX customers_email_nocase ON customers(email COLLATE NOCASE);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -18,6 +18,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from email_validator import EmailNotValidError, validate_email
+
 from engine import catalog
 from engine.errors import HubRecordError
 
@@ -200,11 +202,28 @@ def check_customer(record: Mapping[str, Any], *, partial: bool = False) -> None:
     if not partial or "EmailAddress" in record:
         if not (record.get("EmailAddress") or "").strip():
             raise HubRecordError(catalog.EMAIL_REQUIRED)
+        check_email("Customer.EmailAddress", record["EmailAddress"])
     if not partial or "CustomerNumber" in record:
         if not (record.get("CustomerNumber") or "").strip():
             raise HubRecordError(catalog.CUSTOMER_NUMBER_REQUIRED)
     for i, address in enumerate(record.get("Addresses") or []):
         check_fields("Address", address, ADDRESS_FIELDS, f" Addresses[{i}]")
+
+
+def check_email(path: str, value: str) -> None:
+    """Refuse an email address that is not valid (syntax only: no DNS lookup).
+
+    The specification requires an email "present, valid, and unique within the company"
+    (seed 001); its message for an unusable email is :data:`catalog.EMAIL_REQUIRED`, and
+    the detail says what is wrong, e.g. ``Customer.EmailAddress 'bad-email' is not a valid
+    email address: An email address must have an @-sign.``
+    """
+    try:
+        validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise HubRecordError(catalog.EMAIL_REQUIRED,
+                             detail=f"{path} {shown!r} is not a valid email address: {exc}") from None
 
 
 def check_address(address: Mapping[str, Any]) -> None:
@@ -217,6 +236,8 @@ def check_transaction(record: Mapping[str, Any]) -> None:
     check_fields("Transaction", record, TRANSACTION_FIELDS)
     if not (record.get("TransactionNumber") or "").strip():
         raise HubRecordError("A transaction number is required")
+    if (record.get("EmailAddress") or "").strip():
+        check_email("Transaction.EmailAddress", record["EmailAddress"])
     for i, line in enumerate(record.get("Lines") or []):
         check_fields("TransactionLine", line, LINE_FIELDS, f" Lines[{i}]")
 

@@ -279,6 +279,16 @@ class SqliteHub(TransactionsMixin, StateMixin):
         owner = self._email_owner(email)
         return None if owner is None else self.get_customer(owner)
 
+    def find_customers_by_email_ignoring_case(self, email: str) -> list[dict[str, Any]]:
+        """Customers whose email equals ``email`` but for ASCII letter case and surrounding spaces,
+        the exact match excluded, lowest Id first (the case-only differences the seeds ask to review)."""
+        text = email.strip()
+        rows = self._conn.execute(
+            "SELECT id FROM customers WHERE email = ? COLLATE NOCASE AND email != ? ORDER BY id", (text, email)
+        ).fetchall()
+        found = [self.get_customer(int(r[0])) for r in rows]
+        return [c for c in found if c is not None]
+
     def find_customer_by_phone(self, phone: str, country: str | None = None) -> dict[str, Any] | None:
         """The Customer whose Phone (or, failing that, CustomerNumber) is the same E.164 number.
 
