@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _hub_fixtures import store_legacy_email
 
 from engine import catalog
 from test_outbound_profiles import _customer, _edit_collections, _with_collections
@@ -120,9 +121,11 @@ def test_unresolvable_profile_is_an_error_in_the_log(outbound) -> None:
 
 def test_failed_customer_prerequisite_stops_the_order(outbound) -> None:
     """When the Customer the order needs cannot be created, the catalog message is logged, no event."""
-    c = _customer(outbound.hub, EmailAddress="not-an-email", Phone=None)
+    c = _customer(outbound.hub, Phone=None)
     outbound.hub.ack_change(outbound.hub.pending_changes()[0])
-    tx = _transaction(outbound.hub, c["Id"], email="not-an-email")
+    tx = _transaction(outbound.hub, c["Id"])
+    store_legacy_email(outbound.settings.hub_path, c["Id"], "not-an-email")  # the hub refuses it today
+    store_legacy_email(outbound.settings.hub_path, c["Id"], "not-an-email", transaction_id=tx["Id"])
     outbound.dispatch()
     entries = {(e["Flow"], e["Message"].split(" (HTTP")[0]) for e in outbound.hub.errors.list()}
     assert {("Add Klaviyo Placed Order Event FROM Hub", catalog.ORDER_CUSTOMER_NOT_CREATED),

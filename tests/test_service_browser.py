@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from _hub_fixtures import store_legacy_email
 from test_service import TOKEN, Serve, write_settings
+
+from engine.hub import SqliteHub
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "service-dashboard.png"
@@ -36,12 +39,15 @@ def test_a_failed_record_is_found_corrected_retried_and_resolved_in_the_browser(
     for name in ("Sms Subscribers", "Preview List"):  # the lists the shipped collections add profiles to
         sandbox.state.add_list(name)
     settings = write_settings(tmp_path, sandbox.url, poll="1h")
+    # A hub file from before email validation can hold an invalid email; Klaviyo refuses it.
+    hub = SqliteHub(tmp_path / "hub.db", outbound_triggers={"Customer", "Transaction"})
+    cid = hub.add_customer({"EmailAddress": "broken@example.com", "CustomerNumber": "B-1", "FirstName": "Broken"})["Id"]
+    hub.close()
+    store_legacy_email(tmp_path / "hub.db", cid, "not an email")
     serve = Serve(settings)
     try:
-        created = serve.api("POST", "/api/customers", json={"EmailAddress": "not an email", "CustomerNumber": "B-1",
-                                                            "FirstName": "Broken"})
-        assert 201 == created.status_code
-        cid = created.json()["record"]["Id"]
+        refused = serve.api("POST", "/api/customers", json={"EmailAddress": "not an email", "CustomerNumber": "B-2"})
+        assert 422 == refused.status_code and "An email address is required" in refused.text
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not serve.api("GET", "/api/errors", params={"record": cid}).json()["total"]:
             time.sleep(0.1)
