@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from _hub_fixtures import store_legacy_email
 
 from engine import catalog
 from engine.hub import SqliteHub
@@ -103,9 +104,11 @@ def test_the_placed_order_articles_text_is_logged_as_the_catalogs(outbound, tmp_
 def test_customer_prerequisite_failure_carries_profile_could_not_be_resolved(outbound) -> None:
     """The order's customer could not be created: the catalog's text, with the Placed Order article's
     "Profile could not be resolved" in the detail beside the Customer's own error."""
-    c = _customer(outbound.hub, EmailAddress="not-an-email", Phone=None)
+    c = _customer(outbound.hub, Phone=None)
     outbound.hub.ack_change(outbound.hub.pending_changes()[0])
-    _transaction(outbound.hub, c["Id"], email="not-an-email")
+    tx = _transaction(outbound.hub, c["Id"])
+    store_legacy_email(outbound.settings.hub_path, c["Id"], "not-an-email")  # the hub refuses it today
+    store_legacy_email(outbound.settings.hub_path, c["Id"], "not-an-email", transaction_id=tx["Id"])
     outbound.dispatch()
     [entry] = [e for e in outbound.hub.errors.list() if e["Flow"] == PLACED]
     assert catalog.ORDER_CUSTOMER_NOT_CREATED == entry["Message"]
