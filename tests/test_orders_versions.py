@@ -153,9 +153,10 @@ def test_dry_run_of_a_changed_order_shows_version_two_and_writes_nothing(outboun
 
 
 def _as_previous_release(path) -> None:
-    """Turn a hub file back into what the previous release wrote: no versions table, schema 1."""
+    """Turn a hub file back into what the previous release wrote: schema 1 (no versions table, no case index)."""
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE transaction_versions")
+    conn.execute("DROP INDEX customers_email_nocase")  # migration 3
     conn.execute("DELETE FROM schema_migrations WHERE version >= 2")
     conn.commit()
     conn.close()
