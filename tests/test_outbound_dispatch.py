@@ -48,16 +48,18 @@ def test_dry_run_shows_decisions_and_requests_and_changes_nothing(outbound) -> N
     before = outbound.hub.pending_changes()
     report = outbound.dispatch(dry_run=True)
     matched, created = report.results
-    assert f"no link; 409 duplicate_profile: matched existing profile {pid} by email, partial update" == \
+    # The batch's email lookup (one read for both Customers, shown on no record) found the profile:
+    assert f"no link; email lookup: matched existing profile {pid} by email, partial update" == \
         matched.decision
-    assert ["POST", "GET", "PATCH", "GET", "GET", "GET", "POST", "POST"] == [r.method for r in matched.requests]
-    assert {"filter": 'equals(phone_number,"+12125550101")'} == matched.requests[3].params  # PATCH's phone check
-    assert f"409 duplicate_profile (profile {pid})" == matched.requests[0].answer
-    assert f"/api/profiles/{pid}/" == matched.requests[2].path
+    assert ["PATCH", "GET", "GET", "GET", "GET", "POST", "POST"] == [r.method for r in matched.requests]
+    assert {"filter": 'equals(phone_number,"+12125550101")'} == matched.requests[2].params  # PATCH's phone check
+    assert f"200 (profile {pid})" == matched.requests[0].answer
+    assert f"/api/profiles/{pid}/" == matched.requests[0].path
     assert {"data": {"type": "profile", "id": pid, "attributes": {
         "email": "person1@example.com", "phone_number": "+12125550101", "first_name": "Ann", "last_name": "Lee",
-        "organization": "Acme", "properties": {"My Custom": "Example values"}}}} == matched.requests[2].body
-    assert matched.requests[1].read_only and not matched.requests[2].read_only
+        "organization": "Acme", "properties": {"My Custom": "Example values"}}}} == matched.requests[0].body
+    assert matched.requests[1].read_only and not matched.requests[0].read_only
+    assert ["POST"] == [r.method for r in created.requests if not r.read_only][:1]
     assert "created" == created.outcome and created.klaviyo_id.startswith("dry-run-new-")
     assert [pid] == [p["id"] for p in outbound.all_profiles()]
     assert set() == outbound.list_members("Preview List")

@@ -42,6 +42,8 @@ SUBSCRIBE_BATCH = 100
 LIST_BATCH = 1000
 
 
+EMAIL_LOOKUP_BATCH = 100  # values in one any() filter, and the profile page size
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -287,6 +289,20 @@ class KlaviyoClient:
         return found
 
     # -- lists -----------------------------------------------------------------------
+
+    async def find_profile_ids_by_email(self, emails: Sequence[str]) -> dict[str, str]:
+        """Lowercased email -> profile id for the emails Klaviyo holds, 100 per request
+        (``any(email,[...])`` with ``page[size]=100``): one call finds a batch's existing profiles."""
+        wanted = list(dict.fromkeys(e.strip().lower() for e in emails if e and e.strip()))
+        found: dict[str, str] = {}
+        for chunk in _chunks(wanted, EMAIL_LOOKUP_BATCH):
+            text = "any(email,[" + ",".join(_quote(e) for e in chunk) + "])"
+            async for page in self.iter_profile_pages(filter=text, page_size=EMAIL_LOOKUP_BATCH):
+                for p in page:
+                    email = (p.get("attributes") or {}).get("email")
+                    if isinstance(email, str) and p.get("id"):
+                        found.setdefault(email.lower(), str(p["id"]))
+        return found
 
     async def find_lists_by_name(self, name: str) -> list[dict[str, Any]]:
         """Every list named ``name`` (Klaviyo does not make names unique)."""
