@@ -100,3 +100,22 @@ def test_status_is_quiet_about_a_supported_revision(tmp_path: Path) -> None:
     assert 0 == text.returncode, text.stderr
     assert "Revision:   2026-07-15 (stable, supported until 2028-07-15)" in text.stdout
     assert "Warning" not in text.stderr
+
+
+def _validate(tmp_path: Path, revision: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "klaviyo-sync.yaml").write_text(f"api_key: {KEY}\nname: Shop\napi_revision: '{revision}'\nhub: hub.db\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("KLAVIYO_SYNC_CONFIG", "KLAVIYO_SYNC_HUB")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "engine", "validate", "--config", "klaviyo-sync.yaml", *extra],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+
+
+def test_validate_warns_at_the_api_revision_line(tmp_path: Path) -> None:
+    old = _validate(tmp_path, "2023-10-15", "--json")
+    assert 0 == old.returncode, old.stderr
+    [w021] = [w for w in json.loads(old.stdout)["warnings"] if w["code"] == "W021"]
+    assert ("klaviyo-sync.yaml", 3, 1) == (Path(w021["file"]).name, w021["line"], w021["column"])
+    assert "past its support window" in w021["message"]
+    assert 1 == _validate(tmp_path, "2023-10-15", "--strict").returncode
+    new = _validate(tmp_path, "2026-07-15", "--json")
+    assert [] == [w for w in json.loads(new.stdout)["warnings"] if w["code"] == "W021"]

@@ -12,7 +12,9 @@ import click
 from engine.cli._auth import validate_scopes
 from engine.cli._output import emit_json
 from engine.collection import load_collections
-from engine.errors import KlaviyoSyncError
+from engine.errors import KlaviyoSyncError, Location
+from engine.klaviyo import revision as rev
+from engine.settings import load_settings
 from engine.formula.helpers import bind_helpers
 from engine.runner import INVALID, Runner, flatten_jsonapi
 
@@ -86,12 +88,38 @@ def _print_problem(err: KlaviyoSyncError, kind: str) -> None:
     click.echo(f"{kind}: {err}" if kind == "warning" else str(err), err=True)
 
 
+def revision_warnings(config: str | None, hub_path: str | None) -> list[KlaviyoSyncError]:
+    """``validate --config``: a warning (W021) at the settings' ``api_revision`` line when that
+    revision is past Klaviyo's support window (two years after its release)."""
+    if config is None and hub_path is None:
+        return []
+    try:
+        settings = load_settings(config)
+    except KlaviyoSyncError:
+        return []  # the scope check reports the settings' own errors
+    text = rev.support(settings.api_revision).warning()
+    if text is None:
+        return []
+    location = Location()
+    if settings.source:
+        location = Location(file=str(settings.source))
+        try:
+            lines = Path(settings.source).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            lines = []
+        for n, line in enumerate(lines, 1):
+            if line.startswith("api_revision:"):
+                location = Location(file=str(settings.source), line=n, column=1)
+                break
+    return [KlaviyoSyncError(text, code="W021", location=location)]
+
+
 @click.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--strict", is_flag=True, help="Treat warnings (placeholders, unmapped SubscribeProfile, missing OAuth scopes) as errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_CONFIG",
-              help="Settings file: also check the OAuth scopes of the connection stored in its hub (W020).")
+              help="Settings file: also check the OAuth scopes of the connection stored in its hub (W020) and the api_revision's support window (W021).")
 @click.option("--hub", "hub_path", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_HUB",
               help="Hub SQLite file whose stored OAuth connection's scopes are checked (W020).")
 def validate_cmd(paths: tuple[str, ...], strict: bool, as_json: bool, config: str | None,
@@ -101,12 +129,14 @@ def validate_cmd(paths: tuple[str, ...], strict: bool, as_json: bool, config: st
     PATHS are collection files or directories (default: the shipped collections/).
     Every problem is listed as FILE:LINE:COL: CODE message.  With --config or --hub,
     each scope the enabled collections need that the stored OAuth connection lacks is
-    a warning (W020) at the row that needs it.
+    a warning (W020) at the row that needs it, and an api_revision past Klaviyo's
+    support window is a warning (W021) at its line in the settings file.
     """
     report = load_collections(list(paths) or None)
     scope_errors, scope_warnings = validate_scopes(config, hub_path, report.collections)
     report.errors.extend(scope_errors)
     report.warnings.extend(scope_warnings)
+    report.warnings.extend(revision_warnings(config, hub_path))
     failed = bool(report.errors) or (strict and bool(report.warnings))
     if as_json:
         emit_json({
