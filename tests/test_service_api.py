@@ -289,3 +289,18 @@ async def test_the_settings_service_token_is_a_secret(tmp_path: Path) -> None:
     assert "tok-123456" not in json.dumps(settings.display())
     assert {"host": "127.0.0.1", "port": 0, "max_body_bytes": 1048576} == \
         {k: v for k, v in settings.display()["service"].items() if k != "token"}
+
+
+async def test_status_and_dashboard_warn_about_a_retired_revision(api) -> None:
+    """The default 2023-10-15 is past Klaviyo's support window: /api/status and the dashboard say so."""
+    client, _service, _sandbox = api
+    status = (await client.get("/api/status")).json()
+    assert ("2023-10-15", "retired") == (status["revision"], status["revision_support"]["state"])
+    assert "past its support window" in status["revision_support"]["warning"]
+    async with httpx.AsyncClient(base_url=str(client.base_url), follow_redirects=False) as browser:
+        login = await browser.get("/login")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', login.text).group(1)
+        await browser.post("/login", data={"csrf": csrf, "token": TOKEN, "next": "/"})
+        page = await browser.get("/")
+    assert 200 == page.status_code
+    assert 'id="revision-warning"' in page.text and "support for this one ended on 2025-10-15" in page.text
