@@ -97,7 +97,8 @@ async def test_list_lookup_and_membership(kl: KlaviyoClient, sandbox: SandboxHan
 
 
 async def test_subscribe_and_unsubscribe_change_consent(kl: KlaviyoClient, sandbox: SandboxHandle) -> None:
-    """Subscription jobs set SUBSCRIBED on email and SMS; unsubscribe withdraws email consent."""
+    """Subscription jobs set SUBSCRIBED on email and SMS; unsubscribing from the list takes the profile off
+    that list with a list suppression; unsubscribing without a list withdraws email consent."""
     lid = sandbox.state.add_list("Newsletter")
     pid, _ = await kl.create_profile({"email": "gi@example.com", "phone_number": "+14155550111"})
     await kl.subscribe_profiles([{"email": "gi@example.com", "phone_number": "+14155550111"}], list_id=lid)
@@ -105,6 +106,11 @@ async def test_subscribe_and_unsubscribe_change_consent(kl: KlaviyoClient, sandb
     assert ("SUBSCRIBED", "SUBSCRIBED") == (subs["email"]["marketing"]["consent"], subs["sms"]["marketing"]["consent"])
     assert [pid] == [p["id"] for p in await kl.get_list_profiles(lid)]
     await kl.unsubscribe_profiles([{"email": "gi@example.com"}], list_id=lid, channels=("email",))
+    subs = (await kl.get_profile(pid, additional_fields=["subscriptions"]) or {})["attributes"]["subscriptions"]
+    assert ("SUBSCRIBED", [lid]) == (subs["email"]["marketing"]["consent"],
+                                     [s["list_id"] for s in subs["email"]["marketing"]["list_suppressions"]])
+    assert [] == await kl.get_list_profiles(lid)
+    await kl.unsubscribe_profiles([{"email": "gi@example.com"}], channels=("email",))
     subs = (await kl.get_profile(pid, additional_fields=["subscriptions"]) or {})["attributes"]["subscriptions"]
     assert ("UNSUBSCRIBED", False) == (subs["email"]["marketing"]["consent"],
                                        subs["email"]["marketing"]["can_receive_email_marketing"])

@@ -55,6 +55,8 @@ class SandboxOptions:
         oauth_clients: OAuth client id -> secret; empty = any id with a non-empty secret.
         oauth_decision: what the authorize page does: "approve", "deny" or "page" (a form).
         oauth_access_ttl_s: access-token lifetime; oauth_rotate_refresh: new refresh token per refresh.
+        job_delay_s: how long every asynchronous job (subscribe, unsubscribe, bulk import) stays
+            ``queued`` before the sandbox starts it (0 = at once, after the 202 is sent).
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +79,7 @@ class SandboxOptions:
     oauth_access_ttl_s: float = 3600.0
     oauth_rotate_refresh: bool = True
     oauth_grant_scopes: tuple[str, ...] | None = None  # None: grant what is asked; else only these of it
+    job_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         """Refuse options no sandbox can honour (ValueError), before anything listens."""
@@ -300,7 +303,7 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
             spec.validate_body(request.method, template, _without_nulls(body) if request.method == "PATCH" else body)
         request[BODY_KEY] = body
 
-    app = web.Application(middlewares=[pipeline])
+    app = web.Application(middlewares=[_jobs.payload_limit, pipeline], client_max_size=_jobs.CLIENT_MAX_SIZE)
     app[STATE_KEY] = state
     route_meta: dict[str, dict[str, dict[str, Any]]] = {}
     for method, template, handler, tier, capability in [*ROUTES, *_jobs.ROUTES]:
@@ -308,6 +311,7 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
             app.router.add_route(method, path, handler)
             route_meta.setdefault(path, {})[method] = {"tier": tier, "capability": capability, "template": template}
     app[ROUTE_META_KEY] = route_meta
+    _jobs.mount(app, state, options)
     return app
 
 

@@ -518,5 +518,18 @@ class SandboxState:
         """Read a state file written by :meth:`save`."""
         self.load_json(json.loads(path.read_text(encoding="utf-8")))
 
+    # -- asynchronous jobs (engine.sandbox._jobs) ------------------------------------
+
+    def drain_jobs(self, limit: int | None = None) -> int:
+        """Apply every queued job now (at most ``limit`` profiles); returns how many were applied.
+
+        Klaviyo applies subscribe, unsubscribe and bulk import jobs some time after its 202; a
+        test calls this to see their effect without waiting, or with ``limit`` to catch a bulk
+        import in ``processing``.
+        """
+        from engine.sandbox import _jobs
+
+        return _jobs.drain(self, limit)
+
 
 __all__ = ["SandboxState", "SandboxApiError", "invalid", "not_found", "iso", "now_utc"]
