@@ -170,10 +170,19 @@ def _tour(t: Tour, capable: dict[str, bool], read_only_token: str) -> None:
         jid = t.call("POST", BJ, 202, body=job).json()["data"]["id"]
         t.call("POST", BJ, 400, body={"data": {"type": "profile-bulk-import-job", "attributes": {}}})
         t.call("GET", BJID, 200, job_id=jid)
+        t.call("GET", BJID, 200, job_id=jid, params={"include": "lists"})
         t.call("GET", BJID, 404, job_id="nojob")
+        t.call("GET", BJ, 200, params={"filter": 'equals(status,"complete")', "sort": "-created_at"})
+        t.call("GET", BJ, 400, params={"filter": "equals(nope,1)"})
+        for sub in ("import-errors", "profiles", "relationships/profiles", "lists", "relationships/lists"):
+            t.call("GET", BJ + "/{id}/" + sub, 200, id=jid)
+            t.call("GET", BJ + "/{id}/" + sub, 404, id="nojob")
     else:
         t.call("POST", BJ, 404, body=job)
         t.call("GET", BJID, 404, job_id="nojob")
+        t.call("GET", BJ, 404)
+        for sub in ("import-errors", "profiles", "relationships/profiles", "lists", "relationships/lists"):
+            t.call("GET", BJ + "/{id}/" + sub, 404, id="nojob")
     # -- authentication
     t.call("GET", P, 401, key=None)
     t.call("POST", E, 401, key="not-a-key", body=_event("ada@example.com", "Placed Order", "o-9"))
