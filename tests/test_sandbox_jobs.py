@@ -416,3 +416,17 @@ def test_job_delay_must_be_a_sane_number() -> None:
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="job_delay_s"):
             SandboxServer(SandboxOptions(job_delay_s=bad))
+
+
+def test_a_malformed_job_body_is_a_400_even_without_the_spec_check(sandbox_factory) -> None:
+    """Where no spec checks the body (``validate=False``; a bulk import at 2023-12-15, absent from the
+    stored 2023-10-15 spec) a wrong shape is still Klaviyo's 400 naming where, never a 500 or a dead job."""
+    sb = sandbox_factory(validate=False)
+    resp = post(sb, "/api/profile-subscription-bulk-create-jobs",
+                {"data": {"type": "profile-subscription-bulk-create-job", "attributes": {}}})
+    assert (400, "/data/attributes/profiles/data") == (resp.status_code, the_error(resp)["source"]["pointer"])
+    checked = sandbox_factory()
+    body = {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": ["x"]}}}}
+    resp = post(checked, "/api/profile-bulk-import-jobs", body, "2023-12-15")
+    assert (400, "/data/attributes/profiles/data/0") == (resp.status_code, the_error(resp)["source"]["pointer"])
+    assert 0 == sb.state.drain_jobs() + checked.state.drain_jobs()

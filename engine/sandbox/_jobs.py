@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -45,6 +46,8 @@ from engine.sandbox._state import SandboxApiError, SandboxState, invalid, iso, n
 
 if TYPE_CHECKING:
     from engine.sandbox._server import SandboxOptions
+
+log = logging.getLogger("engine.sandbox")
 
 # -- Klaviyo's limits (API-NOTES §3.1, §3.2, §5; the specs' operation descriptions) --------
 
@@ -123,6 +126,24 @@ def _channels(attrs: dict[str, Any]) -> list[str]:
     return [ch for ch, ident in (("email", "email"), ("sms", "phone_number")) if attrs.get(ident)]
 
 
+def _profiles_of(data: Any) -> list[dict[str, Any]]:
+    """``data.attributes.profiles.data`` as a list of objects, else Klaviyo's 400 naming where it breaks.
+
+    The spec check already guarantees this where the revision's spec has the route; the sandbox
+    may run without it (``validate=False``, or a bulk import at 2023-12-15, absent from the
+    stored 2023-10-15 spec), and a job must never fail later on a shape it accepted.
+    """
+    pointer = "/data/attributes/profiles/data"
+    attrs = data.get("attributes") if isinstance(data, dict) else None
+    profiles = ((attrs or {}).get("profiles") or {}).get("data") if isinstance(attrs, dict) else None
+    if not isinstance(profiles, list):
+        raise invalid("'data' is a required field.", pointer=pointer)
+    for i, entry in enumerate(profiles):
+        if not isinstance(entry, dict) or not isinstance(entry.get("attributes", {}), dict):
+            raise invalid("Each profile must be an object with 'attributes'.", pointer=f"{pointer}/{i}")
+    return profiles
+
+
 def _list_id(data: dict[str, Any]) -> str | None:
     return (((data.get("relationships") or {}).get("list") or {}).get("data") or {}).get("id")
 
@@ -144,8 +165,8 @@ def _enqueue(request: web.Request, job: dict[str, Any]) -> dict[str, Any]:
 def _consent_job(kind: str, request: web.Request, limit: int, what: str) -> dict[str, Any]:
     state = _state(request)
     data = _data(request)
+    profiles = _profiles_of(data)
     attrs = data["attributes"]
-    profiles = attrs["profiles"]["data"]
     if len(profiles) > limit:
         raise too_many(limit, what)
     list_id = _list_id(data)
@@ -234,7 +255,7 @@ async def bulk_import_profiles(request: web.Request) -> web.Response:
     if len(raw) > IMPORT_MAX_BYTES:
         raise payload_too_large()
     data = _data(request)
-    profiles = data["attributes"]["profiles"]["data"]
+    profiles = _profiles_of(data)
     if len(profiles) > IMPORT_MAX_PROFILES:
         raise too_many(IMPORT_MAX_PROFILES, "a bulk profile import")
     if len(raw) > IMPORT_MAX_PROFILE_BYTES:  # no single profile can be larger than the whole body
@@ -261,16 +282,27 @@ def _apply_import(state: SandboxState, job: dict[str, Any], index: int, entry: d
     try:
         p, _ = state.import_profile(attrs, entry.get("id"), patch)
     except SandboxApiError as exc:
-        pointer = f"/data/attributes/profiles/data/{index}"
-        if exc.pointer and exc.pointer.startswith("/data/") and exc.pointer != "/data/":
-            pointer += exc.pointer[len("/data"):]
-        job["errors"].append({"id": state._ulid(), "code": exc.code, "title": exc.title, "detail": exc.detail,
-                              "source": {"pointer": pointer}, "original_payload": entry})
-        job["attributes"]["failed_count"] += 1
+        _record_import_error(state, job, index, entry, exc)
+        return
+    except (TypeError, ValueError, AttributeError, KeyError) as bug:  # a shape the checks let through
+        log.warning("bulk import job %s: profile %d could not be applied: %r", job["id"], index, bug)
+        _record_import_error(state, job, index, entry,
+                             invalid("The profile could not be imported.", pointer="/data/attributes"))
         return
     job["profile_ids"].append(p["id"])
     joined.append(p["id"])
     job["attributes"]["completed_count"] += 1
+
+
+def _record_import_error(state: SandboxState, job: dict[str, Any], index: int, entry: dict[str, Any],
+                         exc: SandboxApiError) -> None:
+    """One ``import-error``: Klaviyo's error fields, the pointer into the job's body, the profile sent."""
+    pointer = f"/data/attributes/profiles/data/{index}"
+    if exc.pointer and exc.pointer.startswith("/data/") and exc.pointer != "/data/":
+        pointer += exc.pointer[len("/data"):]
+    job["errors"].append({"id": state._ulid(), "code": exc.code, "title": exc.title, "detail": exc.detail,
+                          "source": {"pointer": pointer}, "original_payload": entry})
+    job["attributes"]["failed_count"] += 1
 
 
 # -- the processor -------------------------------------------------------------------
@@ -315,6 +347,10 @@ def step(state: SandboxState, job: dict[str, Any], budget: int | None = None) ->
             except SandboxApiError as exc:  # Klaviyo skips the profile; the job goes on
                 attrs["failed_count"] += 1
                 job["skipped"].append({"index": i, "code": exc.code, "detail": exc.detail})
+            except (TypeError, ValueError, AttributeError, KeyError) as bug:  # a shape the checks let through
+                log.warning("%s %s: profile %d could not be applied: %r", job["type"], job["id"], i, bug)
+                attrs["failed_count"] += 1
+                job["skipped"].append({"index": i, "code": "error", "detail": repr(bug)[:200]})
         for lid in job.get("list_ids") or []:
             if joined and lid in state.lists:
                 state.change_members(lid, joined, add=True)
@@ -383,7 +419,13 @@ class JobRunner:
                     continue
             # A consent job (at most 1,000 profiles) goes in one step, so a read that follows
             # its 202 sees it applied; an import lets requests in between chunks.
-            step(self.state, job, CHUNK if job["type"] == BULK_IMPORT else None)
+            try:
+                step(self.state, job, CHUNK if job["type"] == BULK_IMPORT else None)
+            except Exception:  # noqa: BLE001 - one broken job must not stop the processor
+                log.exception("sandbox job %s could not be processed; it is cancelled", job.get("id"))
+                with self.state.lock:
+                    job["attributes"]["status"] = "cancelled"
+                    self.state.dirty = True
             if job["attributes"]["status"] not in PENDING:
                 self.enqueued.pop(job["id"], None)
             await asyncio.sleep(0)
