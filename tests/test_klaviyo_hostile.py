@@ -338,7 +338,16 @@ async def test_json_of_the_wrong_shape_is_an_error_never_a_key_error(
     assert (status, True) == (info.value.status, info.value.transient)
 
 
-@pytest.mark.parametrize(("op", "status"), [("create_profile", 200), ("create_event", 200), ("create_event", 204),
+async def test_a_204_carrying_a_body_is_a_broken_answer(hostile: Hostile) -> None:
+    """HTTP forbids a body on 204; the transport refuses such an answer outright (never counted as done)."""
+    hostile.answers(respond(204, PROFILE))
+    async with client(hostile) as kl:
+        with pytest.raises(KlaviyoConnectionError) as info:
+            await _call(kl, "create_event")
+    assert info.value.message.startswith("An error occurred while contacting Klaviyo")
+
+
+@pytest.mark.parametrize(("op", "status"), [("create_profile", 200), ("create_event", 200),
                                             ("update_profile", 202), ("create_list", 200)])
 async def test_an_unexpected_2xx_status_is_an_error(hostile: Hostile, op: str, status: int) -> None:
     """A 2xx other than the call's own (even with a resource body) is not counted as done."""

@@ -32,6 +32,7 @@ import httpx
 
 from engine.errors import KlaviyoApiError
 from engine.klaviyo import revision as rev
+from engine.klaviyo._aiohttp_transport import AiohttpTransport
 from engine.klaviyo._answers import EMPTY, ERRORS, PAGE, RESOURCE, Answer
 from engine.klaviyo._errors import api_error, redact, url_password
 from engine.klaviyo._transport import ClientStats, Requester, TokenSource
@@ -103,7 +104,7 @@ class KlaviyoClient:
             base_url=self.base_url,
             timeout=timeout,
             follow_redirects=False,
-            transport=transport,
+            transport=transport or AiohttpTransport(limit=max_concurrency),
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
             headers={"user-agent": "klaviyo-sync/0.1"},
         )
