@@ -1,9 +1,10 @@
 """The request loop of :class:`~engine.klaviyo.KlaviyoClient`: auth, budget, retries.
 
 Contract of :meth:`Requester.send`: one logical operation, possibly several
-HTTP attempts.  Each attempt first takes a slot from the shared
-:class:`~engine.klaviyo.ratelimit.RateBudget` for the endpoint's tier, then one
-of ``max_concurrency`` connections.  An attempt has an overall ``deadline``
+HTTP attempts.  Each attempt first waits for an in-flight slot of the endpoint's
+tier (:class:`~engine.klaviyo.ratelimit.InFlight`: as many as the tier's steady rate
+times the measured latency needs, at most ``max_concurrency``), then takes budget
+from the shared :class:`~engine.klaviyo.ratelimit.RateBudget` right before sending.  An attempt has an overall ``deadline``
 (request sent and whole answer read; httpx's own ``timeout`` only bounds each
 read) and a ``max_response_bytes`` limit counted while the body streams in.
 Redirects are never followed.  Outcomes:
@@ -35,6 +36,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -54,7 +56,7 @@ from engine.klaviyo._errors import (
     redirect_error,
     unexpected_answer,
 )
-from engine.klaviyo.ratelimit import RateBudget
+from engine.klaviyo.ratelimit import InFlight, RateBudget
 
 log = logging.getLogger("engine.klaviyo")
 
@@ -141,7 +143,8 @@ class Requester:
         self._token_source = token_source
         self._token: str | None = None
         self.budget = budget
-        self._sem = asyncio.Semaphore(max_concurrency)
+        self.max_concurrency = max(1, max_concurrency)
+        self.inflight: dict[str, InFlight] = {}
         self.max_attempts = max(1, max_attempts)
         self.retry_after_cap = retry_after_cap
         self.backoff_base = backoff_base
@@ -255,9 +258,14 @@ class Requester:
             failure: KlaviyoApiError | KlaviyoConnectionError
             delay: float
             resp: httpx.Response | None = None
-            await self.budget.acquire(tier)
-            async with self._sem:
+            slot = self.inflight.get(tier)
+            if slot is None:
+                slot = self.inflight[tier] = InFlight(self.budget.tiers[tier], self.max_concurrency)
+            async with slot:
+                # Budget is taken once a slot is free, right before sending: the stamp is the send time.
+                await self.budget.acquire(tier)
                 self.stats.requests[op] += 1
+                started = time.monotonic()
                 try:
                     auth = await self._auth_header(refresh_now)
                 except _NoRefresh:
@@ -273,6 +281,7 @@ class Requester:
                         headers["authorization"] = auth
                     try:
                         resp = await self._attempt(method, path, params, content, headers)
+                        slot.observe(time.monotonic() - started)
                     except TimeoutError:
                         failure, reason = connection_error(
                             f"no complete answer within the request deadline of {self.deadline:g}s "

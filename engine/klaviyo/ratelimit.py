@@ -12,6 +12,7 @@ safety margin absorbs clock and scheduling jitter.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -148,4 +149,45 @@ class RateBudget:
                 await asyncio.sleep(wait)
 
 
-__all__ = ["Tier", "TIERS", "tiers_for", "resolve_tiers", "RateBudget"]
+class InFlight:
+    """How many requests of one tier may be in flight: enough to reach the tier's steady rate.
+
+    Little's law: to sustain ``steady / 60`` requests a second when each takes ``latency``
+    seconds, ``rate x latency`` must be in flight.  The limit is that with half again as
+    much headroom plus two, measured continuously (an exponentially weighted mean of the
+    request durations, starting at ``initial_latency``), and never above ``cap`` (the
+    ``max_concurrency`` setting).  The :class:`RateBudget` still decides when each request
+    may start, so a generous limit cannot exceed Klaviyo's windows.
+    """
+
+    def __init__(self, tier: Tier, cap: int, *, initial_latency: float = 0.25, weight: float = 0.2) -> None:
+        self.tier = tier
+        self.cap = max(1, cap)
+        self.latency = initial_latency
+        self._weight = weight
+        self.active = 0
+        self._changed = asyncio.Condition()
+
+    @property
+    def limit(self) -> int:
+        """Requests of this tier allowed in flight now."""
+        need = math.ceil(self.tier.steady_per_second * self.latency * 1.5) + 2
+        return max(1, min(self.cap, need))
+
+    def observe(self, seconds: float) -> None:
+        """Fold one request's duration into the latency estimate."""
+        self.latency += self._weight * (max(seconds, 0.0) - self.latency)
+
+    async def __aenter__(self) -> "InFlight":
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.active < self.limit)
+            self.active += 1
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._changed:
+            self.active -= 1
+            self._changed.notify_all()
+
+
+__all__ = ["Tier", "TIERS", "tiers_for", "resolve_tiers", "RateBudget", "InFlight"]
