@@ -43,6 +43,7 @@ import jsonschema
 from engine._yaml import load_with_marks, read_yaml_file
 from engine.errors import CollectionError, Location, SettingsError, SettingsErrors
 from engine.klaviyo.ratelimit import tiers_for
+from engine.logconfig import register_secret
 
 DEFAULT_FILE: Final = "klaviyo-sync.yaml"
 DEFAULT_API_URL: Final = "https://a.klaviyo.com"
@@ -262,6 +263,15 @@ def default_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, validate and resolve the settings file (see :func:`_load`); its secrets are
+    registered with :mod:`engine.logconfig`, so no log record can show them."""
+    settings = _load(path, env=env)
+    for value in settings.secrets():
+        register_secret(value)
+    return settings
+
+
+def _load(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
     """Read, validate and resolve the settings file.
 
     Args:

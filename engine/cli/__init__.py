@@ -13,6 +13,8 @@ import importlib
 
 import click
 
+from engine import logconfig
+
 _COMMAND_MODULES = [
     # one line per command module; each defines register(group: click.Group) -> None
     "_collections",
@@ -34,5 +36,32 @@ def main() -> None:
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"engine.cli.{_name}").register(main)
+
+
+def _set_logging(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Configure logging as soon as either option is read (both have defaults and env vars)."""
+    if value is None:
+        return
+    store = ctx.find_root().meta.setdefault("klaviyo_sync.logging", {})
+    store[param.name] = value
+    logconfig.configure(store.get("log_level", "warning"), store.get("log_format", "text"))
+
+
+def _log_options(command: click.Command) -> None:
+    """``--log-level`` and ``--log-format`` on the command and, for a group, every subcommand."""
+    command.params.append(click.Option(
+        ["--log-level"], type=click.Choice(logconfig.LEVELS), default="warning", show_default=True,
+        envvar="KLAVIYO_SYNC_LOG_LEVEL", expose_value=False, is_eager=True, callback=_set_logging,
+        help="Log records at this level and above go to standard error (env KLAVIYO_SYNC_LOG_LEVEL)."))
+    command.params.append(click.Option(
+        ["--log-format"], type=click.Choice(logconfig.FORMATS), default="text", show_default=True,
+        envvar="KLAVIYO_SYNC_LOG_FORMAT", expose_value=False, is_eager=True, callback=_set_logging,
+        help="text, or one JSON object per line (env KLAVIYO_SYNC_LOG_FORMAT); secrets are masked in both."))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _log_options(sub)
+
+
+_log_options(main)
 
 __all__ = ["main"]
