@@ -250,3 +250,21 @@ async def test_a_password_in_the_api_url_is_masked_everywhere(tmp_path) -> None:
         texts = [repr(kl), str(info.value)]
     assert [] == [t for t in texts if "pw-Sekr1t-77" in t]
     assert "KlaviyoClient(base_url='https://***@proxy.example', revision='2023-10-15')" == texts[0]
+
+
+async def test_the_user_agent_carries_the_installed_version() -> None:
+    """The version is written once (engine/_version.py): the package metadata and the user agent agree."""
+    import importlib.metadata
+
+    from engine._version import __version__
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202)
+
+    async with _client(handler) as kl:
+        await kl.create_event("Placed Order", {"email": "ua@example.com"}, {}, unique_id="ua-1")
+    assert importlib.metadata.version("klaviyo-sync") == __version__
+    assert f"klaviyo-sync/{__version__}" == seen[0].headers["user-agent"]

@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from engine.errors import KlaviyoApiError
+from engine._version import __version__
 from engine.klaviyo import revision as rev
 from engine.klaviyo._aiohttp_transport import AiohttpTransport
 from engine.klaviyo._answers import EMPTY, ERRORS, PAGE, RESOURCE, Answer
@@ -106,7 +107,7 @@ class KlaviyoClient:
             follow_redirects=False,
             transport=transport or AiohttpTransport(limit=max_concurrency),
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
-            headers={"user-agent": "klaviyo-sync/0.1"},
+            headers={"user-agent": f"klaviyo-sync/{__version__}"},
         )
         self._req = Requester(
             self._http,
