@@ -14,11 +14,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from _hub_fixtures import store_legacy_email
 
 from engine import catalog
 from engine.hub import SqliteHub
-from test_outbound_orders import _link_customer, _transaction
+from test_outbound_orders import _link_customer, _transaction, order_of_a_customer_klaviyo_refuses
 from test_outbound_profiles import _customer, _edit_collections, _with_collections
 
 PLACED = "Add Klaviyo Placed Order Event FROM Hub"
@@ -104,11 +103,7 @@ def test_the_placed_order_articles_text_is_logged_as_the_catalogs(outbound, tmp_
 def test_customer_prerequisite_failure_carries_profile_could_not_be_resolved(outbound) -> None:
     """The order's customer could not be created: the catalog's text, with the Placed Order article's
     "Profile could not be resolved" in the detail beside the Customer's own error."""
-    c = _customer(outbound.hub, Phone=None)
-    outbound.hub.ack_change(outbound.hub.pending_changes()[0])
-    tx = _transaction(outbound.hub, c["Id"])
-    store_legacy_email(outbound.settings.hub_path, c["Id"], "not-an-email")  # the hub refuses it today
-    store_legacy_email(outbound.settings.hub_path, c["Id"], "not-an-email", transaction_id=tx["Id"])
+    c, _tx = order_of_a_customer_klaviyo_refuses(outbound)
     outbound.dispatch()
     [entry] = [e for e in outbound.hub.errors.list() if e["Flow"] == PLACED]
     assert catalog.ORDER_CUSTOMER_NOT_CREATED == entry["Message"]

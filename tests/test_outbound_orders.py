@@ -119,13 +119,20 @@ def test_unresolvable_profile_is_an_error_in_the_log(outbound) -> None:
     assert 0 == outbound.hub.queue_length()
 
 
+def order_of_a_customer_klaviyo_refuses(env: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An unlinked Customer with an email Klaviyo refuses (stored as a hub file from before email
+    validation can hold it) and its queued Transaction; the Customer's own change is done."""
+    c = _customer(env.hub, Phone=None)
+    env.hub.ack_change(env.hub.pending_changes()[0])
+    tx = _transaction(env.hub, c["Id"])
+    store_legacy_email(env.settings.hub_path, c["Id"], "not-an-email")
+    store_legacy_email(env.settings.hub_path, c["Id"], "not-an-email", transaction_id=tx["Id"])
+    return c, tx
+
+
 def test_failed_customer_prerequisite_stops_the_order(outbound) -> None:
     """When the Customer the order needs cannot be created, the catalog message is logged, no event."""
-    c = _customer(outbound.hub, Phone=None)
-    outbound.hub.ack_change(outbound.hub.pending_changes()[0])
-    tx = _transaction(outbound.hub, c["Id"])
-    store_legacy_email(outbound.settings.hub_path, c["Id"], "not-an-email")  # the hub refuses it today
-    store_legacy_email(outbound.settings.hub_path, c["Id"], "not-an-email", transaction_id=tx["Id"])
+    c, tx = order_of_a_customer_klaviyo_refuses(outbound)
     outbound.dispatch()
     entries = {(e["Flow"], e["Message"].split(" (HTTP")[0]) for e in outbound.hub.errors.list()}
     assert {("Add Klaviyo Placed Order Event FROM Hub", catalog.ORDER_CUSTOMER_NOT_CREATED),

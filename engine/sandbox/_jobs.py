@@ -527,25 +527,25 @@ def _job_profiles(state: SandboxState, job: dict[str, Any]) -> Iterator[dict[str
             yield state.profiles[pid]
 
 
-async def get_bulk_import_job_profiles(request: web.Request) -> web.Response:
-    """``GET …/{id}/profiles``: the profiles the job created or updated."""
+def _job_profile_page(request: web.Request, render: Any) -> web.Response:
+    """One page of the profiles the job created or updated, each rendered by ``render(profile)``."""
     state = _state(request)
     with state.lock:
         job = _import_job(request)
         page, links = paginate(request, list(_job_profiles(state, job)), sort_value=lambda p: p["id"],
                                descending=False, page_size=page_size(request, 20, 100))
-        extra = additional_fields(request)
-        return body_response({"data": [profile_resource(request, p, extra) for p in page], "links": _links(links)})
+        return body_response({"data": [render(p) for p in page], "links": _links(links)})
+
+
+async def get_bulk_import_job_profiles(request: web.Request) -> web.Response:
+    """``GET …/{id}/profiles``: the profiles the job created or updated."""
+    extra = additional_fields(request)
+    return _job_profile_page(request, lambda p: profile_resource(request, p, extra))
 
 
 async def get_bulk_import_job_profile_ids(request: web.Request) -> web.Response:
     """``GET …/{id}/relationships/profiles``."""
-    state = _state(request)
-    with state.lock:
-        job = _import_job(request)
-        page, links = paginate(request, list(_job_profiles(state, job)), sort_value=lambda p: p["id"],
-                               descending=False, page_size=page_size(request, 20, 100))
-        return body_response({"data": [{"type": "profile", "id": p["id"]} for p in page], "links": _links(links)})
+    return _job_profile_page(request, lambda p: {"type": "profile", "id": p["id"]})
 
 
 async def get_bulk_import_job_lists(request: web.Request) -> web.Response:
