@@ -106,3 +106,22 @@ def test_hub_import_names_the_line_of_an_invalid_email_and_keeps_the_rest(tmp_pa
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert ["ok1@example.com", "ok3@example.com"] == sorted(
         json.loads(x)["EmailAddress"] for x in listed.stdout.splitlines() if x.strip())
+
+
+@pytest.mark.parametrize("email", [
+    "a@example.com", "first.last+tag@sub.example.co.uk", "x@localhost", "y@host.test", "z@a.invalid",
+    "o'brien@example.ie", "a..b@example.com", ".a@example.com", "a@-bad.com", "a@b", "ü@example.com",
+    "a@exa_mple.com", "a@example.c0m", "a" * 65 + "@example.com", "a@" + "b" * 64 + ".com", "a@xn--bcher-kva.example",
+])
+def test_the_fast_path_agrees_with_email_validator(email: str) -> None:
+    """The hub's quick accept for plain ASCII addresses never accepts what email-validator refuses."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from engine.hub._records import _plain_email
+
+    try:
+        validate_email(email, check_deliverability=False)
+        library = True
+    except EmailNotValidError:
+        library = False
+    assert not (_plain_email(email) and not library), email

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from engine import catalog
 from engine.errors import HubRecordError
@@ -210,6 +210,23 @@ def check_customer(record: Mapping[str, Any], *, partial: bool = False) -> None:
         check_fields("Address", address, ADDRESS_FIELDS, f" Addresses[{i}]")
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}")
+_SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _plain_email(text: str) -> bool:
+    """True for the common ASCII address that ``email-validator`` certainly accepts: a dot-atom
+    local part of at most 64 characters, an ASCII domain with an alphabetic top label, no
+    special-use domain.  Anything else goes to the library (about 20x slower)."""
+    if len(text) > 254 or not _PLAIN_EMAIL.fullmatch(text):
+        return False
+    local, _, domain = text.rpartition("@")
+    labels = domain.lower().split(".")
+    return len(local) <= 64 and not any(".".join(labels[i:]) in _SPECIAL_USE for i in range(len(labels)))
+
+
 def check_email(path: str, value: str) -> None:
     """Refuse an email address that is not valid (syntax only: no DNS lookup).
 
@@ -218,8 +235,11 @@ def check_email(path: str, value: str) -> None:
     the detail says what is wrong, e.g. ``Customer.EmailAddress 'bad-email' is not a valid
     email address: An email address must have an @-sign.``
     """
+    text = value.strip()
+    if _plain_email(text):
+        return
     try:
-        validate_email(value.strip(), check_deliverability=False)
+        validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         shown = value if len(value) <= 80 else value[:77] + "..."
         raise HubRecordError(catalog.EMAIL_REQUIRED,
