@@ -42,14 +42,14 @@ from typing import Any, Iterable, Iterator, Mapping
 import jsonschema
 
 from engine import catalog
+from engine._shipped import shipped
 from engine._yaml import Mark, Path as YPath, load_with_marks, nearest_mark, read_yaml_file
 from engine.entities import HUB_FIELDS, KLAVIYO_FIELDS, SCOPE_NAMES
 from engine.errors import CollectionError, FormulaError, KlaviyoSyncError, Location
 from engine.formula import CompiledFormula, FormulaEngine
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = ROOT / "schemas" / "collection.schema.json"
-DEFAULT_COLLECTIONS_DIR = ROOT / "collections"
+SCHEMA_PATH = shipped("schemas", "collection.schema.json")
+DEFAULT_COLLECTIONS_DIR = shipped("collections")
 
 ROW_TYPES = ("field", "static", "formula")
 

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 import jsonschema
 
+from engine._shipped import shipped
 from engine._yaml import load_with_marks, read_yaml_file
 from engine.errors import CollectionError, Location, SettingsError, SettingsErrors
 from engine.klaviyo.ratelimit import tiers_for
@@ -60,8 +61,8 @@ DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_SCOPES: Final[tuple[str, ...]] = ()
 ENV_CONFIG: Final = "KLAVIYO_SYNC_CONFIG"
 ENV_API_KEY: Final = "KLAVIYO_API_KEY"
-SCHEMA_PATH: Final = Path(__file__).resolve().parent.parent / "schemas" / "settings.schema.json"
-SHIPPED_COLLECTIONS: Final = Path(__file__).resolve().parent.parent / "collections"
+SCHEMA_PATH: Final = shipped("schemas", "settings.schema.json")
+SHIPPED_COLLECTIONS: Final = shipped("collections")
 MASK: Final = "********"
 
 # Klaviyo's rate-limit tiers: (burst per second, steady per minute); see API-NOTES.

@@ -1,10 +1,21 @@
-"""``klaviyo-sync sandbox serve``: run the local Klaviyo sandbox in the foreground."""
+"""``klaviyo-sync sandbox serve``: run the local Klaviyo sandbox in the foreground.
+
+Ctrl-C (SIGINT) and SIGTERM both stop it cleanly: it stops listening and saves ``--state``.
+For trying OAuth refresh from the command line, ``--oauth-access-ttl`` sets the access-token
+lifetime and ``--no-rotate-refresh`` keeps a refresh token valid after use; while it runs,
+SIGUSR1 expires every issued access token (the next API call gets 401 and the engine refreshes)
+and SIGUSR2 revokes every token (as when the user removes the app in Klaviyo: the engine has to
+log in again).  See docs/sandbox.md.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
+import signal
+from collections.abc import Callable
 
 import click
 
@@ -39,10 +50,19 @@ def sandbox() -> None:
 @click.option("--tiers", default=None, help='Tier overrides as JSON, e.g. \'{"L": {"burst": 10, "steady": 100}}\'.')
 @click.option("--state", "state_file", default=None, type=click.Path(dir_okay=False), help="Load/save state in this JSON file.")
 @click.option("--seed", default=None, type=int, help="Seed for fault choice and ids.")
+@click.option("--oauth-access-ttl", "oauth_access_ttl", default=3600.0, type=BoundedFloat(1, 86_400 * 30),
+              show_default=True, help="Seconds an OAuth access token lives (short values make the engine refresh).")
+@click.option("--no-rotate-refresh", is_flag=True,
+              help="Keep an OAuth refresh token valid after use (default: each refresh issues a new one).")
 def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fault_5xx: float, fault_timeout: float,
           timeout_hold: float, fault_drop: float, no_rate_limits: bool, tiers: str | None, state_file: str | None,
-          seed: int | None) -> None:
-    """Serve Klaviyo's API on HOST:PORT until Ctrl-C."""
+          seed: int | None, oauth_access_ttl: float, no_rotate_refresh: bool) -> None:
+    """Serve Klaviyo's API on HOST:PORT until Ctrl-C or SIGTERM (both save --state).
+
+    While it runs, `kill -USR1 PID` expires every OAuth access token (the engine's
+    next call refreshes) and `kill -USR2 PID` revokes every OAuth token (the engine
+    must log in again); PID is printed at start.
+    """
     try:
         tier_map = json.loads(tiers) if tiers else None
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -58,6 +78,7 @@ def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fa
         host=host, port=port, api_keys=api_keys, latency_ms=latency_ms, fault_5xx=fault_5xx,
         fault_timeout=fault_timeout, timeout_hold_s=timeout_hold, fault_drop=fault_drop,
         rate_limits=not no_rate_limits, tiers=tier_map, state_file=state_file, seed=seed,
+        oauth_access_ttl_s=oauth_access_ttl, oauth_rotate_refresh=not no_rotate_refresh,
     )
     server = SandboxServer(options)
 
@@ -71,10 +92,50 @@ def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fa
         click.echo(f"Klaviyo sandbox listening on {url} (Ctrl-C to stop)")
         click.echo(f"Point the engine at it with API URL {url} and any key starting with pk_"
                    if not api_keys else f"Point the engine at it with API URL {url} and one of the given keys")
+        click.echo(f"PID {os.getpid()}: kill -USR1 expires OAuth access tokens, kill -USR2 revokes every OAuth token")
+        stop = asyncio.Event()
+        uninstall = _install_signals(server, stop)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
+            uninstall()
             await server.stop()
+        if state_file:
+            click.echo(f"Sandbox stopped; state saved to {state_file}", err=True)
+        else:
+            click.echo("Sandbox stopped.", err=True)
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before the handlers are in place
         asyncio.run(run())
+
+
+def _install_signals(server: SandboxServer, stop: asyncio.Event) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM set ``stop``; SIGUSR1 / SIGUSR2 expire / revoke the OAuth tokens.
+    Returns an uninstaller."""
+    loop = asyncio.get_running_loop()
+
+    def expire() -> None:
+        n = server.oauth.expire_access_tokens()
+        click.echo(f"Expired {n} OAuth access token(s); the next API call with one gets 401.", err=True)
+
+    def revoke() -> None:
+        server.oauth.revoke_all()
+        click.echo("Revoked every OAuth token; refreshing fails until the engine logs in again.", err=True)
+
+    handlers: dict[int, Callable[[], None]] = {signal.SIGINT: stop.set, signal.SIGTERM: stop.set}
+    for name, handler in (("SIGUSR1", expire), ("SIGUSR2", revoke)):
+        if hasattr(signal, name):  # not on Windows
+            handlers[getattr(signal, name)] = handler
+    installed = []
+    for sig, handler in handlers.items():
+        try:
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not supported here / not the main thread
+            pass
+
+    def uninstall() -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    return uninstall

@@ -15,17 +15,17 @@ import json
 import re
 import threading
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from engine._shipped import shipped
 from engine.klaviyo import revision as rev
 from engine.sandbox._state import SandboxApiError, invalid
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "schemas" / "klaviyo"
+SPEC_DIR = shipped("schemas", "klaviyo")
 SPEC_FILES = {"2023-10-15": "openapi-2023-10-15.json", "2026-07-15": "openapi-stable-latest.json"}
 _URI = "urn:klaviyo-openapi"
 _lock = threading.Lock()
