@@ -5,7 +5,7 @@ Run: ``.venv/bin/python bench/bench_http.py [--requests 3000] [--concurrency 64]
 A sandbox in a spawned child process (no rate limits, no latency, no request
 validation) answers ``POST /api/events``.  In this process, ``--requests`` events are
 sent with ``--concurrency`` in flight, first through :class:`engine.klaviyo.KlaviyoClient`
-(httpx, retries, rate budget, stats), then through a bare ``aiohttp.ClientSession``
+(an httpx transport under the engine's own request builder, retries, rate budget, stats), then through a bare ``aiohttp.ClientSession``
 posting the same bodies — the reference.  Printed: this process's CPU time
 (``time.process_time``) per request, min / median / max over ``--repeat`` rounds.
 Target (issue "Throughput at Klaviyo's limits"): <= 0.8 ms per request at concurrency 64.
@@ -99,8 +99,8 @@ def main(args: argparse.Namespace) -> None:
         proc.join(30)
     print(f"# client CPU per request, POST /api/events, {args.requests} requests x {args.repeat} rounds, "
           f"concurrency {args.concurrency}")
-    print(f"{'client':<28} {'ms/request min / median / max':>32}")
-    for name, vals in (("engine KlaviyoClient (httpx)", engine), ("bare aiohttp", bare)):
+    print(f"{"client":<28} {'ms/request min / median / max':>32}")
+    for name, vals in (("engine KlaviyoClient", engine), ("bare aiohttp", bare)):
         print(f"{name:<28} {min(vals):10.3f} / {statistics.median(vals):6.3f} / {max(vals):6.3f}")
     print(f"ratio engine / bare: {statistics.median(engine) / statistics.median(bare):.2f}x; "
           f"target <= 0.8 ms per request")

@@ -27,6 +27,8 @@ BENCHES: list[tuple[str, str, list[str], list[str], str]] = [
      ["--customers", "2000", "--transactions", "2000", "--triggers"], "a bare SQLite executemany of the same rows"),
     ("Hub import, 100k records each", "bench_hub.py", ["--customers", "100000", "--transactions", "100000", "--triggers"],
      ["--customers", "5000", "--transactions", "5000", "--triggers"], "a bare SQLite executemany of the same rows"),
+    ("Default settings against the tiers' steady ceilings, full 60 s windows", "bench_ceiling.py", [],
+     ["--windows", "1", "--records", "300"], "Klaviyo's steady ceiling of each phase's tier, per fixed window"),
     ("Klaviyo client against the sandbox", "bench_client.py", [], ["--events", "300", "--profiles", "100"],
      "Klaviyo's steady rate ceiling for the endpoint's tier"),
     ("Inbound poll", "bench_poll.py", [], ["--profiles", "5000"],

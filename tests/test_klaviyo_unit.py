@@ -46,6 +46,36 @@ async def test_request_shape_follows_the_revision(rev: str, path: str, ctype: st
     assert f"Klaviyo-API-Key {KEY}" == req.headers["authorization"]
 
 
+@pytest.mark.parametrize("base", ["https://a.klaviyo.com", "https://a.klaviyo.com/", "http://127.0.0.1:8765/proxy/k"])
+@pytest.mark.parametrize(("path", "params"), [("/api/events/", None), ("api/profiles/",
+                         {"filter": 'any(email,["a+b@example.com","c d@example.com"])', "page[size]": 100}),
+                         ("/api/profiles/01H%2FX/", {"additional-fields[profile]": "subscriptions"})])
+async def test_requests_are_built_as_httpx_s_client_builds_them(base: str, path: str, params: dict | None) -> None:
+    """The engine builds each request itself (no httpx.AsyncClient): the same URL, timeout and user agent."""
+    from engine._version import __version__
+    from engine.klaviyo._transport import HttpSender
+
+    seen: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202) if request.method == "POST" else httpx.Response(200, content=b"{}")
+
+    sender = HttpSender(httpx.MockTransport(handler), base_url=base, timeout=12.5, headers={"User-Agent": "ua/1"})
+    async with sender.stream("GET", path, params=params, content=None, headers={"revision": "r"}) as resp:
+        assert 200 == resp.status_code
+    async with httpx.AsyncClient(base_url=base.rstrip("/"), timeout=12.5,
+                                 transport=httpx.MockTransport(handler)) as reference:
+        await reference.get(path, params=params)
+    ours, theirs = seen
+    assert (str(theirs.url), theirs.extensions["timeout"]) == (str(ours.url), ours.extensions["timeout"])
+    assert ("ua/1", "r") == (ours.headers["user-agent"], ours.headers["revision"])
+
+    async with _client(handler) as kl:
+        await kl.create_event("M", "P1", {}, unique_id="u1")
+    assert f"klaviyo-sync/{__version__}" == seen[-1].headers["user-agent"]
+
+
 async def test_html_error_body_is_reported_readably() -> None:
     """A proxy's HTML 403 becomes 'Error calling Klaviyo (HTTP 403): Forbidden (non-JSON response, ...)'."""
     def handler(request: httpx.Request) -> httpx.Response:

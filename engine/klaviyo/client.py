@@ -1,8 +1,8 @@
 """The async Klaviyo REST client every flow uses.
 
-Seam contract: the client owns one ``httpx.AsyncClient`` (pass ``transport=`` to
+Seam contract: the client owns one httpx transport (pass ``transport=`` to
 inject ``httpx.MockTransport`` in unit tests, or point ``base_url`` at the local
-sandbox for integration tests).  Each public coroutine is one *operation*; it
+sandbox for integration tests), driven by :class:`~engine.klaviyo._transport.HttpSender`.  Each public coroutine is one *operation*; it
 sends the revision's path style and content type, authenticates with a private
 key (``Klaviyo-API-Key``) or an OAuth :class:`TokenSource` (``Bearer``), stays
 inside the shared per-tier rate budget and retries transient failures (see
@@ -36,7 +36,7 @@ from engine.klaviyo import revision as rev
 from engine.klaviyo._aiohttp_transport import AiohttpTransport
 from engine.klaviyo._answers import EMPTY, ERRORS, PAGE, RESOURCE, Answer
 from engine.klaviyo._errors import api_error, redact, url_password
-from engine.klaviyo._transport import ClientStats, Requester, TokenSource
+from engine.klaviyo._transport import ClientStats, HttpSender, Requester, TokenSource
 from engine.klaviyo.ratelimit import RateBudget
 
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
@@ -101,14 +101,8 @@ class KlaviyoClient:
         self.base_url = base_url.rstrip("/")
         self.stats = ClientStats()
         self.budget = budget or RateBudget(tier_overrides, revision=self.revision)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=timeout,
-            follow_redirects=False,
-            transport=transport or AiohttpTransport(limit=max_concurrency),
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
-            headers={"user-agent": f"klaviyo-sync/{__version__}"},
-        )
+        self._http = HttpSender(transport or AiohttpTransport(limit=max_concurrency), base_url=self.base_url,
+                                timeout=timeout, headers={"user-agent": f"klaviyo-sync/{__version__}"})
         self._req = Requester(
             self._http,
             revision=self.revision,

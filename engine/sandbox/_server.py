@@ -94,6 +94,8 @@ class SandboxOptions:
 
 
 ROUTE_META_KEY: web.AppKey[dict[str, dict[str, dict[str, Any]]]] = web.AppKey("route_meta", dict)
+#: the app's :class:`RateLimiter` (benchmarks read its window counts)
+LIMITER_KEY: web.AppKey["RateLimiter"] = web.AppKey("rate_limiter")
 
 AuthHook = Callable[[web.Request, SandboxOptions], Awaitable[str]]
 
@@ -311,9 +313,10 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
             app.router.add_route(method, path, handler)
             route_meta.setdefault(path, {})[method] = {"tier": tier, "capability": capability, "template": template}
     app[ROUTE_META_KEY] = route_meta
+    app[LIMITER_KEY] = limiter
     _jobs.mount(app, state, options)
     return app
 
 
 __all__ = ["SandboxOptions", "AuthHook", "private_key_auth", "build_app", "error_body", "not_authenticated",
-           "unknown_revision", "RateLimiter"]
+           "unknown_revision", "RateLimiter", "LIMITER_KEY"]
