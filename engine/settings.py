@@ -67,7 +67,7 @@ MASK: Final = "********"
 
 # Klaviyo's rate-limit tiers: (burst per second, steady per minute); see API-NOTES.
 DEFAULT_TIERS: Final = {"XS": (1, 15), "S": (3, 60), "M": (10, 150), "L": (75, 700), "XL": (350, 3500)}
-DEFAULT_MAX_CONCURRENCY: Final = 64  # a cap: below it the client adapts per tier (engine.klaviyo.ratelimit.InFlight)
+DEFAULT_MAX_CONCURRENCY: Final = 128  # a cap: below it the client adapts per tier (engine.klaviyo.ratelimit.InFlight)
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smh])$")

@@ -235,3 +235,21 @@ def test_decimal_arithmetic_stays_cheap() -> None:
     with pytest.raises(FormulaLimitError) as info:
         engine.compile("int(d + 1)").evaluate({"d": Decimal("1e999999")})
     assert "F204" == info.value.code
+
+
+def test_the_time_limit_counts_the_formula_s_cpu_time_not_a_busy_machine_s_wall_time() -> None:
+    """Wall time passing while the thread does not run (another process has the core) is not held
+    against the evaluation; CPU time it spends is."""
+    import time as _time
+
+    from engine.formula.guards import Budget
+
+    budget = Budget(Limits(max_seconds=0.05, max_steps=10**12))
+    _time.sleep(0.12)  # the thread is off the CPU, as on a machine busy with other work
+    budget.check_time()
+    budget.tick()
+    with pytest.raises(FormulaLimitError) as info:
+        end = _time.monotonic() + 2.0
+        while _time.monotonic() < end:
+            budget.tick()
+    assert "F201" == info.value.code

@@ -50,7 +50,7 @@ from engine.runner import Runner
 from engine.settings import Settings
 
 NO_EVENTS_NOTE = "Generate Events is FALSE: no events were sent"
-DEFAULT_BATCH = 100
+DEFAULT_BATCH = 500
 DEFAULT_LEASE = 300.0
 DEFAULT_MAX_ATTEMPTS = 5
 RETRY_DELAY = 30.0

@@ -108,8 +108,8 @@ class RateBudget:
     Args:
         overrides: per-tier ``{"burst": n, "steady": m}`` replacing Klaviyo's figures.
         revision: the API revision the client sends (its tier table, :func:`tiers_for`).
-        margin: extra seconds added to each window so jitter cannot push two
-            requests into one server window.
+        margin: extra seconds so jitter cannot push one request too many into a server
+            window: twice it on the 1 s window, ten times it on the 60 s window.
         clock: monotonic clock (injectable for unit tests).
     """
 
@@ -131,7 +131,7 @@ class RateBudget:
         win = self._windows.get(tier)
         if win is None:
             spec = self.tiers[tier]
-            win = _Window(spec, 1.0 + self._margin, 60.0 + self._margin * 10)
+            win = _Window(spec, 1.0 + 2 * self._margin, 60.0 + self._margin * 10)
             self._windows[tier] = win
         return win
 
@@ -150,14 +150,17 @@ class RateBudget:
 
 
 class InFlight:
-    """How many requests of one tier may be in flight: enough to reach the tier's steady rate.
+    """How many requests of one tier may be in flight: enough to reach the tier's burst rate.
 
-    Little's law: to sustain ``steady / 60`` requests a second when each takes ``latency``
-    seconds, ``rate x latency`` must be in flight.  The limit is that with half again as
-    much headroom plus two, measured continuously (an exponentially weighted mean of the
-    request durations, starting at ``initial_latency``), and never above ``cap`` (the
-    ``max_concurrency`` setting).  The :class:`RateBudget` still decides when each request
-    may start, so a generous limit cannot exceed Klaviyo's windows.
+    Little's law: to send ``burst`` requests a second when each takes ``latency`` seconds,
+    ``burst x latency`` must be in flight.  The burst rate is what the :class:`RateBudget`
+    grants while the steady window has room (the first minute, after a quiet spell); once
+    the steady window is used up, the budget holds requests back and the extra slots only
+    wait.  The limit is that with a fifth again as much headroom plus two, measured
+    continuously (an exponentially weighted mean of the request durations, starting at
+    ``initial_latency``), and never above ``cap`` (the ``max_concurrency`` setting).  The
+    budget decides when each request may start, so a generous limit cannot exceed
+    Klaviyo's windows.
     """
 
     def __init__(self, tier: Tier, cap: int, *, initial_latency: float = 0.25, weight: float = 0.2) -> None:
@@ -166,28 +169,51 @@ class InFlight:
         self.latency = initial_latency
         self._weight = weight
         self.active = 0
-        self._changed = asyncio.Condition()
+        # FIFO of waiters; a release hands its slot to the first one only (waking every
+        # waiter on each release cost O(waiters) per request with hundreds queued)
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def limit(self) -> int:
         """Requests of this tier allowed in flight now."""
-        need = math.ceil(self.tier.steady_per_second * self.latency * 1.5) + 2
+        need = math.ceil(self.tier.burst * self.latency * 1.2) + 2
         return max(1, min(self.cap, need))
 
     def observe(self, seconds: float) -> None:
         """Fold one request's duration into the latency estimate."""
         self.latency += self._weight * (max(seconds, 0.0) - self.latency)
 
+    def _wake(self) -> None:
+        limit = self.limit
+        while self._waiters and self.active < limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.active += 1
+                fut.set_result(None)
+
     async def __aenter__(self) -> "InFlight":
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.active < self.limit)
+        if not self._waiters and self.active < self.limit:
             self.active += 1
+            return self
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # granted a slot just as it was cancelled: pass it on
+                self.active -= 1
+                self._wake()
+            else:
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._changed:
-            self.active -= 1
-            self._changed.notify_all()
+        self.active -= 1
+        self._wake()
 
 
 __all__ = ["Tier", "TIERS", "tiers_for", "resolve_tiers", "RateBudget", "InFlight"]
