@@ -34,22 +34,28 @@ def auth_group() -> None:
               help="Listen on this port instead of the redirect URL's (0 = any free port).")
 @click.option("--timeout", type=BoundedFloat(1, 3600), default=300.0, show_default=True,
               help="Seconds to wait for the browser to come back.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the connection's status as JSON once connected (the URL and prompts go to standard error).")
 @_common
-def login_cmd(no_browser: bool, port: int | None, timeout: float, config: str | None,
+def login_cmd(no_browser: bool, port: int | None, timeout: float, as_json: bool, config: str | None,
               hub_path: str | None) -> None:
     """Authorise klaviyo-sync in the browser and store the OAuth tokens in the hub."""
     settings, store = _open(config, hub_path)
 
     def show(url: str) -> None:
-        click.echo("Open this URL to authorise klaviyo-sync with Klaviyo:")
-        click.echo(url)
-        click.echo(f"Scopes requested (what the enabled collections use): {' '.join(requested_scopes(settings))}")
+        click.echo("Open this URL to authorise klaviyo-sync with Klaviyo:", err=as_json)
+        click.echo(url, err=as_json)
+        click.echo(f"Scopes requested (what the enabled collections use): {' '.join(requested_scopes(settings))}",
+                   err=as_json)
         if not no_browser:
             webbrowser.open(url)
-        click.echo("Waiting for Klaviyo to redirect back ...")
+        click.echo("Waiting for Klaviyo to redirect back ...", err=as_json)
 
     with store:
         status = asyncio.run(login(settings, store, open_url=show, port=port, timeout=timeout))
+    if as_json:
+        emit_json(status.to_dict())
+        return
     click.echo("Connected with OAuth.")
     for line in status.lines()[1:]:
         click.echo(line)

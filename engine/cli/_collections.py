@@ -167,9 +167,11 @@ def validate_cmd(paths: tuple[str, ...], strict: bool, as_json: bool, config: st
 @click.option("--parent", "parent", type=click.Path(), help="JSON file: the parent's source record (child collections run alone).")
 @click.option("--parent-mapped", "parent_mapped", type=click.Path(), help="JSON file: the parent's mapped payload (child collections run alone).")
 @click.option("--no-children", is_flag=True, help="Do not run child collections.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (map always does; accepted like "
+                                                      "every command's --json).")
 def map_cmd(collection: str, record: str, existing: str | None, links: str | None,
             collections_dir: str | None, parent: str | None, parent_mapped: str | None,
-            no_children: bool) -> None:
+            no_children: bool, as_json: bool) -> None:
     """Run one RECORD (a JSON file, or - for stdin) through COLLECTION and print the outcome.
 
     COLLECTION is a title ("Add Klaviyo Profile TO Hub") or a file name / stem

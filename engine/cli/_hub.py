@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from engine.cli._output import COUNT, RECORD_ID, emit_json, fail, report
+from engine.cli._progress import count_lines, progress
 from engine.errors import ExportTargetError, HubNotFoundError, KlaviyoSyncError, Location
 from engine.hub import SqliteHub, export_jsonl, import_jsonl
 from engine.hub._sqlite import SIDE_FILES, is_sqlite_file
@@ -83,20 +84,29 @@ def hub_group() -> None:
 @hub_group.command("import")
 @click.argument("kind", type=KINDS)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and every skipped line's error as JSON.")
 @_common
-def import_cmd(kind: str, file: str, config: str | None, hub_path: str | None) -> None:
+def import_cmd(kind: str, file: str, as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Import KIND (customers or transactions) from a JSONL FILE.
 
     One JSON object per line in the PascalCase record shape (nested Addresses or
     Lines).  Bad lines are reported as FILE:LINE: CODE message and skipped; the
     rest import.  Re-importing a record updates it.  Exits 1 if any line was skipped.
+    On a terminal a progress bar runs on standard error (lines read of the file's lines).
     """
     _, store = _open(config, hub_path)
-    with store:
-        result = import_jsonl(store, kind, file)
-    for err in result.errors:
-        report(err)
-    click.echo(result.summary(kind))
+    with store, progress(f"hub import {kind}", as_json=as_json, total=lambda: count_lines(file)) as bar:
+        result = import_jsonl(store, kind, file, on_progress=lambda line, so_far: bar.set(line, {
+            "added": so_far.added, "updated": so_far.updated, "unchanged": so_far.unchanged,
+            "skipped": len(so_far.errors)}))
+    if as_json:
+        emit_json({"kind": kind, "file": file, "imported": result.imported, "added": result.added,
+                   "updated": result.updated, "unchanged": result.unchanged, "skipped": len(result.errors),
+                   "errors": [err.to_dict() for err in result.errors]})
+    else:
+        for err in result.errors:
+            report(err)
+        click.echo(result.summary(kind))
     if result.errors:
         sys.exit(1)
 
@@ -129,21 +139,28 @@ def show_cmd(entity: str, record_id: int, as_json: bool, config: str | None, hub
 @hub_group.command("export")
 @click.argument("kind", type=KINDS)
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True,
+              help="With FILE: print what was written as JSON (without FILE, standard output carries the JSONL).")
 @_common
-def export_cmd(kind: str, file: str | None, config: str | None, hub_path: str | None) -> None:
+def export_cmd(kind: str, file: str | None, as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Write every record of KIND as JSONL to FILE (default standard output).
 
     FILE is written whole or not at all (a temporary file beside it, then renamed),
     owner-only (0600).  A FILE that is a SQLite database (a hub, the hub in use
     included) is refused, and so is a FILE whose folder does not exist.
     """
+    if as_json and not file:
+        raise click.UsageError("--json needs FILE: without one, standard output carries the JSONL records")
     if file:
         _check_export_target(Path(file), Path(hub_path) if hub_path else _settings(config).hub_path)
     _, store = _open(config, hub_path)
     with store:
         if file:
             count = _export_atomically(store, kind, Path(file))
-            click.echo(f"Exported {count} {kind} to {file}", err=True)
+            if as_json:
+                emit_json({"kind": kind, "file": file, "exported": count})
+            else:
+                click.echo(f"Exported {count} {kind} to {file}", err=True)
         else:
             export_jsonl(store, kind, click.get_text_stream("stdout"))
 

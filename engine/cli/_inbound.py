@@ -3,8 +3,8 @@
 ``klaviyo-sync poll`` runs one poll; ``--every 5m`` (or ``--every`` alone: the
 settings' ``poll_interval``) keeps polling until Ctrl-C, which finishes the profile
 in hand, saves the cursor and stops (a second Ctrl-C aborts at once).  On a terminal
-a progress display runs; otherwise, and after each poll, the plain summary is printed
-(``--json``: one JSON object per poll).  ``klaviyo-sync sync profile ID`` is the seeds'
+(standard error) a progress display runs (:mod:`engine.cli._progress`); after each poll the
+plain summary is printed (``--json``: one JSON object per poll).  ``klaviyo-sync sync profile ID`` is the seeds'
 Manual Sync of one profile.
 """
 
@@ -21,6 +21,7 @@ import click
 
 from engine.cli._hub import _common, _settings
 from engine.cli._output import emit_json, report
+from engine.cli._progress import progress
 from engine.collection import CollectionSet, load_collections
 from engine.connect import open_client, open_hub
 from engine.errors import CollectionSetError, SettingsError
@@ -45,32 +46,6 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
     else:
         for line in summary.lines():
             click.echo(line)
-
-
-class _Progress:
-    """A rich live display of the poll on a terminal (pages are unknown, so a spinner and counts)."""
-
-    def __init__(self) -> None:
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 transient=True)
-        self.task = self.progress.add_task("polling Klaviyo profiles", total=None)
-        self.counts: dict[str, int] = {}
-
-    def __enter__(self) -> _Progress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def __call__(self, result: ProfileResult | None) -> None:
-        key = "unchanged" if result is None else result.outcome
-        self.counts[key] = self.counts.get(key, 0) + 1
-        done = sum(self.counts.values())
-        parts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
-        self.progress.update(self.task, description=f"polling Klaviyo profiles: {done} ({parts})")
 
 
 def _install_stop(flow: InboundFlow, wake: asyncio.Event) -> Callable[[], None]:
@@ -113,12 +88,9 @@ async def _poll(settings: Settings, hub_path: str | None, since: datetime | None
                 wake = asyncio.Event()
                 uninstall = _install_stop(flow, wake)
                 try:
-                    show = sys.stdout.isatty() and not as_json
-                    if show:
-                        with _Progress() as progress:
-                            await flow.poll(since=since if first else None, on_profile=progress)
-                    else:
-                        await flow.poll(since=since if first else None)
+                    with progress("poll: Klaviyo profiles", as_json=as_json) as bar:
+                        await flow.poll(since=since if first else None,
+                                        on_profile=lambda r: bar.advance("unchanged" if r is None else r.outcome))
                     _print_summary(flow.summary, as_json)
                     if flow.error is not None:
                         report(flow.error)

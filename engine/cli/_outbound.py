@@ -1,6 +1,7 @@
 """Outbound commands: ``dispatch`` (the queue) and ``push customer|transaction ID`` (Manual Sync).
 
-Both print the run summary (or ``--json``).  ``--dry-run`` prints, per record, the
+Both print the run summary (or ``--json``); on a terminal a progress bar runs on standard
+error meanwhile (:mod:`engine.cli._progress`).  ``--dry-run`` prints, per record, the
 match decision and every request that would be sent (method, path, JSON body);
 read-only lookups the decision needed are marked as sent.  Nothing is written to
 Klaviyo or the hub, and the queue is left untouched.
@@ -16,6 +17,7 @@ import click
 
 from engine.cli._hub import _common
 from engine.cli._output import COUNT, RECORD_ID, BoundedFloat, BoundedInt, emit_json, fail
+from engine.cli._progress import progress
 from engine.collection import load_collections
 from engine.connect import open_hub
 from engine.errors import CollectionSetError
@@ -80,12 +82,22 @@ def _run(config: str | None, hub_path: str | None, dry_run: bool, work: Any) -> 
 @_common
 def dispatch_cmd(dry_run: bool, limit: int | None, batch_size: int, lease_seconds: float, as_json: bool,
                  config: str | None, hub_path: str | None) -> None:
-    """Send queued hub changes (Customers, Transactions) to Klaviyo."""
+    """Send queued hub changes (Customers, Transactions) to Klaviyo.
+
+    On a terminal a progress bar runs on standard error (records done of the queue's length).
+    """
 
     async def work(settings: Any, hub: Any, client: Any, collections: Any, transport: Any) -> OutboundReport:
-        return await dispatch(settings, hub, client, collections, limit=limit, batch_size=batch_size,
-                              lease_seconds=lease_seconds, dry_run=transport,
-                              concurrency=max(8, 2 * settings.throttling.max_concurrency))
+        def total() -> int:
+            queued = hub.queue_length()
+            return queued if limit is None else min(limit, queued)
+
+        label = "dispatch (dry run)" if dry_run else "dispatch"
+        with progress(label, as_json=as_json, total=total) as bar:
+            return await dispatch(settings, hub, client, collections, limit=limit, batch_size=batch_size,
+                                  lease_seconds=lease_seconds, dry_run=transport,
+                                  concurrency=max(8, 2 * settings.throttling.max_concurrency),
+                                  on_record=lambda r: bar.advance(r.outcome))
 
     report = _run(config, hub_path, dry_run, work)
     _print_report(report, as_json)
@@ -105,7 +117,9 @@ def _push_command(entity: str) -> click.Command:
     @_common
     def cmd(record_id: int, dry_run: bool, as_json: bool, config: str | None, hub_path: str | None) -> None:
         async def work(settings: Any, hub: Any, client: Any, collections: Any, transport: Any) -> OutboundReport:
-            return await push(settings, hub, client, collections, entity, record_id, dry_run=transport)
+            with progress(f"push {entity.lower()} {record_id}", as_json=as_json, total=1) as bar:
+                return await push(settings, hub, client, collections, entity, record_id, dry_run=transport,
+                                  on_record=lambda r: bar.advance(r.outcome))
 
         report = _run(config, hub_path, dry_run, work)
         _print_report(report, as_json)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from collections.abc import Callable
 
 import click
@@ -54,14 +55,18 @@ def sandbox() -> None:
               show_default=True, help="Seconds an OAuth access token lives (short values make the engine refresh).")
 @click.option("--no-rotate-refresh", is_flag=True,
               help="Keep an OAuth refresh token valid after use (default: each refresh issues a new one).")
+@click.option("--json", "as_json", is_flag=True,
+              help='On start print one JSON line {"url", "pid", "state"} on standard output; other messages go to '
+                   "standard error.")
 def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fault_5xx: float, fault_timeout: float,
           timeout_hold: float, fault_drop: float, no_rate_limits: bool, tiers: str | None, state_file: str | None,
-          seed: int | None, oauth_access_ttl: float, no_rotate_refresh: bool) -> None:
+          seed: int | None, oauth_access_ttl: float, no_rotate_refresh: bool, as_json: bool) -> None:
     """Serve Klaviyo's API on HOST:PORT until Ctrl-C or SIGTERM (both save --state).
 
     While it runs, `kill -USR1 PID` expires every OAuth access token (the engine's
     next call refreshes) and `kill -USR2 PID` revokes every OAuth token (the engine
-    must log in again); PID is printed at start.
+    must log in again); PID is printed at start.  With --json the start is one JSON
+    line on standard output, so a script reads the URL with one readline.
     """
     try:
         tier_map = json.loads(tiers) if tiers else None
@@ -89,10 +94,15 @@ def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fa
             raise click.BadParameter(str(exc), param_hint="--state") from None
         except OSError as exc:  # the port is taken, the host is not an address of this machine...
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        click.echo(f"Klaviyo sandbox listening on {url} (Ctrl-C to stop)")
+        if as_json:
+            click.echo(json.dumps({"url": url, "pid": os.getpid(), "state": state_file}))
+            sys.stdout.flush()
+        click.echo(f"Klaviyo sandbox listening on {url} (Ctrl-C to stop)", err=as_json)
         click.echo(f"Point the engine at it with API URL {url} and any key starting with pk_"
-                   if not api_keys else f"Point the engine at it with API URL {url} and one of the given keys")
-        click.echo(f"PID {os.getpid()}: kill -USR1 expires OAuth access tokens, kill -USR2 revokes every OAuth token")
+                   if not api_keys else f"Point the engine at it with API URL {url} and one of the given keys",
+                   err=as_json)
+        click.echo(f"PID {os.getpid()}: kill -USR1 expires OAuth access tokens, kill -USR2 revokes every OAuth token",
+                   err=as_json)
         stop = asyncio.Event()
         uninstall = _install_signals(server, stop)
         try:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -16,8 +19,11 @@ from engine.cli._hub import _common, _settings
               help="Port to listen on (default: settings service.port, 8780; 0 picks a free one).")
 @click.option("--lease", "lease_seconds", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds a claimed change stays reserved; a killed service's changes are sent after it.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Once listening print one JSON line {"url", "pid", "hub"} on standard output; other messages '
+                   "go to standard error.")
 @_common
-def serve_cmd(host: str | None, port: int | None, lease_seconds: float, config: str | None,
+def serve_cmd(host: str | None, port: int | None, lease_seconds: float, as_json: bool, config: str | None,
               hub_path: str | None) -> None:
     """Run the integration: poll, dispatch, pages and the hub API, until Ctrl-C or SIGTERM.
 
@@ -26,17 +32,22 @@ def serve_cmd(host: str | None, port: int | None, lease_seconds: float, config: 
     Dashboard, Error Logs and Manual Sync pages and the hub API (/openapi.json).
     One serve per hub: a second one refuses to start.  Ctrl-C or SIGTERM stops
     claiming work, finishes what is in flight, saves the cursor and exits 0.
+    With --json the start is one JSON line on standard output (the URL to call).
     """
     from engine.service import serve
 
     settings = _settings(config)
 
     def announce(line: str) -> None:
-        click.echo(line)
+        click.echo(line, err=as_json)
+        sys.stdout.flush()
+
+    def listening(url: str, hub: Path) -> None:
+        click.echo(json.dumps({"url": url, "pid": os.getpid(), "hub": str(hub)}))
         sys.stdout.flush()
 
     sys.exit(asyncio.run(serve(settings, hub_path, host=host, port=port, lease_seconds=lease_seconds,
-                               announce=announce)))
+                               announce=announce, on_listening=listening if as_json else None)))
 
 
 def register(group: click.Group) -> None:

@@ -31,6 +31,7 @@ consent, batched); results are :class:`~._outbound_records.RecordResult`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,8 @@ DEFAULT_MAX_ATTEMPTS = 5
 RETRY_DELAY = 30.0
 #: Flow name in the error log for a problem of the run itself (the credentials were refused).
 DISPATCH_FLOW = "Send hub changes TO Klaviyo"
+#: A callback told of each record's result as soon as it is known (a progress display).
+OnRecord = Callable[[RecordResult], None]
 
 
 def _pick(collections: CollectionSet, entity: str, action: str, *, parent: bool = False) -> Collection | None:
@@ -95,17 +98,20 @@ class Outbound:
         dry_run: the client's recording transport, or None for a real run.
         concurrency: records in flight at once (HTTP concurrency is the client's own).
         max_attempts: failed sends before a transient failure is logged and acknowledged.
+        on_record: called with each record's result as soon as it is known (before the batch
+            is committed), e.g. for a progress display.
     """
 
     def __init__(self, settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, *,
                  dry_run: DryRunTransport | None = None, concurrency: int = 32,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, on_record: OnRecord | None = None) -> None:
         self.settings = settings
         self.hub = hub
         self.client = client
         self.dry_run = dry_run
         self.concurrency = 1 if dry_run is not None else max(1, concurrency)
         self.max_attempts = max_attempts
+        self.on_record = on_record
         self.resolver = AnswerResolver()
         self.runner = Runner(collections, functions=bind_helpers(self.resolver), settings=settings.for_formulas())
         self.add = _pick(collections, "Customer", "add")
@@ -217,6 +223,8 @@ class Outbound:
                     result = RecordResult(entity, hub_id, f"{entity} dispatch")
                     result.log_unexpected(result.flow, exc)
                 self._note_stop(result)
+                if self.on_record is not None:
+                    self.on_record(result)
                 return result
 
         results = list(await asyncio.gather(*(guarded(e, h) for e, h in items)))
@@ -300,14 +308,16 @@ class Outbound:
 async def dispatch(settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, *,
                    limit: int | None = None, batch_size: int = DEFAULT_BATCH, lease_seconds: float = DEFAULT_LEASE,
                    dry_run: DryRunTransport | None = None, concurrency: int = 32,
-                   max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> OutboundReport:
+                   max_attempts: int = DEFAULT_MAX_ATTEMPTS, on_record: OnRecord | None = None) -> OutboundReport:
     """Send queued outbound changes (all, or ``limit`` of them). See the module docstring.
+
+    ``on_record`` is called with each record's result as soon as it is known (a progress display).
 
     Returns:
         An :class:`OutboundReport`; its summary counts records per flow and outcome.
     """
     flows = Outbound(settings, hub, client, collections, dry_run=dry_run, concurrency=concurrency,
-                     max_attempts=max_attempts)
+                     max_attempts=max_attempts, on_record=on_record)
     summary = RunSummary("dispatch (dry run)" if dry_run else "dispatch")
     report = OutboundReport(summary, dry_run=dry_run is not None)
     if not settings.generate_events:
@@ -349,8 +359,11 @@ async def dispatch(settings: Settings, hub: Any, client: KlaviyoClient, collecti
 
 
 async def push(settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, entity: str,
-               hub_id: int, *, dry_run: DryRunTransport | None = None) -> OutboundReport:
+               hub_id: int, *, dry_run: DryRunTransport | None = None,
+               on_record: OnRecord | None = None) -> OutboundReport:
     """Manual Sync: send one Customer or Transaction by hub id (the queue is left as it is).
+
+    ``on_record`` is called with the record's result as soon as it is known, as for :func:`dispatch`.
 
     Raises:
         HubNotFoundError: no such record in the hub.
@@ -358,7 +371,7 @@ async def push(settings: Settings, hub: Any, client: KlaviyoClient, collections:
     getter = hub.get_customer if entity == "Customer" else hub.get_transaction
     if getter(hub_id) is None:
         raise HubNotFoundError(f"{entity} {hub_id} is not in the hub", code="H003")
-    flows = Outbound(settings, hub, client, collections, dry_run=dry_run)
+    flows = Outbound(settings, hub, client, collections, dry_run=dry_run, on_record=on_record)
     summary = RunSummary(f"push {entity.lower()} {hub_id}" + (" (dry run)" if dry_run else ""))
     if entity == "Transaction" and not settings.generate_events:
         summary.note(NO_EVENTS_NOTE)

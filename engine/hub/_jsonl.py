@@ -67,7 +67,7 @@ def import_jsonl(
     path: str | os.PathLike[str],
     *,
     batch: int = 1000,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, ImportReport], None] | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
 ) -> ImportReport:
     """Import a JSONL file of ``customers`` or ``transactions`` into ``hub``.
@@ -81,7 +81,7 @@ def import_jsonl(
         kind: ``"customers"`` or ``"transactions"``.
         path: the JSONL file.
         batch: lines per SQLite transaction (fewer when the lines are large).
-        on_progress: called with the number of lines read after each batch.
+        on_progress: called after each batch with the number of lines read and the report so far.
         max_line_bytes: a longer line is skipped without being read into memory.
 
     Returns:
@@ -107,11 +107,11 @@ def import_jsonl(
                 _import_batch(hub, kind, name, pending, report)
                 pending, pending_bytes = [], 0
                 if on_progress:
-                    on_progress(lineno)
+                    on_progress(lineno, report)
         if pending:
             _import_batch(hub, kind, name, pending, report)
         if on_progress:
-            on_progress(lineno)
+            on_progress(lineno, report)
     report.errors.sort(key=lambda e: e.location.line or 0)  # over-long lines are reported as they are read
     return report
 

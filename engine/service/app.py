@@ -221,8 +221,12 @@ def build_app(service: Service) -> web.Application:
 
 async def serve(settings: Settings, hub_path: str | Path | None = None, *, host: str | None = None,
                 port: int | None = None, lease_seconds: float | None = None,
-                announce: Callable[[str], None] = print, stop_deadline: float = 7.0) -> int:
+                announce: Callable[[str], None] = print, stop_deadline: float = 7.0,
+                on_listening: Callable[[str, Path], None] | None = None) -> int:
     """Run the service until SIGTERM / SIGINT; return the exit status (0 after a clean stop).
+
+    ``announce`` gets each line to show the user; ``on_listening``, when given, is called once
+    with the URL served and the hub file as soon as the service listens (``serve --json``).
 
     Raises:
         ServiceError: V001 the hub is in use by another serve; V002 a non-loopback host without a
@@ -256,6 +260,8 @@ async def serve(settings: Settings, hub_path: str | Path | None = None, *, host:
         service.start()
         mode = "dispatching continuously" if service.dispatching else "outbound triggers off: not dispatching"
         token = "" if settings.service.token is not None else "; no service.token: API disabled, pages read-only"
+        if on_listening is not None:
+            on_listening(url, path)
         announce(f"klaviyo-sync serve: listening on {url} (hub {path}; polling every "
                  f"{settings.poll_interval_text}; {mode}{token})")
         try:
