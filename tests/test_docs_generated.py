@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from engine import catalog
-from engine.collection import load_collections
+from engine.collection import CollectionSet, load_collections
 from engine.docgen import MARKER, collection_docs, render_document, render_pages
 from engine.formula.helpers import bind_helpers
 from engine.runner import Runner
@@ -189,7 +189,7 @@ def _pattern(text: str) -> re.Pattern[str]:
                               for part in re.split(r"(<[^>]+>)", text)))
 
 
-def _listed(collections, title: str) -> list[tuple[re.Pattern[str], tuple[str, ...]]]:  # type: ignore[no-untyped-def]
+def _listed(collections: CollectionSet, title: str) -> list[tuple[re.Pattern[str], tuple[str, ...]]]:
     (doc,) = [d for d in collection_docs(collections) if d.title == title]
     return [(_pattern(m.text), m.codes) for m in doc.messages]
 

@@ -106,14 +106,12 @@ def render_pages(collections: CollectionSet, fmt: str = "md") -> dict[str, str]:
     """
     fmt = _check_format(fmt)
     docs = collection_docs(collections)
-    pages: dict[str, str] = {}
     by_title: dict[str, str] = {}
     for doc in docs:
         name = f"{doc.page}.{fmt}"
-        if name in pages or name == _INDEX_PAGE[fmt]:
+        if name in by_title.values() or name == _INDEX_PAGE[fmt]:
             raise DocsTargetError(f"two collections would write the page {name}: rename one collection file",
                                   code="G002", location=Location(file=doc.file))
-        pages[name] = ""
         by_title[doc.title] = name
 
     def href(title: str | None) -> str:
