@@ -20,6 +20,7 @@ Running
 - :mod:`engine.settings`    the subscription settings file
 - :mod:`engine.flows`       the collections at work (inbound poll / sync, outbound dispatch / push)
 - :mod:`engine.sandbox`     a local Klaviyo for tests, benchmarks and the demo
+- :mod:`engine.docgen`      the mapping documentation generated from the collections (jinja2)
 - :mod:`engine.cli`         the ``klaviyo-sync`` command line
 
 Errors

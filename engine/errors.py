@@ -38,6 +38,7 @@ Tree::
     │   ├── AuthorizationError    authorisation data/code missing, token exchange failed A010-A012
     │   └── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
     ├── DemoFolderError           ``demo --dir`` names a folder holding files the demo did not write  D001
+    ├── DocsTargetError           ``docs --out`` would replace files it did not write, or two pages collide  G001-G002
     └── ServiceError              the ``serve`` process or one request to it (``status`` = HTTP)  V0xx
 """
 
@@ -334,6 +335,15 @@ class DemoFolderError(KlaviyoSyncError):
     exit_code = 2
 
 
+class DocsTargetError(KlaviyoSyncError):
+    """``docs --out`` cannot write its pages; nothing is written.  G001: the folder is a file, cannot
+    be made or written, or holds a file of a page's name that the command did not generate.
+    G002: two collection files have the same name, so their pages would too."""
+
+    code = "G001"
+    exit_code = 2
+
+
 # -- inbound flows (engine/flows/inbound.py) ------------------------------------------------
 
 
@@ -395,6 +405,7 @@ __all__ = [
     "HubFileError",
     "ExportTargetError",
     "DemoFolderError",
+    "DocsTargetError",
     "KlaviyoError",
     "KlaviyoApiError",
     "KlaviyoAuthError",

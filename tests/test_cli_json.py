@@ -33,6 +33,7 @@ GOLDEN_RECORD = ROOT / "tests/golden/add-profile-to-hub/create_full/record.json"
 QUICK: dict[str, tuple[list[str], int, str]] = {
     "validate": ([], 0, "ok"),
     "map": (["add-profile-to-hub", str(GOLDEN_RECORD)], 0, "status"),
+    "docs": (["--out", "{dir}/mapping-docs"], 0, "files"),
     "demo": (["--dir", "{dir}/demo", "--customers", "3", "--transactions", "1", "--profiles", "1"], 0, "phases"),
     "hub import": (["customers", "{dir}/customers.jsonl"], 1, "errors"),
     "hub show": (["customer", "1"], 0, "EmailAddress"),
@@ -93,7 +94,7 @@ def test_quick_command_prints_one_json_document(command: str, folder: Path) -> N
     args, code, key = QUICK[command]
     argv = [*command.split(), *(a.format(dir=folder) for a in args), "--json"]
     env = {"KLAVIYO_SYNC_CONFIG": str(folder / "klaviyo-sync.yaml"), "KLAVIYO_API_KEY": ""}
-    if command in ("validate", "map", "demo"):
+    if command in ("validate", "map", "demo", "docs"):
         env = {"KLAVIYO_SYNC_CONFIG": "", "KLAVIYO_API_KEY": ""}
     result = CliRunner().invoke(main, argv, env=env, catch_exceptions=False)
     assert code == result.exit_code, result.output

@@ -218,7 +218,7 @@ ARG_VALUES = st.one_of(
 # Commands that finish offline and quickly, invoked whole; their file arguments are drawn from FILES.
 OFFLINE = [["validate"], ["map", "add-profile-to-hub"], ["hub", "show", "customer"], ["hub", "show", "transaction"],
            ["hub", "import", "customers"], ["hub", "export", "transactions"], ["errors"], ["status"],
-           ["settings", "show"]]
+           ["settings", "show"], ["docs"]]
 OPTIONS = ["--json", "--limit", "--resolve", "--level", "--flow", "--all", "--strict", "--existing", "--links",
            "--no-children", "--hub", "--config", "--help"]
 FILES = ["deep.json", "bad.jsonl", "folder", "missing.json", "hub.db", "-", "record.json", "bad.yaml"]
@@ -269,7 +269,8 @@ EVERY_COMMAND = [["push", "customer"], ["push", "transaction"], ["dispatch"], ["
                  *OFFLINE]
 ALL_OPTIONS = OPTIONS + ["--batch", "--lease", "--every", "--since", "--port", "--latency-ms", "--fault-5xx",
                          "--fault-timeout", "--fault-drop", "--timeout-hold", "--tiers", "--state", "--seed",
-                         "--customers", "--transactions", "--profiles", "--timeout", "--dry-run", "--dir", "--host"]
+                         "--customers", "--transactions", "--profiles", "--timeout", "--dry-run", "--dir", "--host",
+                         "--format", "--out"]
 
 
 def _parse_only(argv: list[str]) -> None:

@@ -337,6 +337,8 @@ def test_no_command_prints_or_writes_a_secret(sandbox_factory: Any, tmp_path: Pa
         r.run("validate", "broken.yaml", ok=False)
         r.run("map", "add-profile-to-hub", "record.json", ok=True)
         r.run("map", "add-profile-to-hub", "-", stdin="{not json", ok=False)
+        r.run("docs", "--out", "pages", ok=True)
+        r.run("docs", "broken.yaml", ok=False)
         r.run("demo", "--dir", "demo", "--customers", "3", "--transactions", "1", "--profiles", "1", "--json", ok=True)
         r.run("demo", "--dir", ".", ok=False)  # the work folder is not the demo's: refused
         r.run("--help", ok=True)

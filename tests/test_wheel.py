@@ -1,5 +1,5 @@
 """The wheel built from the checkout works installed, outside the checkout: `validate`, `map`,
-`demo` and `sandbox serve` run from a fresh virtual environment in a temporary folder.
+`docs`, `demo` and `sandbox serve` run from a fresh virtual environment in a temporary folder.
 
 The source is copied to a temporary folder first (so the build writes nothing into the checkout),
 built with `pip wheel --no-deps`, installed with pip into a new venv (the dependencies resolve
@@ -62,6 +62,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dic
     assert {"engine/_data/schemas/collection.schema.json", "engine/_data/schemas/settings.schema.json",
             "engine/_data/schemas/klaviyo/openapi-2023-10-15.json",
             "engine/_data/schemas/klaviyo/openapi-stable-latest.json"} <= set(names)
+    templates = {p.name for p in (ROOT / "engine" / "docgen" / "templates").glob("*.j2")}
+    assert templates == {Path(n).name for n in names if n.startswith("engine/docgen/templates/")}
 
     venv = base / "venv"
     made = _run([sys.executable, "-m", "venv", str(venv)], base, env)
@@ -107,6 +109,19 @@ def test_map_runs_a_record_through_a_shipped_collection(installed: tuple[Path, P
     assert "ok" == outcome["status"], outcome
     assert {"EmailAddress": "wheel@example.com", "FirstName": "Wheel", "LastName": "Test"}.items() <= (
         outcome["payload"].items())
+
+
+def test_docs_writes_the_pages_of_the_shipped_collections(installed: tuple[Path, Path, dict[str, str]]) -> None:
+    """`docs --out` from the installed wheel writes what docs/collections/ holds, in both formats."""
+    bin_dir, work, env = installed
+    out = _run([str(bin_dir / "klaviyo-sync"), "docs", "--out", "pages"], work, env)
+    assert 0 == out.returncode, out.stdout + out.stderr
+    committed = ROOT / "docs" / "collections"
+    assert {p.name: p.read_text(encoding="utf-8") for p in committed.iterdir()} == {
+        p.name: p.read_text(encoding="utf-8") for p in (work / "pages").iterdir()}
+    html = _run([str(bin_dir / "klaviyo-sync"), "docs", "--format", "html"], work, env)
+    assert 0 == html.returncode, html.stderr
+    assert html.stdout.startswith("<!doctype html>") and "Add Klaviyo Ordered Product Event FROM Hub" in html.stdout
 
 
 def test_demo_runs_every_flow(installed: tuple[Path, Path, dict[str, str]]) -> None:

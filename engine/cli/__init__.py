@@ -18,6 +18,7 @@ from engine import logconfig
 _COMMAND_MODULES = [
     # one line per command module; each defines register(group: click.Group) -> None
     "_collections",
+    "_docs",
     "_demo",
     "_sandbox",
     "_hub",
