@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -143,9 +144,19 @@ def part1(sizes: list[int], writes: int, repeat: int) -> None:
     print(f"growth {sizes[0]:,} -> {sizes[-1]:,} profiles: {large / small:.2f}x CPU per write (target <= 2x)")
 
 
+def _rss_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1048576
+
+
+def _peak_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def part2(customers: int) -> None:
     from engine.collection import load_collections
-    from engine.flows.outbound import dispatch, open_outbound_client
+    from engine.flows.outbound import RESULTS_KEPT, dispatch, open_outbound_client
     from engine.hub import SqliteHub
     from engine.settings import DEFAULT_TIERS, Secret, Settings, Throttling, TierLimit
 
@@ -165,11 +176,22 @@ def part2(customers: int) -> None:
                                 hub_path=Path(tmp) / "hub.db")
             collections = load_collections([settings.collections_dir]).collections
 
+            marks = {customers * k // 10: k * 10 for k in (1, 2, 5, 10)}
+            rss: list[str] = []
+            done = 0
+
+            def on_record(_: Any) -> None:
+                nonlocal done
+                done += 1
+                if done in marks:
+                    rss.append(f"{marks[done]} %: {_rss_mib():.0f} MiB")
+
             async def go() -> tuple[float, Any]:
                 client, _ = open_outbound_client(settings, hub)
                 async with client:
                     t0 = time.monotonic()
-                    report = await dispatch(settings, hub, client, collections, batch_size=500, concurrency=64)
+                    report = await dispatch(settings, hub, client, collections, batch_size=500, concurrency=64,
+                                            on_record=on_record)
                     return time.monotonic() - t0, report
             parent.send("cpu")
             cpu0 = parent.recv()
@@ -180,6 +202,8 @@ def part2(customers: int) -> None:
         print(f"# dispatch of {customers:,} new Customers, sandbox without rate limits or latency")
         print(f"wall {secs:.1f} s ({secs / 60:.1f} min) = {customers / secs:,.0f} records/s; sandbox CPU {cpu:.1f} s "
               f"= {1000 * cpu / customers:.2f} ms/record; outcomes {report.summary.to_dict()['flows']}")
+        print(f"engine process RSS as the dispatch went on: {'; '.join(rss)}; peak {_peak_mib():.0f} MiB "
+              f"(the report keeps at most {RESULTS_KEPT:,} records' results)")
     finally:
         parent.send("stop")
         proc.join(30)

@@ -165,3 +165,19 @@ def test_one_bad_record_does_not_stop_the_dispatch(outbound) -> None:
     assert outbound.hub.get_klaviyo_id("Customer", good["Id"]) is not None
     assert {"created": 1, "failed": 1} == report.summary.to_dict()["flows"]["Add Klaviyo Profile FROM Hub"]
     assert 0 == outbound.hub.queue_length()
+
+
+def test_a_long_dispatch_keeps_a_bounded_list_of_results(outbound_factory, monkeypatch) -> None:
+    """Memory stays flat on a long queue: past RESULTS_KEPT the report counts results instead of
+    holding them; the summary still counts every record and the JSON says how many were left out."""
+    from engine.flows import outbound as outbound_mod
+
+    monkeypatch.setattr(outbound_mod, "RESULTS_KEPT", 3)
+    env = outbound_factory()
+    for n in range(1, 8):
+        env.hub.add_customer({"EmailAddress": f"kept{n}@example.com", "CustomerNumber": f"K{n}"})
+    report = env.dispatch(batch_size=2)
+    data = report.to_dict()
+    assert (3, 4, 7) == (len(report.results), report.omitted, report.handled)
+    assert (3, 4) == (len(data["records"]), data["records_omitted"])
+    assert 7 == sum(data["flows"]["Add Klaviyo Profile FROM Hub"].values())

@@ -50,6 +50,9 @@ def _print_report(report: OutboundReport, as_json: bool) -> None:
             for e in [*(x for p in r.prerequisites for x in p.logs), *r.logs]:
                 click.echo(f"{e.level}: {r.entity} {r.hub_id} [{e.flow}] {e.message}"
                            + (f" ({e.detail})" if e.detail else ""), err=True)
+    if report.omitted:
+        click.echo(f"{report.omitted} more record(s) not listed above: the counts below include them, "
+                   "and every problem is in the error log (klaviyo-sync errors)", err=not report.dry_run)
     for line in report.summary.lines():
         click.echo(line)
 

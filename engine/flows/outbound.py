@@ -52,6 +52,10 @@ from engine.settings import Settings
 
 NO_EVENTS_NOTE = "Generate Events is FALSE: no events were sent"
 DEFAULT_BATCH = 500
+#: a dispatch report holds at most this many records' results (memory stays flat on a queue of
+#: millions); the rest are counted in ``omitted``; the summary counts every record and the
+#: error log holds every problem
+RESULTS_KEPT = 10_000
 DEFAULT_LEASE = 300.0
 DEFAULT_MAX_ATTEMPTS = 5
 RETRY_DELAY = 30.0
@@ -78,10 +82,23 @@ class OutboundReport:
     results: list[RecordResult] = field(default_factory=list)
     dry_run: bool = False
     error: KlaviyoSyncError | None = None
+    #: records handled (``results`` holds the first :data:`RESULTS_KEPT` of them)
+    handled: int = 0
+    #: records handled whose results were not kept
+    omitted: int = 0
+
+    def keep(self, results: list[RecordResult]) -> None:
+        """Count ``results`` and keep them while there is room."""
+        self.handled += len(results)
+        room = max(0, RESULTS_KEPT - len(self.results))
+        self.results.extend(results[:room])
+        self.omitted += max(0, len(results) - room)
 
     def to_dict(self) -> dict[str, Any]:
         out = {**self.summary.to_dict(), "dry_run": self.dry_run,
                "records": [r.to_dict() for r in self.results]}
+        if self.omitted:
+            out["records_omitted"] = self.omitted
         if self.error is not None:
             out["error"] = self.error.to_dict()
         return out
@@ -322,24 +339,29 @@ async def dispatch(settings: Settings, hub: Any, client: KlaviyoClient, collecti
     report = OutboundReport(summary, dry_run=dry_run is not None)
     if not settings.generate_events:
         summary.note(NO_EVENTS_NOTE)
-    counted: set[int] = set()
     if dry_run is not None:
         changes = hub.pending_changes(limit)
-        report.results = await flows.run_batch([(c.entity, c.hub_id) for c in changes])
-        for r in report.results:
+        planned = await flows.run_batch([(c.entity, c.hub_id) for c in changes])
+        counted: set[int] = set()
+        for r in planned:
             flows.count(summary, r, counted)
+        report.keep(planned)
         if flows.auth_error is not None:
             report.error = auth_stop_error(flows.auth_error, "the dry run stopped")
         summary.finish(calls=_calls(client))
         return report
     sent, released, returned = 0, 0, 0
-    committed: set[int] = set()
     while (limit is None or sent < limit) and flows.auth_error is None:
         size = batch_size if limit is None else min(batch_size, limit - sent)
         changes = hub.claim_changes(size, lease_seconds=lease_seconds)
         if not changes:
             break
         results = await flows.run_batch([(c.entity, c.hub_id) for c in changes])
+        # a prerequisite (a Customer sent first for its Transactions) is shared by the results
+        # of one batch: commit and count it once; the sets hold ids of this batch's live objects
+        # only (ids of dropped results may be reused)
+        committed: set[int] = set()
+        counted = set()
         for change, result in zip(changes, results):
             if result.stopped_by is not None:
                 returned += 1
@@ -347,7 +369,7 @@ async def dispatch(settings: Settings, hub: Any, client: KlaviyoClient, collecti
             elif not flows.commit(result, change, committed):
                 released += 1
             flows.count(summary, result, counted)
-        report.results.extend(results)
+        report.keep(results)
         sent += len(changes)
     if released:
         summary.note(f"{released} change(s) failed for a reason that may pass and stay queued for a later dispatch")
@@ -376,7 +398,8 @@ async def push(settings: Settings, hub: Any, client: KlaviyoClient, collections:
     if entity == "Transaction" and not settings.generate_events:
         summary.note(NO_EVENTS_NOTE)
     results = await flows.run_batch([(entity, hub_id)])
-    report = OutboundReport(summary, results, dry_run=dry_run is not None)
+    report = OutboundReport(summary, dry_run=dry_run is not None)
+    report.keep(results)
     if dry_run is None:
         flows.commit(results[0], None, set())
     flows.count(summary, results[0], set())

@@ -229,7 +229,7 @@ class Service:
                     continue
                 self.dispatch_runs += 1
                 self.record(report.summary)
-                if report.results:
+                if report.handled:
                     continue  # more may be waiting: go again at once
             await self._sleep(self.tick, self._wake)
 
