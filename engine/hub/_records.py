@@ -185,7 +185,7 @@ def check_fields(
         if types is None:
             valid = ", ".join(fields)
             raise HubRecordError(f"{entity}{where}: unknown field '{_shown_key(key)}' (valid: {valid})")
-        if value is None:
+        if value is None or _plainly_storable(value, types, key):
             continue
         wrong_bool = isinstance(value, bool) and bool not in types
         if wrong_bool or not isinstance(value, types):
@@ -194,6 +194,20 @@ def check_fields(
             )
         if not isinstance(value, list):  # nested Addresses / Lines are checked field by field
             check_value(f"{entity}{where}.{key}", value, is_id=key in ID_FIELDS)
+
+
+def _plainly_storable(value: Any, types: tuple[type, ...], key: str) -> bool:
+    """True when ``value`` is a plain str, int, float or bool that ``check_fields`` would accept
+    for a field of ``types`` without walking it (the common case, decided in a few steps);
+    False sends it through the full check, which decides and words any refusal."""
+    cls = type(value)
+    if cls is str:
+        return str in types and (value.isascii() or not _SURROGATE.search(value))
+    if cls is int:
+        return int in types and (1 if key in ID_FIELDS else SQLITE_MIN) <= value <= SQLITE_MAX
+    if cls is float:
+        return float in types and math.isfinite(value)
+    return cls is bool and bool in types
 
 
 def check_customer(record: Mapping[str, Any], *, partial: bool = False) -> None:

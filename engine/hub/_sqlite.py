@@ -263,7 +263,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         else:
             existing = self._email_owner(record["EmailAddress"])
         if existing is None:
-            return self._insert_customer(record), "added"
+            return self._insert_customer(record, free=record_id is None), "added"
         changed = self._update_customer(existing, record)
         return existing, "updated" if changed else "unchanged"
 
@@ -389,15 +389,20 @@ class SqliteHub(TransactionsMixin, StateMixin):
                 detail=f"Customer {owner} already has this email address",
             )
 
-    def _insert_customer(self, record: Mapping[str, Any]) -> int:
+    def _insert_customer(self, record: Mapping[str, Any], *, free: bool = False) -> int:
+        """Insert a new Customer with its Addresses; ``free``: the record has no Id and the
+        caller has just found its email unused, so it is not looked up again."""
         record_id = record.get("Id")
-        if record_id is not None and self._conn.execute(
-            "SELECT 1 FROM customers WHERE id = ?", (record_id,)
-        ).fetchone():
-            raise HubRecordError(f"Customer {record_id} already exists", location=Location(record_id=str(record_id)))
-        self._email_conflict(record["EmailAddress"], None)
+        if not free:
+            if record_id is not None and self._conn.execute(
+                "SELECT 1 FROM customers WHERE id = ?", (record_id,)
+            ).fetchone():
+                raise HubRecordError(f"Customer {record_id} already exists",
+                                     location=Location(record_id=str(record_id)))
+            self._email_conflict(record["EmailAddress"], None)
         now = utc_now()
         values = {col: record.get(key) for key, col in _CUSTOMER_COLUMNS.items()}
+        country = _billing_country(record)
         cur = self._conn.execute(
             "INSERT INTO customers(id, email, customer_number, first_name, last_name, company,"
             " comment, phone, phone_e164, number_e164, custom_fields, created_at, updated_at)"
@@ -405,20 +410,46 @@ class SqliteHub(TransactionsMixin, StateMixin):
             (
                 record_id, values["email"], values["customer_number"], values["first_name"],
                 values["last_name"], values["company"], values["comment"], values["phone"],
-                to_e164(values["phone"], self.default_region, _billing_country(record)),
-                to_e164(values["customer_number"], self.default_region, _billing_country(record)),
+                to_e164(values["phone"], self.default_region, country),
+                to_e164(values["customer_number"], self.default_region, country),
                 _json(record.get("CustomFields") or {}), now, now,
             ),
         )
         customer_id = int(cur.lastrowid or record_id)
-        for address in record.get("Addresses") or []:
-            self._upsert_address(customer_id, address)
+        addresses = record.get("Addresses") or []
+        if any(address.get("Id") is not None for address in addresses):
+            for address in addresses:
+                self._upsert_address(customer_id, address)
+        elif addresses:
+            self._insert_new_addresses(customer_id, addresses, now)
         self._enqueue("Customer", customer_id, "add")
         return customer_id
 
+    def _insert_new_addresses(self, customer_id: int, addresses: list[Mapping[str, Any]], now: str) -> None:
+        """The Addresses (none with an Id) of a Customer just inserted, in one statement.
+
+        The same rows :meth:`_upsert_address` gives one by one: an address identical to an
+        earlier one is skipped, and of the addresses flagged primary billing (shipping) only
+        the last keeps the flag.
+        """
+        rows: dict[tuple[str, ...], list[Any]] = {}
+        for address in addresses:
+            rows.setdefault(address_key(address), [_address_value(address, key) for key in _ADDRESS_COLUMNS])
+        kept = list(rows.values())
+        for flag in _FLAGS:
+            col = list(_ADDRESS_COLUMNS).index(flag)
+            flagged = [row for row in kept if row[col]]
+            for row in flagged[:-1]:
+                row[col] = 0
+        self._conn.executemany(
+            f"INSERT INTO customer_addresses(customer_id, {', '.join(_ADDRESS_COLUMNS.values())}, created_at,"
+            f" updated_at) VALUES (?, {', '.join('?' * len(_ADDRESS_COLUMNS))}, ?, ?)",
+            [(customer_id, *row, now, now) for row in kept],
+        )
+
     def _update_customer(self, customer_id: int, changes: Mapping[str, Any]) -> bool:
         row = self._require_customer_row(customer_id)
-        if "EmailAddress" in changes:
+        if "EmailAddress" in changes and changes["EmailAddress"] != row["email"]:
             self._email_conflict(changes["EmailAddress"], customer_id)
         sets: dict[str, Any] = {}
         for key, col in _CUSTOMER_COLUMNS.items():
