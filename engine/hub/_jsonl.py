@@ -206,6 +206,9 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # made once: json.loads makes one a call
+
+
 def _parse(raw: bytes, *, first: bool = False) -> dict[str, Any]:
     """Decode and parse one line; HubRecordError (with the column where known) when it is not a JSON object."""
     try:
@@ -214,7 +217,9 @@ def _parse(raw: bytes, *, first: bool = False) -> dict[str, Any]:
         raise HubRecordError(f"not UTF-8 text: byte 0x{raw[err.start]:02x} cannot be decoded",
                              location=Location(column=err.start + 1)) from None
     try:
-        record = json.loads(text, parse_constant=_no_constant)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        record = _DECODER.decode(text)
     except json.JSONDecodeError as err:
         raise HubRecordError(f"invalid JSON: {err.msg}", location=Location(column=err.colno)) from None
     except RecursionError:

@@ -50,6 +50,9 @@ _ADDRESS_COLUMNS = {
     "IsPrimaryShipping": "is_primary_shipping",
 }
 _FLAGS = ("IsPrimaryBilling", "IsPrimaryShipping")
+_INSERT_ADDRESS = (f"INSERT INTO customer_addresses(customer_id, {', '.join(_ADDRESS_COLUMNS.values())}, created_at,"
+                   f" updated_at) VALUES (?, {', '.join('?' * len(_ADDRESS_COLUMNS))}, ?, ?)")
+_FLAG_COLUMNS = tuple(1 + list(_ADDRESS_COLUMNS).index(flag) for flag in _FLAGS)  # in an _INSERT_ADDRESS row
 
 
 def to_e164(value: str | None, region: str = "US", country: str | None = None) -> str | None:
@@ -434,18 +437,16 @@ class SqliteHub(TransactionsMixin, StateMixin):
         """
         rows: dict[tuple[str, ...], list[Any]] = {}
         for address in addresses:
-            rows.setdefault(address_key(address), [_address_value(address, key) for key in _ADDRESS_COLUMNS])
+            key = address_key(address)
+            if key not in rows:
+                rows[key] = [customer_id, *(_address_value(address, k) for k in _ADDRESS_COLUMNS), now, now]
         kept = list(rows.values())
-        for flag in _FLAGS:
-            col = list(_ADDRESS_COLUMNS).index(flag)
-            flagged = [row for row in kept if row[col]]
-            for row in flagged[:-1]:
-                row[col] = 0
-        self._conn.executemany(
-            f"INSERT INTO customer_addresses(customer_id, {', '.join(_ADDRESS_COLUMNS.values())}, created_at,"
-            f" updated_at) VALUES (?, {', '.join('?' * len(_ADDRESS_COLUMNS))}, ?, ?)",
-            [(customer_id, *row, now, now) for row in kept],
-        )
+        if len(kept) > 1:
+            for col in _FLAG_COLUMNS:
+                flagged = [row for row in kept if row[col]]
+                for row in flagged[:-1]:
+                    row[col] = 0
+        self._conn.executemany(_INSERT_ADDRESS, kept)
 
     def _update_customer(self, customer_id: int, changes: Mapping[str, Any]) -> bool:
         row = self._require_customer_row(customer_id)

@@ -23,6 +23,9 @@ def utc_now() -> str:
     return f"{last[1]}.{micro:06d}Z"
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
     """Compact, key-sorted JSON (stable text, so equal values compare equal as strings)."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(value)
