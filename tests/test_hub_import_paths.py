@@ -182,3 +182,24 @@ def test_the_batch_size_changes_nothing_but_the_commits(hub_factory, tmp_path: P
     assert [("a@example.com", "A2"), ("b@example.com", "B")] == [
         (c["EmailAddress"], c["CustomerNumber"]) for c in store.iter_customers()]
     assert [("Customer", 1, "add", 2), ("Customer", 2, "add", 1)] == _queued(store)
+
+
+def test_queue_rows_held_to_the_end_of_a_block_are_those_written_one_by_one(hub: SqliteHub) -> None:
+    """The import holds a batch's queue rows and writes them as the batch ends: the rows of a
+    savepoint undone inside the block go with it, a second change coalesces as it would, and
+    nothing is held when the block fails."""
+    with hub.transaction(), hub._queue_at_end():
+        first = hub.add_customer({"EmailAddress": "a@example.com", "CustomerNumber": "A"})
+        with pytest.raises(RuntimeError), hub.transaction():
+            hub.add_customer({"EmailAddress": "b@example.com", "CustomerNumber": "B"})
+            raise RuntimeError("undone")
+        hub.update_customer(first["Id"], {"FirstName": "Ann"})
+        assert [] == _queued(hub)
+    assert [("Customer", first["Id"], "add", 2)] == _queued(hub)
+    with pytest.raises(RuntimeError), hub.transaction(), hub._queue_at_end():
+        hub.add_customer({"EmailAddress": "c@example.com", "CustomerNumber": "C"})
+        raise RuntimeError("the whole block")
+    assert [("Customer", first["Id"], "add", 2)] == _queued(hub)
+    assert ["a@example.com"] == [c["EmailAddress"] for c in hub.iter_customers()]
+    with pytest.raises(RuntimeError, match="inside a transaction"), hub._queue_at_end():
+        pass

@@ -164,7 +164,7 @@ def _import_batch(
         checked.append((lineno, record))
     outcomes: list[str] = []
     try:
-        with hub.transaction():
+        with hub.transaction(), hub._queue_at_end():
             outcomes = [upsert(record)[1] for _, record in checked]
     except (HubError, *_LINE_FAILURES):
         outcomes = []

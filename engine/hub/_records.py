@@ -179,7 +179,7 @@ def check_fields(
     ``None`` is accepted for every field (it means "no value"); ``bool`` is not
     accepted where a number is expected, although Python counts it as an int.
     """
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, Mapping):
         raise HubRecordError(f"{entity}{where} must be a JSON object, got {_json_type(record)}")
     for key, value in record.items():
         types = fields.get(key)

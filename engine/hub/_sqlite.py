@@ -50,6 +50,8 @@ _ADDRESS_COLUMNS = {
     "IsPrimaryShipping": "is_primary_shipping",
 }
 _FLAGS = ("IsPrimaryBilling", "IsPrimaryShipping")
+_QUEUE_CHANGE = ("INSERT INTO outbound_queue(entity, hub_id, op, queued_at, changed_at) VALUES (?, ?, ?, ?, ?)"
+                 " ON CONFLICT(entity, hub_id) DO UPDATE SET version = version + 1, changed_at = excluded.changed_at")
 _INSERT_ADDRESS = (f"INSERT INTO customer_addresses(customer_id, {', '.join(_ADDRESS_COLUMNS.values())}, created_at,"
                    f" updated_at) VALUES (?, {', '.join('?' * len(_ADDRESS_COLUMNS))}, ?, ?)")
 _FLAG_COLUMNS = tuple(1 + list(_ADDRESS_COLUMNS).index(flag) for flag in _FLAGS)  # in an _INSERT_ADDRESS row
@@ -113,6 +115,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         self._lock = threading.RLock()
         self._depth = 0
         self._enqueue_on = True
+        self._queued: list[tuple[str, int, str, str, str]] | None = None  # see _queue_at_end()
         _create_private(self.path)
         self._conn = sqlite3.connect(
             str(self.path), isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
@@ -173,11 +176,14 @@ class SqliteHub(TransactionsMixin, StateMixin):
             previous = self._enqueue_on
             self._enqueue_on = previous and enqueue
             self._depth = depth + 1
+            held = None if self._queued is None else len(self._queued)
             try:
                 yield self
             except BaseException:
                 self._depth = depth
                 self._enqueue_on = previous
+                if held is not None and self._queued is not None:
+                    del self._queued[held:]  # the queue rows of writes undone
                 if depth == 0:
                     self._conn.execute("ROLLBACK")
                 else:
@@ -207,13 +213,26 @@ class SqliteHub(TransactionsMixin, StateMixin):
         if not self._enqueue_on or entity not in self.outbound_triggers:
             return
         now = utc_now()
-        self._conn.execute(
-            "INSERT INTO outbound_queue(entity, hub_id, op, queued_at, changed_at)"
-            " VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT(entity, hub_id) DO UPDATE SET version = version + 1,"
-            " changed_at = excluded.changed_at",
-            (entity, hub_id, op, now, now),
-        )
+        if self._queued is not None:
+            self._queued.append((entity, hub_id, op, now, now))
+        else:
+            self._conn.execute(_QUEUE_CHANGE, (entity, hub_id, op, now, now))
+
+    @contextmanager
+    def _queue_at_end(self) -> Iterator[None]:
+        """Inside a transaction: hold the queue rows of the block's writes and write them in one
+        statement as it ends without an error (the same rows, coalesced in the same order).
+        The writes in the block must not read the queue."""
+        if self._depth == 0:
+            raise RuntimeError("_queue_at_end() belongs inside a transaction")
+        self._queued = []
+        try:
+            yield
+            rows = self._queued
+        finally:
+            self._queued = None
+        if rows:
+            self._conn.executemany(_QUEUE_CHANGE, rows)
 
     # -- customers ------------------------------------------------------------------
 
