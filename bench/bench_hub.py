@@ -4,8 +4,8 @@ Run: ``.venv/bin/python bench/bench_hub.py [--customers 100000] [--transactions 
 [--lines 3] [--batch 1000] [--triggers] [--keep DIR]``
 
 Writes two JSONL files in a temporary folder, imports them with the real
-``import_jsonl`` (every line checked, upserted in a savepoint, batched in
-transactions; with ``--triggers`` every record also queues an outbound change),
+``import_jsonl`` (every line checked and upserted, batched in transactions,
+a bad line undoing only itself; with ``--triggers`` every record also queues an outbound change),
 then prints records/s and peak memory.  Beside each figure it prints a
 reference measured in the same run on the same machine: the same rows
 ``json.loads``-ed and inserted with bare ``executemany`` into tables with no

@@ -11,8 +11,9 @@ The file is read as bytes and each line decoded and parsed on its own, so a
 non-UTF-8 byte, NaN/Infinity, nesting deeper than 64 levels, an integer SQLite
 cannot hold (an ``Id`` from 2**63, or below 1) or a lone surrogate costs one
 line; a line longer than 1 MiB is skipped without being read into memory.
-Lines are written in batches, one SQLite transaction per batch and a savepoint
-per line, so a bad line undoes only itself and a large file imports quickly.
+Lines are written in batches, one SQLite transaction per batch; a line the store
+refuses undoes only itself (the batch is then written again with a savepoint per
+line), so a large file imports quickly and a bad line costs nothing else.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def _lines(fh: IO[bytes], limit: int) -> Iterator[bytes | None]:
 
 
 # What a line may fail with once parsed and checked: the store refusing it, or a value our
-# checks did not foresee (every one undoes only its own line's savepoint).
+# checks did not foresee (every one costs only its own line).
 _LINE_FAILURES = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, OverflowError,
                   ValueError, RecursionError)
 
@@ -142,28 +143,49 @@ _LINE_FAILURES = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.Programming
 def _import_batch(
     hub: SqliteHub, kind: str, name: str, lines: Iterable[tuple[int, bytes]], report: ImportReport
 ) -> None:
-    with hub.transaction():
-        for lineno, raw in lines:
-            record: dict[str, Any] | None = None
-            try:
-                record = _parse(raw, first=lineno == 1)
-                with hub.transaction():  # a savepoint: a bad line undoes only itself
-                    if kind == "customers":
-                        check_customer(record)
-                        _, outcome = hub._upsert_customer(record)
-                    else:
-                        check_transaction(record)
-                        _, outcome = hub._upsert_transaction(record)
-            except HubError as err:
-                report.errors.append(err.at(file=name, line=lineno, record_id=_record_id(record)))
-                continue
-            except _LINE_FAILURES as err:
-                # A refusal we did not foresee: report it like any bad line.
-                report.errors.append(HubRecordError(
-                    f"refused by the store: {_cut(str(err))}",
-                    location=Location(file=name, line=lineno, record_id=_record_id(record))))
-                continue
-            setattr(report, outcome, getattr(report, outcome) + 1)
+    """Parse, check and store one batch of lines in one SQLite transaction.
+
+    Every line is parsed and checked before anything is written (a line refused there
+    writes nothing).  The checked records are then written without a savepoint each; if
+    the store refuses one of them, that attempt is rolled back whole and the batch is
+    written again with a savepoint per line, so the bad line undoes only itself.
+    """
+    upsert = hub._upsert_customer if kind == "customers" else hub._upsert_transaction
+    check = check_customer if kind == "customers" else check_transaction
+    checked: list[tuple[int, dict[str, Any]]] = []
+    for lineno, raw in lines:
+        record: dict[str, Any] | None = None
+        try:
+            record = _parse(raw, first=lineno == 1)
+            check(record)
+        except (HubError, *_LINE_FAILURES) as err:
+            report.errors.append(_line_error(err, name, lineno, record))
+            continue
+        checked.append((lineno, record))
+    outcomes: list[str] = []
+    try:
+        with hub.transaction(), hub._queue_at_end():
+            outcomes = [upsert(record)[1] for _, record in checked]
+    except (HubError, *_LINE_FAILURES):
+        outcomes = []
+        with hub.transaction():
+            for lineno, record in checked:
+                try:
+                    with hub.transaction():  # a savepoint: a bad line undoes only itself
+                        outcomes.append(upsert(record)[1])
+                except (HubError, *_LINE_FAILURES) as err:
+                    report.errors.append(_line_error(err, name, lineno, record))
+    for outcome in outcomes:
+        setattr(report, outcome, getattr(report, outcome) + 1)
+
+
+def _line_error(err: Exception, name: str, lineno: int, record: dict[str, Any] | None) -> HubError:
+    """The error to report for a skipped line, located at ``name:lineno`` and the record's Id."""
+    if isinstance(err, HubError):
+        return err.at(file=name, line=lineno, record_id=_record_id(record))
+    # A refusal we did not foresee: report it like any bad line.
+    return HubRecordError(f"refused by the store: {_cut(str(err))}",
+                          location=Location(file=name, line=lineno, record_id=_record_id(record)))
 
 
 def _record_id(record: dict[str, Any] | None) -> str | None:
@@ -184,6 +206,9 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # made once: json.loads makes one a call
+
+
 def _parse(raw: bytes, *, first: bool = False) -> dict[str, Any]:
     """Decode and parse one line; HubRecordError (with the column where known) when it is not a JSON object."""
     try:
@@ -192,7 +217,9 @@ def _parse(raw: bytes, *, first: bool = False) -> dict[str, Any]:
         raise HubRecordError(f"not UTF-8 text: byte 0x{raw[err.start]:02x} cannot be decoded",
                              location=Location(column=err.start + 1)) from None
     try:
-        record = json.loads(text, parse_constant=_no_constant)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        record = _DECODER.decode(text)
     except json.JSONDecodeError as err:
         raise HubRecordError(f"invalid JSON: {err.msg}", location=Location(column=err.colno)) from None
     except RecursionError:

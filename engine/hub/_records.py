@@ -28,6 +28,7 @@ SQLITE_MAX: Final = 2**63 - 1  # the largest integer SQLite stores, and so the l
 MAX_DEPTH: Final = 64  # nesting of lists/objects inside a value (CustomFields)
 ID_FIELDS: Final = frozenset({"Id", "CustomerId", "TransactionId"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_isfinite = math.isfinite
 
 _NUMBER = (int, float)
 _STR = (str,)
@@ -178,14 +179,21 @@ def check_fields(
     ``None`` is accepted for every field (it means "no value"); ``bool`` is not
     accepted where a number is expected, although Python counts it as an int.
     """
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, Mapping):
         raise HubRecordError(f"{entity}{where} must be a JSON object, got {_json_type(record)}")
     for key, value in record.items():
         types = fields.get(key)
         if types is None:
             valid = ", ".join(fields)
             raise HubRecordError(f"{entity}{where}: unknown field '{_shown_key(key)}' (valid: {valid})")
-        if value is None:
+        cls = type(value)  # the common cases first, decided here
+        if cls is str:
+            if str in types and (value.isascii() or not _SURROGATE.search(value)):
+                continue
+        elif cls is float:
+            if float in types and _isfinite(value):
+                continue
+        elif value is None or _plainly_storable(value, types, key):
             continue
         wrong_bool = isinstance(value, bool) and bool not in types
         if wrong_bool or not isinstance(value, types):
@@ -194,6 +202,33 @@ def check_fields(
             )
         if not isinstance(value, list):  # nested Addresses / Lines are checked field by field
             check_value(f"{entity}{where}.{key}", value, is_id=key in ID_FIELDS)
+
+
+def _plainly_storable(value: Any, types: tuple[type, ...], key: str) -> bool:
+    """True when ``value`` is a plain scalar, or an object of plain scalars under text keys, that
+    ``check_fields`` would accept for a field of ``types`` without walking it (the common case,
+    decided in a few steps); False sends it through the full check, which decides and words any
+    refusal."""
+    cls = type(value)
+    if cls not in types:
+        return False
+    if cls is int:
+        return (1 if key in ID_FIELDS else SQLITE_MIN) <= value <= SQLITE_MAX
+    if cls is dict:
+        return all(type(k) is str and _plain_scalar(k) and _plain_scalar(v) for k, v in value.items())
+    return _plain_scalar(value)
+
+
+def _plain_scalar(value: Any) -> bool:
+    """True for None, a bool, a string without lone surrogates, an integer SQLite holds, or a finite float."""
+    cls = type(value)
+    if cls is str:
+        return value.isascii() or not _SURROGATE.search(value)
+    if cls is int:
+        return SQLITE_MIN <= value <= SQLITE_MAX
+    if cls is float:
+        return math.isfinite(value)
+    return value is None or cls is bool
 
 
 def check_customer(record: Mapping[str, Any], *, partial: bool = False) -> None:
@@ -223,8 +258,15 @@ def _plain_email(text: str) -> bool:
     if len(text) > 254 or not _PLAIN_EMAIL.fullmatch(text):
         return False
     local, _, domain = text.rpartition("@")
-    labels = domain.lower().split(".")
-    return len(local) <= 64 and not any(".".join(labels[i:]) in _SPECIAL_USE for i in range(len(labels)))
+    if len(local) > 64:
+        return False
+    suffix = domain.lower()
+    while suffix not in _SPECIAL_USE:  # the domain and each of its parents ("a.b.test", "b.test", "test")
+        dot = suffix.find(".")
+        if dot < 0:
+            return True
+        suffix = suffix[dot + 1:]
+    return False
 
 
 def check_email(path: str, value: str) -> None:

@@ -50,6 +50,11 @@ _ADDRESS_COLUMNS = {
     "IsPrimaryShipping": "is_primary_shipping",
 }
 _FLAGS = ("IsPrimaryBilling", "IsPrimaryShipping")
+_QUEUE_CHANGE = ("INSERT INTO outbound_queue(entity, hub_id, op, queued_at, changed_at) VALUES (?, ?, ?, ?, ?)"
+                 " ON CONFLICT(entity, hub_id) DO UPDATE SET version = version + 1, changed_at = excluded.changed_at")
+_INSERT_ADDRESS = (f"INSERT INTO customer_addresses(customer_id, {', '.join(_ADDRESS_COLUMNS.values())}, created_at,"
+                   f" updated_at) VALUES (?, {', '.join('?' * len(_ADDRESS_COLUMNS))}, ?, ?)")
+_FLAG_COLUMNS = tuple(1 + list(_ADDRESS_COLUMNS).index(flag) for flag in _FLAGS)  # in an _INSERT_ADDRESS row
 
 
 def to_e164(value: str | None, region: str = "US", country: str | None = None) -> str | None:
@@ -110,6 +115,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         self._lock = threading.RLock()
         self._depth = 0
         self._enqueue_on = True
+        self._queued: list[tuple[str, int, str, str, str]] | None = None  # see _queue_at_end()
         _create_private(self.path)
         self._conn = sqlite3.connect(
             str(self.path), isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
@@ -170,11 +176,14 @@ class SqliteHub(TransactionsMixin, StateMixin):
             previous = self._enqueue_on
             self._enqueue_on = previous and enqueue
             self._depth = depth + 1
+            held = None if self._queued is None else len(self._queued)
             try:
                 yield self
             except BaseException:
                 self._depth = depth
                 self._enqueue_on = previous
+                if held is not None and self._queued is not None:
+                    del self._queued[held:]  # the queue rows of writes undone
                 if depth == 0:
                     self._conn.execute("ROLLBACK")
                 else:
@@ -204,13 +213,26 @@ class SqliteHub(TransactionsMixin, StateMixin):
         if not self._enqueue_on or entity not in self.outbound_triggers:
             return
         now = utc_now()
-        self._conn.execute(
-            "INSERT INTO outbound_queue(entity, hub_id, op, queued_at, changed_at)"
-            " VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT(entity, hub_id) DO UPDATE SET version = version + 1,"
-            " changed_at = excluded.changed_at",
-            (entity, hub_id, op, now, now),
-        )
+        if self._queued is not None:
+            self._queued.append((entity, hub_id, op, now, now))
+        else:
+            self._conn.execute(_QUEUE_CHANGE, (entity, hub_id, op, now, now))
+
+    @contextmanager
+    def _queue_at_end(self) -> Iterator[None]:
+        """Inside a transaction: hold the queue rows of the block's writes and write them in one
+        statement as it ends without an error (the same rows, coalesced in the same order).
+        The writes in the block must not read the queue."""
+        if self._depth == 0:
+            raise RuntimeError("_queue_at_end() belongs inside a transaction")
+        self._queued = []
+        try:
+            yield
+            rows = self._queued
+        finally:
+            self._queued = None
+        if rows:
+            self._conn.executemany(_QUEUE_CHANGE, rows)
 
     # -- customers ------------------------------------------------------------------
 
@@ -263,7 +285,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         else:
             existing = self._email_owner(record["EmailAddress"])
         if existing is None:
-            return self._insert_customer(record), "added"
+            return self._insert_customer(record, free=record_id is None), "added"
         changed = self._update_customer(existing, record)
         return existing, "updated" if changed else "unchanged"
 
@@ -389,15 +411,20 @@ class SqliteHub(TransactionsMixin, StateMixin):
                 detail=f"Customer {owner} already has this email address",
             )
 
-    def _insert_customer(self, record: Mapping[str, Any]) -> int:
+    def _insert_customer(self, record: Mapping[str, Any], *, free: bool = False) -> int:
+        """Insert a new Customer with its Addresses; ``free``: the record has no Id and the
+        caller has just found its email unused, so it is not looked up again."""
         record_id = record.get("Id")
-        if record_id is not None and self._conn.execute(
-            "SELECT 1 FROM customers WHERE id = ?", (record_id,)
-        ).fetchone():
-            raise HubRecordError(f"Customer {record_id} already exists", location=Location(record_id=str(record_id)))
-        self._email_conflict(record["EmailAddress"], None)
+        if not free:
+            if record_id is not None and self._conn.execute(
+                "SELECT 1 FROM customers WHERE id = ?", (record_id,)
+            ).fetchone():
+                raise HubRecordError(f"Customer {record_id} already exists",
+                                     location=Location(record_id=str(record_id)))
+            self._email_conflict(record["EmailAddress"], None)
         now = utc_now()
         values = {col: record.get(key) for key, col in _CUSTOMER_COLUMNS.items()}
+        country = _billing_country(record)
         cur = self._conn.execute(
             "INSERT INTO customers(id, email, customer_number, first_name, last_name, company,"
             " comment, phone, phone_e164, number_e164, custom_fields, created_at, updated_at)"
@@ -405,20 +432,44 @@ class SqliteHub(TransactionsMixin, StateMixin):
             (
                 record_id, values["email"], values["customer_number"], values["first_name"],
                 values["last_name"], values["company"], values["comment"], values["phone"],
-                to_e164(values["phone"], self.default_region, _billing_country(record)),
-                to_e164(values["customer_number"], self.default_region, _billing_country(record)),
+                to_e164(values["phone"], self.default_region, country),
+                to_e164(values["customer_number"], self.default_region, country),
                 _json(record.get("CustomFields") or {}), now, now,
             ),
         )
         customer_id = int(cur.lastrowid or record_id)
-        for address in record.get("Addresses") or []:
-            self._upsert_address(customer_id, address)
+        addresses = record.get("Addresses") or []
+        if any(address.get("Id") is not None for address in addresses):
+            for address in addresses:
+                self._upsert_address(customer_id, address)
+        elif addresses:
+            self._insert_new_addresses(customer_id, addresses, now)
         self._enqueue("Customer", customer_id, "add")
         return customer_id
 
+    def _insert_new_addresses(self, customer_id: int, addresses: list[Mapping[str, Any]], now: str) -> None:
+        """The Addresses (none with an Id) of a Customer just inserted, in one statement.
+
+        The same rows :meth:`_upsert_address` gives one by one: an address identical to an
+        earlier one is skipped, and of the addresses flagged primary billing (shipping) only
+        the last keeps the flag.
+        """
+        rows: dict[tuple[str, ...], list[Any]] = {}
+        for address in addresses:
+            key = address_key(address)
+            if key not in rows:
+                rows[key] = [customer_id, *(_address_value(address, k) for k in _ADDRESS_COLUMNS), now, now]
+        kept = list(rows.values())
+        if len(kept) > 1:
+            for col in _FLAG_COLUMNS:
+                flagged = [row for row in kept if row[col]]
+                for row in flagged[:-1]:
+                    row[col] = 0
+        self._conn.executemany(_INSERT_ADDRESS, kept)
+
     def _update_customer(self, customer_id: int, changes: Mapping[str, Any]) -> bool:
         row = self._require_customer_row(customer_id)
-        if "EmailAddress" in changes:
+        if "EmailAddress" in changes and changes["EmailAddress"] != row["email"]:
             self._email_conflict(changes["EmailAddress"], customer_id)
         sets: dict[str, Any] = {}
         for key, col in _CUSTOMER_COLUMNS.items():

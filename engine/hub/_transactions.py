@@ -91,7 +91,15 @@ class TransactionsMixin:
                 (record_id, *values, dumps(record.get("CustomFields") or {}), now, now),
             )
             tx_id = int(cur.lastrowid or record_id)
-            self._reconcile_lines(tx_id, record.get("Lines") or [])
+            lines = record.get("Lines") or []
+            if any(line.get("Id") is not None for line in lines):
+                self._reconcile_lines(tx_id, lines)
+            elif lines:  # a new Transaction has no lines yet: nothing to reconcile
+                self._conn.executemany(
+                    "INSERT INTO transaction_lines(transaction_id, position, sku, description, qty,"
+                    " unit_price, extended_price) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(tx_id, position, *(line.get(k) for k in _LINE_COLUMNS)) for position, line in enumerate(lines)],
+                )
             self._enqueue("Transaction", tx_id, "add")
             return tx_id, "added"
         tx_id = int(row["id"])
