@@ -292,15 +292,23 @@ def settings_show_cmd(as_json: bool, config: str | None, hub_path: str | None) -
     _echo_settings(data)
 
 
+def _setting_text(value: Any) -> str:
+    """A setting's value as the specification writes it: booleans TRUE / FALSE ("Generate
+    Events (TRUE/FALSE)"), no value "(none)"."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    return "(none)" if value is None else str(value)
+
+
 def _echo_settings(data: dict[str, Any], indent: str = "") -> None:
     for key, value in data.items():
         if isinstance(value, dict):
             click.echo(f"{indent}{key}:")
             _echo_settings(value, indent + "  ")
         elif isinstance(value, list):
-            click.echo(f"{indent}{key}: {', '.join(map(str, value))}")
+            click.echo(f"{indent}{key}: {', '.join(map(_setting_text, value))}")
         else:
-            click.echo(f"{indent}{key}: {'(none)' if value is None else value}")
+            click.echo(f"{indent}{key}: {_setting_text(value)}")
 
 
 def register(group: click.Group) -> None:
