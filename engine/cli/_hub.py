@@ -133,6 +133,9 @@ def show_cmd(entity: str, record_id: int, as_json: bool, config: str | None, hub
 def export_cmd(kind: str, file: str | None, config: str | None, hub_path: str | None) -> None:
     """Write every record of KIND as JSONL to FILE (default standard output).
 
+    Each record carries its Klaviyo link as "_links": {"klaviyo": ID} (null when
+    it has none); `hub import` restores it.
+
     FILE is written whole or not at all (a temporary file beside it, then renamed),
     owner-only (0600).  A FILE that is a SQLite database (a hub, the hub in use
     included) is refused, and so is a FILE whose folder does not exist.
