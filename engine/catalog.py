@@ -1,7 +1,7 @@
 """The error catalog: every message text the specification gives, word for word.
 
-The seeds (``shared/seeds/002_*.txt``, ``001_*.txt``, ``003_*.txt``) name each
-message exactly; code that logs or raises one of them takes the constant from
+The specification's articles (summarised in docs/specification.md: the error catalog,
+the inbound profile and the Placed Order articles) name each message exactly; code that logs or raises one of them takes the constant from
 here so the text cannot drift.  Keys are stable identifiers used in the error
 log and in golden files.
 """

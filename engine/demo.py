@@ -25,6 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shlex
+import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -72,8 +76,11 @@ class DemoResult:
     log_messages: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     klaviyo: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    #: the command that runs klaviyo-sync from here (the CLI sets it from how it was started)
+    command: str = "klaviyo-sync"
 
     def lines(self) -> list[str]:
+        config = shown_path(self.folder / "klaviyo-sync.yaml")
         out = [f"klaviyo-sync demo: sandbox at {self.sandbox_url}, hub in {self.folder}", ""]
         out += ["Sample data"] + [f"  {line}" for line in self.imports]
         out += [f"  skipped: {e}" for e in self.import_errors]
@@ -85,11 +92,11 @@ class DemoResult:
         out += ["", "In Klaviyo (the sandbox): " + ", ".join(f"{v} {k}" for k, v in self.klaviyo.items()),
                 f"Total time: {self.seconds:.1f}s", "",
                 "Inspect the results:",
-                f"  klaviyo-sync status --config {self.folder / 'klaviyo-sync.yaml'}",
-                f"  klaviyo-sync errors --config {self.folder / 'klaviyo-sync.yaml'}",
-                f"  klaviyo-sync hub show customer 1 --config {self.folder / 'klaviyo-sync.yaml'}",
-                f"  klaviyo-sync sandbox serve --state {self.folder / 'sandbox-state.json'}   "
-                "(Klaviyo's side, as the demo left it)"]
+                f"  {self.command} status --config {config}",
+                f"  {self.command} errors --config {config}",
+                f"  {self.command} hub show customer 1 --config {config}",
+                f"  {self.command} sandbox serve --state {shown_path(self.folder / 'sandbox-state.json')}"
+                "   (Klaviyo's side, as the demo left it; Ctrl-C to stop)"]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +108,35 @@ class DemoResult:
                              for (lv, f, m), n in sorted(self.log_messages.items())],
             "klaviyo": self.klaviyo, "seconds": round(self.seconds, 2),
         }
+
+
+def runnable_command(argv0: str | None = None, executable: str | None = None) -> str:
+    """How to run klaviyo-sync again from the current folder, the way this process was started.
+
+    ``klaviyo-sync`` when that is the script found on PATH; else the script's path (relative when
+    it lies below the current folder, e.g. ``.venv/bin/klaviyo-sync`` from ``scripts/demo``);
+    for ``python -m engine`` (or an embedding) ``<python> -m engine``.  The demo prints its
+    "Inspect the results" commands with it, so they run as printed.
+    """
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    if Path(argv0).name in ("klaviyo-sync", "klaviyo-sync.exe"):
+        if Path(argv0).name == argv0:  # started by its name: found on PATH
+            return "klaviyo-sync"
+        found = shutil.which("klaviyo-sync")
+        if found and Path(found).resolve() == Path(argv0).resolve():
+            return "klaviyo-sync"
+        return shown_path(Path(argv0))
+    return f"{shown_path(Path(executable or sys.executable))} -m engine"
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as a command word: relative below the current folder (``.venv/bin/x``, ``./x``), else absolute."""
+    full = path.absolute()
+    try:
+        shown = str(full.relative_to(Path.cwd()))
+    except ValueError:
+        return shlex.quote(str(full))
+    return shlex.quote(shown if os.sep in shown else os.path.join(".", shown))
 
 
 def _customers(n: int) -> list[dict[str, Any]]:

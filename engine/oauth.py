@@ -29,13 +29,15 @@ Tokens never appear in a message, a log line or an output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 from aiohttp import web
@@ -374,6 +376,7 @@ async def login(
     timeout: float = 300.0,
     transport: httpx.AsyncBaseTransport | None = None,
     collections: Any = None,
+    read_redirect: Callable[[], str | None] | None = None,
 ) -> ConnectionStatus:
     """Authorise in the browser, exchange the code, store the tokens in the hub.
 
@@ -392,6 +395,11 @@ async def login(
         timeout: seconds to wait for the redirect.
         transport: httpx transport for the token call (tests).
         collections: the collections to derive the scopes from (default: the settings' folder).
+        read_redirect: for a machine without a browser: a blocking call (run in a daemon
+            thread) that returns the redirect address the user pasted, or None when there is
+            none (end of input).  Whichever comes first counts: the listener's redirect or the
+            pasted one, which is checked exactly like it (``state``, ``code``).  See
+            :func:`redirect_query`.
 
     Returns:
         The new :class:`ConnectionStatus` (no secrets).
@@ -427,6 +435,8 @@ async def login(
             url, _ = client.create_authorization_url(endpoints.authorize_url, state=state,
                                                      code_verifier=verifier)
             opener = asyncio.create_task(asyncio.to_thread(open_url, url)) if open_url else None
+            if read_redirect is not None:
+                _read_pasted(read_redirect, listener.result)
             try:
                 query = await asyncio.wait_for(asyncio.shield(listener.result), timeout)
             except asyncio.TimeoutError:
@@ -466,6 +476,38 @@ async def login(
         except Exception:  # the warning must never fail a login that worked
             log.exception("could not write the missing-scope warning to the hub error log")
     return status
+
+
+def redirect_query(text: str) -> dict[str, str] | None:
+    """The parameters of a pasted redirect address (the whole URL the browser ended on, or just
+    its ``?code=...&state=...`` part), or None when it carries neither ``code`` nor ``error``."""
+    text = text.strip()
+    if "?" in text:
+        text = text.split("?", 1)[1]
+    query = dict(parse_qsl(text.split("#", 1)[0], keep_blank_values=True))
+    return query if ("code" in query or "error" in query) else None
+
+
+def _read_pasted(read: Callable[[], str | None], result: asyncio.Future[dict[str, str]]) -> None:
+    """Wait for a pasted redirect in a daemon thread (a blocked read of the terminal must not
+    keep the process alive once the listener got the redirect) and hand it to ``result``."""
+    loop = asyncio.get_running_loop()
+
+    def deliver(query: dict[str, str]) -> None:
+        if not result.done():
+            result.set_result(query)
+
+    def run() -> None:
+        try:
+            text = read()
+        except (OSError, ValueError, EOFError):  # the input went away
+            return
+        query = redirect_query(text) if text else None
+        if query is not None:
+            with contextlib.suppress(RuntimeError):  # the login ended meanwhile (loop closed)
+                loop.call_soon_threadsafe(deliver, query)
+
+    threading.Thread(target=run, name="klaviyo-sync-pasted-redirect", daemon=True).start()
 
 
 def _check_redirect(query: Mapping[str, str], state: str, hub: Any, settings: Settings) -> str:
@@ -595,5 +637,5 @@ async def logout(settings: Settings, hub: Any, *,
 __all__ = [
     "FLOW", "PROVIDER", "KLAVIYO_AUTHORIZE_URL", "ConnectionStatus", "LogoutResult", "OAuthEndpoints",
     "client_credentials", "connection_status", "log_auth_error", "login", "logout", "oauth_client",
-    "oauth_endpoints", "required_scopes", "requested_scopes", "scope_warnings", "store_tokens",
+    "oauth_endpoints", "redirect_query", "required_scopes", "requested_scopes", "scope_warnings", "store_tokens",
 ]

@@ -286,7 +286,10 @@ def _serve(*args: str) -> subprocess.CompletedProcess[str]:
                  id="not-json"),
     pytest.param(b"[1, 2]", "not a sandbox state file (TypeError: cannot convert dictionary update sequence "
                  "element #0 to a sequence)", id="a-list"),
-    pytest.param(b'{"profiles": {}}', "not a sandbox state file (KeyError: 'lists')", id="missing-keys"),
+    pytest.param(b'{"profiles": {}, "settings": {}}', "not a sandbox state file: expected the keys profiles, "
+                 "lists, metrics, events, jobs, got 'settings'", id="other-keys"),
+    pytest.param(b'{"metrics": {}}', "not a sandbox state file: expected the keys profiles, lists, metrics, "
+                 "events, jobs", id="no-profiles-nor-lists"),
     pytest.param(b"\xff\xfe", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte",
                  id="not-utf8"),
     pytest.param(b"[" * 100_000, "nested too deeply", id="deep"),

@@ -61,6 +61,6 @@ def test_demo_output_names_the_inspection_commands(tmp_path: Path) -> None:
     """The plain summary tells the user how to inspect the hub and the error log afterwards."""
     result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "klaviyo-sync errors --config" in result.output
+    assert "klaviyo-sync errors --config" in result.output or " -m engine errors --config" in result.output
     assert "Error log:" in result.output
     assert "pk_" not in result.output

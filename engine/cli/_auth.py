@@ -1,7 +1,8 @@
 """OAuth commands: ``auth login``, ``auth status``, ``auth logout``.
 
 ``auth login`` prints the authorize URL (and opens a browser unless
-``--no-browser``), waits for Klaviyo's redirect on the loopback redirect URL,
+``--no-browser``), waits for Klaviyo's redirect on the loopback redirect URL
+(with ``--no-browser`` also for the redirect address pasted on standard input),
 exchanges the code and stores the tokens in the hub.  No command prints a
 token: ``status`` shows how the engine connects, the expiry and the scopes.
 The work is in :mod:`engine.oauth`; this module only parses and prints.
@@ -10,9 +11,12 @@ The work is in :mod:`engine.oauth`; this module only parses and prints.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import webbrowser
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import click
 
@@ -20,7 +24,7 @@ from engine.cli._hub import _common, _open, _settings
 from engine.cli._output import BoundedFloat, emit_json
 from engine.errors import KlaviyoSyncError
 from engine.hub import SqliteHub
-from engine.oauth import connection_status, login, logout, requested_scopes, scope_warnings
+from engine.oauth import connection_status, login, logout, redirect_query, requested_scopes, scope_warnings
 
 
 @click.group("auth")
@@ -29,7 +33,9 @@ def auth_group() -> None:
 
 
 @auth_group.command("login")
-@click.option("--no-browser", is_flag=True, help="Only print the authorize URL; open it yourself.")
+@click.option("--no-browser", is_flag=True,
+              help="Print the authorize URL instead of opening a browser, and also accept the address "
+                   "the browser is redirected to, pasted on standard input (for a machine without a browser).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Listen on this port instead of the redirect URL's (0 = any free port).")
 @click.option("--timeout", type=BoundedFloat(1, 3600), default=300.0, show_default=True,
@@ -39,7 +45,12 @@ def auth_group() -> None:
 @_common
 def login_cmd(no_browser: bool, port: int | None, timeout: float, as_json: bool, config: str | None,
               hub_path: str | None) -> None:
-    """Authorise klaviyo-sync in the browser and store the OAuth tokens in the hub."""
+    """Authorise klaviyo-sync in the browser and store the OAuth tokens in the hub.
+
+    Without a browser on this machine (--no-browser): open the printed URL in a browser
+    anywhere, allow access, then paste here the address the browser was sent to (it
+    holds code= and state=), unless the redirect reached this machine's listener itself.
+    """
     settings, store = _open(config, hub_path)
 
     def show(url: str) -> None:
@@ -49,16 +60,56 @@ def login_cmd(no_browser: bool, port: int | None, timeout: float, as_json: bool,
                    err=as_json)
         if not no_browser:
             webbrowser.open(url)
-        click.echo("Waiting for Klaviyo to redirect back ...", err=as_json)
+            click.echo("Waiting for Klaviyo to redirect back ...", err=as_json)
+            return
+        redirect = dict(parse_qsl(urlsplit(url).query)).get("redirect_uri", "the redirect URL")
+        click.echo(f"Waiting for Klaviyo to redirect back to {redirect} ...", err=as_json)
+        click.echo("If the browser runs on another machine, that page will not load there: copy the whole "
+                   "address from its address bar and paste it here, then press Enter.", err=as_json)
 
+    reader = _pasted_redirect if no_browser else None
     with store:
-        status = asyncio.run(login(settings, store, open_url=show, port=port, timeout=timeout))
+        status = asyncio.run(login(settings, store, open_url=show, port=port, timeout=timeout,
+                                   read_redirect=reader))
     if as_json:
         emit_json(status.to_dict())
         return
     click.echo("Connected with OAuth.")
     for line in status.lines()[1:]:
         click.echo(line)
+
+
+def _pasted_redirect() -> str | None:
+    """The first line pasted on standard input that is a redirect address (None at end of input).
+
+    Reads the file descriptor itself, not ``sys.stdin``: this runs in a daemon thread that may
+    still be waiting when the login ends, and must not hold the buffered reader's lock then.
+    """
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stdin (an embedding, a test runner)
+        fd = None
+    pending = b""
+    while True:
+        if fd is None:
+            line = sys.stdin.readline()
+            if not line:
+                return None
+        else:
+            while b"\n" not in pending:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                pending += chunk
+            if not pending:
+                return None
+            raw, _, pending = pending.partition(b"\n")
+            line = raw.decode("utf-8", "replace")
+        if redirect_query(line) is not None:
+            return line
+        if line.strip():
+            click.echo("That is not the address Klaviyo redirected to (it has no code= or error=): paste the "
+                       "whole address from the browser's address bar.", err=True)
 
 
 @auth_group.command("status")

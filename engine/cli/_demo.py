@@ -28,12 +28,13 @@ def demo_cmd(folder: str, customers: int, transactions: int, profiles: int, seed
     hub, settings and sandbox state stay there for `hub show`, `errors` and `status`. A --dir that
     holds anything else (a real subscription's settings or hub, any other file) is refused.
     """
-    from engine.demo import run_demo
+    from engine.demo import run_demo, runnable_command
 
     try:
         result = run_demo(folder, customers=customers, transactions=transactions, profiles=profiles, seed=seed)
     except KlaviyoSyncError as err:
         fail(err)
+    result.command = runnable_command()
     if as_json:
         emit_json(result.to_dict())
     else:

@@ -145,6 +145,9 @@ def show_cmd(entity: str, record_id: int, as_json: bool, config: str | None, hub
 def export_cmd(kind: str, file: str | None, as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Write every record of KIND as JSONL to FILE (default standard output).
 
+    Each record carries its Klaviyo link as "_links": {"klaviyo": ID} (null when
+    it has none); `hub import` restores it.
+
     FILE is written whole or not at all (a temporary file beside it, then renamed),
     owner-only (0600).  A FILE that is a SQLite database (a hub, the hub in use
     included) is refused, and so is a FILE whose folder does not exist.
@@ -309,15 +312,23 @@ def settings_show_cmd(as_json: bool, config: str | None, hub_path: str | None) -
     _echo_settings(data)
 
 
+def _setting_text(value: Any) -> str:
+    """A setting's value as the specification writes it: booleans TRUE / FALSE ("Generate
+    Events (TRUE/FALSE)"), no value "(none)"."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    return "(none)" if value is None else str(value)
+
+
 def _echo_settings(data: dict[str, Any], indent: str = "") -> None:
     for key, value in data.items():
         if isinstance(value, dict):
             click.echo(f"{indent}{key}:")
             _echo_settings(value, indent + "  ")
         elif isinstance(value, list):
-            click.echo(f"{indent}{key}: {', '.join(map(str, value))}")
+            click.echo(f"{indent}{key}: {', '.join(map(_setting_text, value))}")
         else:
-            click.echo(f"{indent}{key}: {'(none)' if value is None else value}")
+            click.echo(f"{indent}{key}: {_setting_text(value)}")
 
 
 def register(group: click.Group) -> None:

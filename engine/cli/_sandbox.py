@@ -94,18 +94,18 @@ def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fa
             raise click.BadParameter(str(exc), param_hint="--state") from None
         except OSError as exc:  # the port is taken, the host is not an address of this machine...
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        if as_json:
-            click.echo(json.dumps({"url": url, "pid": os.getpid(), "state": state_file}))
-            sys.stdout.flush()
-        click.echo(f"Klaviyo sandbox listening on {url} (Ctrl-C to stop)", err=as_json)
-        click.echo(f"Point the engine at it with API URL {url} and any key starting with pk_"
-                   if not api_keys else f"Point the engine at it with API URL {url} and one of the given keys",
-                   err=as_json)
-        click.echo(f"PID {os.getpid()}: kill -USR1 expires OAuth access tokens, kill -USR2 revokes every OAuth token",
-                   err=as_json)
         stop = asyncio.Event()
-        uninstall = _install_signals(server, stop)
+        uninstall = _install_signals(server, stop)  # before the first line: a SIGTERM after it saves
         try:
+            if as_json:
+                click.echo(json.dumps({"url": url, "pid": os.getpid(), "state": state_file}))
+                sys.stdout.flush()
+            click.echo(f"Klaviyo sandbox listening on {url} (Ctrl-C to stop)", err=as_json)
+            click.echo(f"Point the engine at it with API URL {url} and any key starting with pk_"
+                       if not api_keys else f"Point the engine at it with API URL {url} and one of the given keys",
+                       err=as_json)
+            click.echo(f"PID {os.getpid()}: kill -USR1 expires OAuth access tokens, kill -USR2 revokes every OAuth token",
+                       err=as_json)
             await stop.wait()
         finally:
             uninstall()

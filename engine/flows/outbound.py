@@ -43,7 +43,7 @@ from engine.flows._outbound_dryrun import DryRunTransport
 from engine.flows._outbound_orders import AnswerResolver, OrderFlow
 from engine.flows._outbound_profiles import ProfileFlow
 from engine.flows._outbound_records import CODE_NOT_FOUND, RecordResult
-from engine.flows.summary import RunSummary
+from engine.flows.summary import NOT_SENT, RunSummary
 from engine.formula.helpers import bind_helpers
 from engine.hub import QueuedChange
 from engine.klaviyo import KlaviyoClient
@@ -256,7 +256,7 @@ class Outbound:
 
     def _not_sent(self, entity: str, hub_id: int) -> RecordResult:
         """A record not started because Klaviyo refused the credentials earlier in the run."""
-        result = RecordResult(entity, hub_id, f"{entity} dispatch", outcome="not sent",
+        result = RecordResult(entity, hub_id, f"{entity} dispatch", outcome=NOT_SENT,
                               decision="not sent: Klaviyo refused the credentials earlier in this run")
         result.auth_error = self.auth_error
         return result

@@ -7,6 +7,7 @@ an existing record and linked), ``skipped`` (filtered, unchanged, or disabled by
 setting such as Generate Events = FALSE), ``invalid`` (mapping refused it) or
 ``failed`` (the destination refused it, or Klaviyo was unreachable). Warnings and
 errors are also written to the hub's error log; the summary only counts them.
+docs/outbound.md and docs/inbound.md explain each word per collection ("Outcomes").
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OUTCOMES = ("created", "updated", "unchanged", "linked", "skipped", "invalid", "failed")
+#: the outcome of an outbound record not started because Klaviyo refused the credentials earlier
+#: in the run (its change stays queued); shown per record (``--dry-run``, ``--json``), never counted
+NOT_SENT = "not sent"
 
 
 @dataclass

@@ -5,7 +5,8 @@ on a Customer, ``Lines`` on a Transaction).  A bad line (invalid JSON, not an
 object, unknown field, wrong type, missing required field, duplicate email) is
 reported as ``FILE:LINE: CODE message`` and skipped; every other line is kept.
 Re-importing a record updates it: by ``Id`` when the line has one, else by
-email (Customers) or transaction number (Transactions).
+email (Customers) or transaction number (Transactions).  An export carries each
+record's Klaviyo link as ``"_links": {"klaviyo": id}``; an import restores it.
 
 The file is read as bytes and each line decoded and parsed on its own, so a
 non-UTF-8 byte, NaN/Infinity, nesting deeper than 64 levels, an integer SQLite
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Final, Literal
 
 from engine.errors import HubError, HubRecordError, Location
-from engine.hub._records import MAX_DEPTH, check_customer, check_transaction
+from engine.hub._records import MAX_DEPTH, _json_type, check_customer, check_transaction
 from engine.hub._sqlite import SqliteHub
 
 Kind = Literal["customers", "transactions"]
@@ -152,27 +153,35 @@ def _import_batch(
     """
     upsert = hub._upsert_customer if kind == "customers" else hub._upsert_transaction
     check = check_customer if kind == "customers" else check_transaction
-    checked: list[tuple[int, dict[str, Any]]] = []
+    checked: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
     for lineno, raw in lines:
         record: dict[str, Any] | None = None
         try:
             record = _parse(raw, first=lineno == 1)
+            record, links = split_links(kind, record)
             check(record)
         except (HubError, *_LINE_FAILURES) as err:
             report.errors.append(_line_error(err, name, lineno, record))
             continue
-        checked.append((lineno, record))
+        checked.append((lineno, record, links))
+
+    def store(record: dict[str, Any], links: dict[str, Any]) -> str:
+        hub_id, outcome = upsert(record)
+        if links:
+            restore_links(hub, kind, hub_id, links)
+        return outcome
+
     outcomes: list[str] = []
     try:
         with hub.transaction(), hub._queue_at_end():
-            outcomes = [upsert(record)[1] for _, record in checked]
+            outcomes = [store(record, links) for _, record, links in checked]
     except (HubError, *_LINE_FAILURES):
         outcomes = []
         with hub.transaction():
-            for lineno, record in checked:
+            for lineno, record, links in checked:
                 try:
                     with hub.transaction():  # a savepoint: a bad line undoes only itself
-                        outcomes.append(upsert(record)[1])
+                        outcomes.append(store(record, links))
                 except (HubError, *_LINE_FAILURES) as err:
                     report.errors.append(_line_error(err, name, lineno, record))
     for outcome in outcomes:
@@ -236,12 +245,105 @@ def _parse(raw: bytes, *, first: bool = False) -> dict[str, Any]:
 def export_jsonl(hub: SqliteHub, kind: str, out: IO[str]) -> int:
     """Write every Customer (with Addresses) or Transaction (with Lines) as JSONL; return the count.
 
-    The output imports back unchanged (``import_jsonl`` ignores ``CreatedAt`` / ``UpdatedAt``).
+    Each record carries its Klaviyo link as ``"_links": {"klaviyo": "<id>"}`` (``null`` when it
+    has none): a Customer its profile id, a Transaction and each of its Lines the id of their
+    event link.  The underscore keeps the key apart from every hub field.  The output imports
+    back unchanged: ``import_jsonl`` ignores ``CreatedAt`` / ``UpdatedAt`` and restores the links.
     """
     _check_kind(kind)
     records = hub.iter_customers() if kind == "customers" else hub.iter_transactions()
     count = 0
-    for record in records:
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        count += 1
+    for chunk in _chunks(records, 500):
+        linked = hub.klaviyo_ids(_ENTITY[kind], [int(r["Id"]) for r in chunk])
+        line_ids = [int(line["Id"]) for r in chunk for line in r.get("Lines") or []]
+        lines_linked = hub.klaviyo_ids("TransactionLine", line_ids) if line_ids else {}
+        for record in chunk:
+            if "Lines" in record:
+                record["Lines"] = [{**line, LINKS: {"klaviyo": lines_linked.get(int(line["Id"]))}}
+                                   for line in record["Lines"] or []]
+            record[LINKS] = {"klaviyo": linked.get(int(record["Id"]))}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
     return count
+
+
+# -- the Klaviyo links of an export -------------------------------------------------------
+
+LINKS: Final = "_links"
+_LINK_KEYS: Final = ("klaviyo",)
+_ENTITY: Final = {"customers": "Customer", "transactions": "Transaction"}
+_MAX_LINK: Final = 200  # a Klaviyo id is at most a few dozen characters
+
+
+def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _link_of(value: Any, where: str) -> str | None:
+    """The Klaviyo id of one ``_links`` object (None when it holds none), or HubRecordError."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise HubRecordError(f'{where} must be an object such as {{"klaviyo": "01H8TV..."}}, got {_json_type(value)}')
+    for key in value:
+        if key not in _LINK_KEYS:
+            shown = key if len(key) <= 40 else key[:37] + "..."
+            raise HubRecordError(f"{where}: unknown key {shown!r} (valid: {', '.join(_LINK_KEYS)})")
+    link = value.get("klaviyo")
+    if link is None:
+        return None
+    if not isinstance(link, str):
+        raise HubRecordError(f"{where}.klaviyo must be a string (a Klaviyo id) or null, got {_json_type(link)}")
+    text = link.strip()
+    if not text:
+        return None
+    if len(text) > _MAX_LINK or not text.isprintable():
+        raise HubRecordError(f"{where}.klaviyo is not a Klaviyo id (printable text of at most {_MAX_LINK} characters)")
+    return text
+
+
+def split_links(kind: str, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(record without "_links", the links)`` of an imported line; a malformed ``_links`` is a
+    HubRecordError.  The links are ``{"record": id or None, "lines": {line position: id}}``
+    (empty when the line carries none)."""
+    entity = _ENTITY[kind]
+    found: dict[str, Any] = {}
+    if LINKS in record:
+        record = dict(record)
+        found["record"] = _link_of(record.pop(LINKS), f"{entity}.{LINKS}")
+    lines = record.get("Lines")
+    if kind == "transactions" and isinstance(lines, list) and any(
+            isinstance(line, dict) and LINKS in line for line in lines):
+        kept, by_position = [], {}
+        for i, line in enumerate(lines):
+            if isinstance(line, dict) and LINKS in line:
+                line = dict(line)
+                link = _link_of(line.pop(LINKS), f"TransactionLine Lines[{i}].{LINKS}")
+                if link is not None:
+                    by_position[i] = link
+            kept.append(line)
+        record = {**record, "Lines": kept}
+        found["lines"] = by_position
+    return record, {k: v for k, v in found.items() if v}
+
+
+def restore_links(hub: SqliteHub, kind: str, hub_id: int, links: dict[str, Any]) -> None:
+    """Link the imported record (and its lines, by position) to the Klaviyo ids of its export.
+
+    A link ``null`` in the file leaves whatever link the hub has; a Klaviyo id another record of
+    the same entity held moves to this one (one record per Klaviyo id).
+    """
+    if links.get("record"):
+        hub.set_link(_ENTITY[kind], hub_id, links["record"])
+    if links.get("lines"):
+        stored = (hub.get_transaction(hub_id) or {}).get("Lines") or []
+        for position, link in links["lines"].items():
+            if position < len(stored):
+                hub.set_link("TransactionLine", int(stored[position]["Id"]), link)

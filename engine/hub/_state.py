@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import HubRecordError
@@ -67,6 +68,20 @@ class StateMixin:
             "SELECT hub_id FROM links WHERE entity = ? AND klaviyo_id = ?", (entity, klaviyo_id)
         ).fetchone()
         return None if row is None else int(row[0])
+
+    def klaviyo_ids(self, entity: str, hub_ids: Iterable[int]) -> dict[int, str]:
+        """The Klaviyo ids linked to these hub records (those without a link are left out)."""
+        _check_entity(entity)
+        ids = list(hub_ids)
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), 500):  # well below SQLite's limit of bound parameters
+            chunk = ids[start:start + 500]
+            rows = self._conn.execute(
+                f"SELECT hub_id, klaviyo_id FROM links WHERE entity = ? AND hub_id IN ({','.join('?' * len(chunk))})",
+                (entity, *chunk),
+            )
+            found.update((int(r[0]), str(r[1])) for r in rows)
+        return found
 
     def remove_link(self, entity: str, hub_id: int) -> bool:
         """Forget a record's link; True if there was one."""

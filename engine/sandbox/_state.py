@@ -82,6 +82,63 @@ def _default_subscriptions() -> dict[str, Any]:
     }
 
 
+STATE_KEYS = ("profiles", "lists", "metrics", "events", "jobs")
+
+
+def _when(value: Any, default: datetime | None) -> datetime | None:
+    """A datetime of a state file: a saved ``{"$dt": ...}`` (already converted) or, in a
+    hand-written file, an ISO 8601 string; missing: ``default``."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a date and time, got {type(value).__name__}")
+    return value
+
+
+def _completed(d: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A loaded state with what a hand-written seed file may leave out filled in.
+
+    A saved file has everything; a seed may hold only ``profiles`` and/or ``lists``, each
+    keyed by its id, with a profile's ``attributes`` (and optional ``created`` / ``updated``
+    as ISO strings) and a list's ``name`` (and optional ``members``: profile ids).  Another
+    top-level key, or neither ``profiles`` nor ``lists``, means it is not a state file (so a
+    stray JSON file is refused rather than overwritten on exit).
+    """
+    unknown = [k for k in d if k not in STATE_KEYS]
+    if unknown or not ({"profiles", "lists"} & set(d)):
+        raise ValueError(f"not a sandbox state file: expected the keys {', '.join(STATE_KEYS)}"
+                         + (f", got {str(unknown[0])[:40]!r}" if unknown else ""))
+    for key, empty in (("profiles", {}), ("lists", {}), ("metrics", {}), ("events", []), ("jobs", {})):
+        d.setdefault(key, empty)
+    for pid, p in d["profiles"].items():
+        if p.setdefault("id", pid) != pid:
+            raise ValueError(f"profile {pid!r} has the id {p['id']!r}")
+        attrs = p.setdefault("attributes", {})
+        attrs.setdefault("location", {})
+        attrs.setdefault("properties", {})
+        if isinstance(attrs.get("email"), str):
+            attrs["email"] = attrs["email"].lower()  # Klaviyo stores emails in lower case
+        p["created"] = _when(p.get("created"), now)
+        p["updated"] = _when(p.get("updated"), p["created"])
+        p["last_event_date"] = _when(p.get("last_event_date"), None)
+        p.setdefault("subscriptions", _default_subscriptions())
+    for lid, lst in d["lists"].items():
+        if lst.setdefault("id", lid) != lid:
+            raise ValueError(f"list {lid!r} has the id {lst['id']!r}")
+        if not isinstance(lst.get("name"), str):
+            raise ValueError(f"list {lid!r} needs a name")
+        lst["created"] = _when(lst.get("created"), now)
+        lst["updated"] = _when(lst.get("updated"), lst["created"])
+        members = lst.get("members") or {}
+        if isinstance(members, list):  # a seed lists the member ids
+            members = dict.fromkeys(members, lst["created"])
+        lst["members"] = {m: _when(at, lst["created"]) for m, at in members.items()}
+    return d
+
+
 class SandboxState:
     """All data of one sandbox account."""
 
@@ -500,7 +557,7 @@ class SandboxState:
             if isinstance(x, list):
                 return [back(v) for v in x]
             return x
-        d = back(deepcopy(dict(data)))
+        d = _completed(back(deepcopy(dict(data))), self.clock())
         with self.lock:
             self.profiles, self.lists, self.metrics = d["profiles"], d["lists"], d["metrics"]
             self.events, self.jobs = d["events"], d.get("jobs", {})
