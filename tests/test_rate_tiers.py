@@ -124,3 +124,25 @@ async def test_every_client_call_takes_the_specs_tier(revision: str) -> None:
         seen[(method, template)] = tier
     assert ("GET", "/api/events") in seen and ("POST", "/api/events") in seen
     assert len(seen) >= 12
+
+
+async def test_the_budget_paces_bursts_evenly_at_nine_tenths_of_the_burst_limit(monkeypatch) -> None:
+    """Requests of one tier start at least 1 / (0.9 x burst) apart on a virtual schedule: no second
+    holds more than 90 % of the burst (jitter cannot push one too many into Klaviyo's window), and a
+    late wake-up is made up for by a few requests going at once, so the rate does not sag."""
+    from engine.klaviyo import ratelimit
+
+    now = [1000.0]
+
+    async def fake_sleep(seconds: float) -> None:
+        now[0] += seconds + 0.002  # every wake-up comes 2 ms late, as on a busy event loop
+
+    monkeypatch.setattr(ratelimit.asyncio, "sleep", fake_sleep)
+    budget = ratelimit.RateBudget({"XL": {"burst": 350, "steady": 100_000}}, clock=lambda: now[0])
+    stamps = []
+    for _ in range(1000):
+        await budget.acquire("XL")
+        stamps.append(now[0])
+    per_second = [sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps]
+    assert max(per_second) <= 315 + 4  # 0.9 x 350, plus the slack of four requests
+    assert 1000 / (stamps[-1] - stamps[0]) >= 300  # late wake-ups are made up for

@@ -95,6 +95,10 @@ class _Window:
         self.burst_window = burst_window
         self.steady_window = steady_window
         self.gap = 1.0 / (tier.burst * PACE)
+        # the pace as a virtual schedule (GCRA): ``due`` is when the next request is due; one may go
+        # up to ``slack`` early, so a late wake-up is made up for instead of slowing every later request
+        self.due = 0.0
+        self.slack = 4 * self.gap
         self.stamps: deque[float] = deque()
         self.lock = asyncio.Lock()
 
@@ -102,9 +106,9 @@ class _Window:
         """Seconds until one more request fits both windows and the pace (0 when it fits now)."""
         while self.stamps and self.stamps[0] <= now - self.steady_window:
             self.stamps.popleft()
-        wait = self.stamps[-1] + self.gap - now if self.stamps else 0.0
+        wait = self.due - self.slack - now
         if len(self.stamps) >= self.tier.steady:
-            wait = self.stamps[-self.tier.steady] + self.steady_window - now
+            wait = max(wait, self.stamps[-self.tier.steady] + self.steady_window - now)
         if len(self.stamps) >= self.tier.burst:
             wait = max(wait, self.stamps[-self.tier.burst] + self.burst_window - now)
         return max(wait, 0.0)
@@ -152,6 +156,7 @@ class RateBudget:
                 wait = win.wait_time(now)
                 if wait <= 0:
                     win.stamps.append(now)
+                    win.due = max(win.due, now) + win.gap
                     return
                 self.waited += wait
                 await asyncio.sleep(wait)
