@@ -242,10 +242,11 @@ class PollCursor:
 
     def splittable(self, now: datetime, started: Collection[PollRange]) -> PollRange | None:
         """The started, unfinished range with the most of its span left to read (at least
-        :data:`MIN_SPLIT`), or None."""
+        :data:`MIN_SPLIT`), or None.  Only a range that gave a page of profiles is split: one
+        that gave none yet may be empty, and splitting it would only spend requests."""
         best, best_left = None, MIN_SPLIT
         for r in started:
-            start = r.fetched or r.lo
+            start = r.fetched
             end = r.hi or now
             if r.done or start is None or end - start < best_left:
                 continue
@@ -330,6 +331,11 @@ class PollCursor:
         live = self._live()
         starts = [(r, r.query_from(self.overlap)) for r in live]
         start = self.query_from()
+        if live:
+            # the newest profile handled in any range is where the watermark goes once all are done
+            newest = max((r.at for r in self.ranges if r.at is not None), default=None)
+            if newest is not None:
+                starts.append((PollRange(), newest - timedelta(seconds=self.overlap)))
         if live or start is not None:
             keep: dict[str, list[str]] = {}
             for pid, (updated, digest) in self.seen.items():

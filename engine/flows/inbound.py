@@ -116,6 +116,8 @@ class InboundFlow:
         self.stopped = False
         self._recent: dict[str, datetime] = {}
         self._recent_from = datetime.max.replace(tzinfo=timezone.utc)
+        self.ranges_read = 0  # ranges of the last poll, and the most read at once
+        self.most_at_once = 0
         self._stop = threading.Event()
         self._fatal = False  # credentials refused or hub locked: nothing more can be done this run
 
@@ -165,7 +167,8 @@ class InboundFlow:
         # the newer change handled first must not be overwritten by the older (kept in memory:
         # Klaviyo returns each profile's current state, so an old one is never fetched again).
         self._recent_from = now - timedelta(seconds=max(1.0, self.overlap))
-        self._recent: dict[str, datetime] = {}
+        self._recent = {}
+        self.ranges_read = self.most_at_once = 0
         # Each chain has at most one page waiting (and the next one fetched): a few pages in all.
         queue: asyncio.Queue[tuple[PollRange, Any]] = asyncio.Queue()
         chains: dict[PollRange, _Chain] = {}
@@ -189,6 +192,8 @@ class InboundFlow:
                 chain.task.cancel()
             await asyncio.gather(*(c.task for c in chains.values()), return_exceptions=True)
             await asyncio.to_thread(self._save, cursor)
+        if self.ranges_read > 1:
+            self.summary.note(f"read in {self.ranges_read} ranges of updated times, up to {self.most_at_once} at once")
         self.stopped = self._stop.is_set()
         if self.stopped:
             self.summary.note("stopped on request; the cursor was saved after the last profile handled")
@@ -209,6 +214,8 @@ class InboundFlow:
         def start(rng: PollRange) -> None:
             waiting = asyncio.Semaphore(1)
             chains[rng] = _Chain(asyncio.create_task(self._chain(rng, cursor.overlap, queue, waiting)), waiting)
+            self.ranges_read += 1
+            self.most_at_once = max(self.most_at_once, len(chains))
 
         for rng in cursor.unfinished():
             if rng not in chains and len(chains) < want:
