@@ -67,6 +67,22 @@ class InboundEnv:
             await flow.poll(since=since, on_profile=on_profile)
         return flow
 
+    async def poll_stopped_after(self, count: int, **kwargs: Any) -> InboundFlow:
+        """One poll asked to stop (as Ctrl-C does) once ``count`` profiles were handled."""
+        holder: list[InboundFlow] = []
+        handled = [0]
+
+        def stop_after(_result: object) -> None:
+            handled[0] += 1
+            if handled[0] == count:
+                holder[0].request_stop()
+
+        async with self.client() as client:
+            flow = InboundFlow(self.hub, client, self.collections, summary=RunSummary("poll"), **kwargs)
+            holder.append(flow)
+            await flow.poll(on_profile=stop_after)
+        return flow
+
     async def sync(self, profile_id: str, client_options: dict[str, Any] | None = None) -> tuple[InboundFlow, Any]:
         """Manual Sync of one profile; returns (flow, result)."""
         async with self.client(**(client_options or {})) as client:

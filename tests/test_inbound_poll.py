@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import pytest
 
 from engine import catalog
 from engine.flows._inbound_cursor import PollCursor
@@ -91,21 +93,7 @@ async def test_cursor_is_saved_after_each_page(inbound):
 async def test_stop_request_finishes_profile_saves_cursor_and_next_poll_resumes(inbound):
     """A stop after some profiles saves the cursor there; the next poll transfers only the rest."""
     pids = _seed(inbound.sandbox.state, 30)
-    holder: dict[str, object] = {}
-    count = [0]
-
-    def stop_after_seven(_result: object) -> None:
-        count[0] += 1
-        if count[0] == 7:
-            holder["flow"].request_stop()  # type: ignore[attr-defined]
-
-    from engine.flows.inbound import InboundFlow
-    from engine.flows.summary import RunSummary
-
-    async with inbound.client() as kl:
-        flow = InboundFlow(inbound.hub, kl, inbound.collections, summary=RunSummary("poll"), page_size=10)
-        holder["flow"] = flow
-        await flow.poll(on_profile=stop_after_seven)
+    flow = await inbound.poll_stopped_after(7, page_size=10)
     assert (True, 7) == (flow.stopped, len(inbound.customers()))
     rest = await inbound.poll(page_size=10)
     assert {"created": 23} == rest.summary.to_dict()["flows"][ADD]
@@ -113,12 +101,18 @@ async def test_stop_request_finishes_profile_saves_cursor_and_next_poll_resumes(
 
 
 async def test_429s_and_5xx_are_survived(inbound_factory):
-    """A poll through rate limiting and 503s transfers every profile once."""
+    """A poll through rate limiting and 503s transfers every profile once.
+
+    The profiles are spread over the last minutes, so the poll reads four ranges at once and
+    certainly sends more than the sandbox's burst of two (one chain alone might not)."""
+    from tests.test_inbound_ranges import _seed_spread
+
     env = inbound_factory(rate_limits=True, rate_window_scale=0.02, tiers={"L": {"burst": 2, "steady": 20}},
                           fault_5xx=0.2, seed=3)
-    pids = _seed(env.sandbox.state, 60)
-    flow = await env.poll(page_size=5, client_options={"tier_overrides": {"L": {"burst": 50, "steady": 1000}},
-                                                       "max_attempts": 12})
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=610)
+    pids = _seed_spread(env.sandbox.state, 60, step=10, start=start)
+    flow = await env.poll(page_size=5, parallel=4,
+                          client_options={"tier_overrides": {"L": {"burst": 50, "steady": 1000}}, "max_attempts": 12})
     assert None is flow.error
     _assert_each_once(env, pids)
     counters = env.sandbox.options.counters
@@ -182,14 +176,28 @@ def _count_customers(hub_path: Path) -> int:
         conn.close()
 
 
-async def test_poll_killed_midway_and_rerun_has_every_profile_once(inbound_factory, tmp_path):
-    """`klaviyo-sync poll` killed (SIGKILL) in the middle, then run again: every profile exactly once."""
+@pytest.mark.parametrize("spread", [False, True], ids=["one-second", "parallel-ranges"])
+async def test_poll_killed_midway_and_rerun_has_every_profile_once(inbound_factory, tmp_path, spread):
+    """`klaviyo-sync poll` killed (SIGKILL) in the middle, then run again: every profile exactly once.
+
+    With the profiles' `updated` ten seconds apart up to now, the poll reads parallel ranges
+    after its first page, so the kill leaves several ranges half read; the rerun resumes each
+    where its last page was saved."""
     env = inbound_factory(latency_ms=40)
-    pids = _seed(env.sandbox.state, 450)
+    if spread:
+        from tests.test_inbound_ranges import _seed_spread
+
+        start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=4510)
+        pids = _seed_spread(env.sandbox.state, 450, step=10, start=start)
+    else:
+        pids = _seed(env.sandbox.state, 450)
     hub_path = tmp_path / "killed.db"
     config = _settings_file(tmp_path, env.sandbox.url, hub_path)
     cmd = [sys.executable, "-m", "engine", "poll", "--config", str(config), "--json"]
-    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(tmp_path)) as proc:
+    # this checkout's engine, whatever the environment has installed
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(tmp_path),
+                          env=env) as proc:
         deadline = time.monotonic() + 60
         while _count_customers(hub_path) < 150 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -197,10 +205,12 @@ async def test_poll_killed_midway_and_rerun_has_every_profile_once(inbound_facto
         proc.wait(10)
     killed_at = _count_customers(hub_path)
     assert 0 < killed_at < 450
-    rerun = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp_path), timeout=120, env=env)
     assert 0 == rerun.returncode, rerun.stderr
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert summary["flows"][ADD]["created"] == 450 - killed_at
+    if spread:
+        assert any(n.startswith("resuming the") for n in summary["notes"]), summary["notes"]
     from engine.hub import SqliteHub
 
     with SqliteHub(hub_path) as hub:

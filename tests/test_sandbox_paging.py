@@ -44,3 +44,30 @@ def test_a_change_between_pages_neither_skips_nor_repeats_unchanged_profiles(san
     assert len(ids) == len(set(ids))
     assert set(made) <= set(ids)
     assert set(ids) <= set(made) | set(late)
+
+
+def test_updated_ranges_page_like_a_filter_over_every_profile(sandbox) -> None:
+    """greater-than/less-than on `updated`, sorted by `updated` either way: exactly the profiles strictly
+    inside the range, in order, each once (answered from the one sorted index the poll's ranges share)."""
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    times = [start + timedelta(seconds=i // 3) for i in range(90)]  # three profiles a second
+    now = [start]
+    sandbox.state.clock = lambda: now[0]
+    made = []
+    for i, t in enumerate(times):
+        now[0] = t
+        made.append(sandbox.state.add_profile(email=f"u{i}@example.com"))
+    when = dict(zip(made, times))
+    lo, hi = "2024-05-01T00:00:05Z", "2024-05-01T00:00:20Z"
+    flt = f"greater-than(updated,{lo}),less-than(updated,{hi})"
+    inside = sorted((p for p in made if start + timedelta(seconds=5) < when[p] < start + timedelta(seconds=20)),
+                    key=lambda p: (when[p], p))
+    assert 14 * 3 == len(inside)
+    up = _walk(sandbox.url, f"updated&filter={flt}", 10)
+    down = _walk(sandbox.url, f"-updated&filter={flt}", 10)
+    assert inside == up
+    assert list(reversed(inside)) == down
+    assert [] == _walk(sandbox.url, f"updated&filter=greater-than(updated,{hi}),less-than(updated,{lo})", 10)
+    assert made[-3:] == _walk(sandbox.url, "updated&filter=greater-than(updated,2024-05-01T00:00:28Z)", 2)

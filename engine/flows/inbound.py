@@ -23,8 +23,15 @@ retry list untouched: Klaviyo refusing the credentials (401/403, an OAuth connec
 that cannot be refreshed) and a hub file another process keeps locked past the
 hub's busy timeout (:class:`~engine.errors.HubLockedError`).
 
-Profiles of a page are written in a worker thread while the next page is fetched,
-so the hub's writes overlap Klaviyo's latency.
+The ``updated`` timeline is read in disjoint ranges, each its own chain of pages
+(:class:`~engine.flows._inbound_cursor.PollRange`), as many at once as the client
+keeps requests of the L tier in flight (the tier's rate times the measured latency):
+one chain waits for each page, so alone it cannot reach the tier's 700 pages a
+minute.  The poll starts with one range from the cursor to now and splits the range
+with the most left to read whenever fewer chains run than wanted.  Profiles of every
+range's pages are written one page after another in one worker thread while the
+chains fetch on, so the hub's writes overlap Klaviyo's latency; the queue between
+them holds a few pages, so memory stays flat however many profiles there are.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from engine.catalog import ERROR_CALLING_KLAVIYO
@@ -47,11 +55,12 @@ from engine.errors import (
     ProfileNotFoundError,
 )
 from engine.flows._failures import auth_stop_error, is_auth_failure, unexpected_failure
-from engine.flows._inbound_cursor import PollCursor, fingerprint, format_time, parse_time
+from engine.flows._inbound_cursor import PollCursor, PollRange, fingerprint, format_time, parse_time, updated_of
 from engine.flows._inbound_transfer import INBOUND_FLOW, ProfileResult, ProfileTransfer, inbound_collection
 from engine.flows.summary import RunSummary
 
 PAGE_SIZE = 100
+PROFILES_TIER = "L"  # GET /api/profiles
 ADDITIONAL_FIELDS = ("subscriptions",)
 #: Flow name in the error log for problems of the poll itself (a page Klaviyo would not give).
 POLL_FLOW = "Poll Klaviyo Profiles TO Hub"
@@ -87,11 +96,13 @@ class InboundFlow:
         overlap: seconds each poll reaches back before the watermark (at least 1; see
             :mod:`engine.flows._inbound_cursor`).
         cursor_name: the cursor's name in the hub (one per subscription).
+        parallel: ranges read at once (None: as many as the client keeps requests of the
+            profiles' tier in flight, which follows the tier's rate and the measured latency).
     """
 
     def __init__(self, hub: Any, client: Any, collections: CollectionSet, *, summary: RunSummary | None = None,
                  formula_settings: Mapping[str, Any] | None = None, page_size: int = PAGE_SIZE,
-                 overlap: float = 2.0, cursor_name: str = "profiles") -> None:
+                 overlap: float = 2.0, cursor_name: str = "profiles", parallel: int | None = None) -> None:
         self.hub = hub
         self.client = client
         self.collections = collections
@@ -100,8 +111,13 @@ class InboundFlow:
         self.page_size = page_size
         self.overlap = overlap
         self.cursor_name = cursor_name
+        self.parallel = parallel
         self.error: KlaviyoSyncError | None = None
         self.stopped = False
+        self._recent: dict[str, datetime] = {}
+        self._recent_from = datetime.max.replace(tzinfo=timezone.utc)
+        self.ranges_read = 0  # ranges of the last poll, and the most read at once
+        self.most_at_once = 0
         self._stop = threading.Event()
         self._fatal = False  # credentials refused or hub locked: nothing more can be done this run
 
@@ -140,69 +156,108 @@ class InboundFlow:
         await self._retry_failed(cursor, on_profile)
         if self._fatal:
             return self.summary.finish(self._calls())
-        flt = cursor.filter(since)
-        if flt:
-            self.summary.note(f"profiles updated after {flt[len('greater-than(updated,'):-1]}")
-        pages = self.client.iter_profile_pages(filter=flt, sort="updated", page_size=self.page_size,
-                                               additional_fields=list(ADDITIONAL_FIELDS))
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
-
-        async def fetch() -> None:
-            # Fetch the next page while the previous one is written.  Whatever ends the
-            # fetching (the last page, any exception) is put on the queue for the consumer.
-            try:
-                async for page in pages:
-                    await queue.put(page)
-                await queue.put(None)
-            except Exception as exc:  # noqa: BLE001 - handed to the consumer, never lost
-                await queue.put(exc)
-
-        producer = asyncio.create_task(fetch())
+        resumed = since is None and bool(cursor.ranges)
+        ranges = cursor.plan(since)
+        if resumed:
+            self.summary.note(f"resuming the {len(ranges)} ranges of an unfinished poll")
+        elif ranges[0].lo is not None:
+            self.summary.note(f"profiles updated after {format_time(ranges[0].lo)}")
+        now = datetime.now(timezone.utc)
+        # A profile changed during the poll can come twice, in an older range and the newest;
+        # the newer change handled first must not be overwritten by the older (kept in memory:
+        # Klaviyo returns each profile's current state, so an old one is never fetched again).
+        self._recent_from = now - timedelta(seconds=max(1.0, self.overlap))
+        self._recent = {}
+        self.ranges_read = self.most_at_once = 0
+        # Each chain has at most one page waiting (and the next one fetched): a few pages in all.
+        queue: asyncio.Queue[tuple[PollRange, Any]] = asyncio.Queue()
+        chains: dict[PollRange, _Chain] = {}
         try:
             while not self._halted():
-                item = await self._next_page(queue, producer)
-                if item is None:
+                self._start_chains(cursor, chains, queue, now)
+                if not chains:
                     break
+                rng, item = await queue.get()
+                chains[rng].waiting.release()
+                if item is None:
+                    rng.done = True
+                    chains.pop(rng, None)
+                    continue
                 if isinstance(item, BaseException):
                     self._page_failed(item)
                     break
-                bad = _page_problem(item)
-                if bad:
-                    self._page_failed(KlaviyoError(f"{ERROR_CALLING_KLAVIYO}: the page of profiles Klaviyo "
-                                                   f"returned is not of the expected shape ({bad})"))
-                    break
-                await asyncio.to_thread(self._handle_page, item, cursor, on_profile)
+                await asyncio.to_thread(self._handle_page, item, rng, cursor, on_profile)
         finally:
-            producer.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
-            try:
-                await pages.aclose()
-            except Exception:  # noqa: BLE001, S110 - the fetcher's own failure was already handed over
-                pass
+            for chain in chains.values():
+                chain.task.cancel()
+            await asyncio.gather(*(c.task for c in chains.values()), return_exceptions=True)
             await asyncio.to_thread(self._save, cursor)
+        if self.ranges_read > 1:
+            self.summary.note(f"read in {self.ranges_read} ranges of updated times, up to {self.most_at_once} at once")
         self.stopped = self._stop.is_set()
         if self.stopped:
             self.summary.note("stopped on request; the cursor was saved after the last profile handled")
         return self.summary.finish(self._calls())
 
-    @staticmethod
-    async def _next_page(queue: asyncio.Queue[Any], producer: asyncio.Task[None]) -> Any:
-        """The fetcher's next item; an error if the fetcher ended without handing one over
-        (so the consumer can never wait for a page that will not come)."""
-        if queue.empty() and not producer.done():
-            getter = asyncio.ensure_future(queue.get())
+    def _parallel(self) -> int:
+        """Chains of pages to read at once: the ``parallel`` given, else as many requests as the
+        client keeps in flight for the profiles' tier (its rate times the measured latency)."""
+        if self.parallel is not None:
+            return max(1, self.parallel)
+        return max(1, self.client.inflight_limit(PROFILES_TIER))
+
+    def _start_chains(self, cursor: PollCursor, chains: dict[PollRange, _Chain],
+                      queue: asyncio.Queue[tuple[PollRange, Any]], now: datetime) -> None:
+        """Start a chain for each unstarted range, then split ranges while chains are fewer than wanted."""
+        want = self._parallel()
+
+        def start(rng: PollRange) -> None:
+            waiting = asyncio.Semaphore(1)
+            chains[rng] = _Chain(asyncio.create_task(self._chain(rng, cursor.overlap, queue, waiting)), waiting)
+            self.ranges_read += 1
+            self.most_at_once = max(self.most_at_once, len(chains))
+
+        for rng in cursor.unfinished():
+            if rng not in chains and len(chains) < want:
+                start(rng)
+        while len(chains) < want:
+            rng = cursor.splittable(now, chains)
+            if rng is None:
+                return
+            added = cursor.split(rng, want - len(chains) + 1, now)
+            if not added:
+                return
+            for new in added:
+                start(new)
+
+    async def _chain(self, rng: PollRange, overlap: float, queue: asyncio.Queue[tuple[PollRange, Any]],
+                     waiting: asyncio.Semaphore) -> None:
+        """Fetch one range's pages onto the queue, then None; whatever ends the fetching early
+        (any exception) goes on the queue instead, for the consumer.  ``waiting`` is taken for
+        each item put and released when the consumer takes it: one page of a chain waits at most."""
+        pages = self.client.iter_profile_pages(filter=rng.filter(overlap), sort="updated", page_size=self.page_size,
+                                               additional_fields=list(ADDITIONAL_FIELDS))
+        try:
             try:
-                await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
+                async for page in pages:
+                    bad = _page_problem(page)
+                    if bad:
+                        raise KlaviyoError(f"{ERROR_CALLING_KLAVIYO}: the page of profiles Klaviyo "
+                                           f"returned is not of the expected shape ({bad})")
+                    keep, past = rng.take(page)
+                    if keep:
+                        rng.fetched = updated_of(keep[-1]) or rng.fetched
+                        await waiting.acquire()
+                        queue.put_nowait((rng, keep))
+                    if past:
+                        break
             finally:
-                if not getter.done():
-                    getter.cancel()  # a cancelled get leaves its item in the queue
-            await asyncio.gather(getter, return_exceptions=True)
-            if not getter.cancelled():
-                return getter.result()
-        if not queue.empty():
-            return queue.get_nowait()
-        exc = None if producer.cancelled() else producer.exception()
-        return exc or KlaviyoError(f"{ERROR_CALLING_KLAVIYO}: fetching the pages of profiles stopped unexpectedly")
+                await pages.aclose()
+            await waiting.acquire()
+            queue.put_nowait((rng, None))
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, never lost
+            await waiting.acquire()
+            queue.put_nowait((rng, exc))
 
     def _halted(self) -> bool:
         """Stop requested, or the poll cannot go on (credentials refused, hub locked)."""
@@ -215,28 +270,30 @@ class InboundFlow:
             return False
         return True
 
-    def _handle_page(self, page: list[dict[str, Any]], cursor: PollCursor,
+    def _handle_page(self, page: list[dict[str, Any]], rng: PollRange, cursor: PollCursor,
                      on_profile: Callable[[ProfileResult | None], None] | None) -> None:
-        """Transfer each profile of a page (worker thread), then save the cursor."""
+        """Transfer each profile of a range's page (worker thread), then save the cursor."""
         for resource in page:
             if self._halted():
                 break
-            self._handle(resource, cursor, on_profile, advance=True)
+            self._handle(resource, cursor, on_profile, advance=True, rng=rng)
         self._save(cursor)
 
     def _handle(self, resource: Mapping[str, Any], cursor: PollCursor,
-                on_profile: Callable[[ProfileResult | None], None] | None, *, advance: bool) -> ProfileResult | None:
-        """Transfer one profile and record it on the cursor.
+                on_profile: Callable[[ProfileResult | None], None] | None, *, advance: bool,
+                rng: PollRange | None = None) -> ProfileResult | None:
+        """Transfer one profile and record it on the cursor (on its range's position).
 
         ``advance=False`` (a profile from the retry list) always transfers: a retried change
         leaves the list only once stored, never because its fingerprint was seen.  A hub
         locked past its busy timeout stops the poll with the profile not recorded, so
-        the watermark does not pass it.
+        the watermark does not pass it.  A profile older than a change of it already
+        handled in this poll (from another range) is skipped as handled.
         """
         pid = str(resource.get("id") or "")
         mark = fingerprint(resource)
-        if advance and cursor.already_handled(pid, mark):
-            cursor.handled(pid, mark, advance=advance)
+        if advance and (cursor.already_handled(pid, mark) or self._superseded(pid, resource)):
+            cursor.handled(pid, mark, advance=advance, rng=rng)
             if on_profile:
                 on_profile(None)
             return None
@@ -245,10 +302,22 @@ class InboundFlow:
         except HubLockedError as exc:
             self._hub_locked(exc)
             return None
-        cursor.handled(pid, mark, failed=result.retry, advance=advance)
+        cursor.handled(pid, mark, failed=result.retry, advance=advance, rng=rng)
+        if not result.retry:
+            updated = updated_of(resource)
+            if updated is not None and updated >= self._recent_from:
+                self._recent[pid] = updated
         if on_profile:
             on_profile(result)
         return result
+
+    def _superseded(self, pid: str, resource: Mapping[str, Any]) -> bool:
+        """A newer change of this profile was already stored in this poll."""
+        newer = self._recent.get(pid)
+        if newer is None:
+            return False
+        updated = updated_of(resource)
+        return updated is not None and updated < newer
 
     def _save(self, cursor: PollCursor) -> None:
         """Save the cursor; with the hub locked the saved one stands (it never passed an unstored profile)."""
@@ -406,6 +475,14 @@ class InboundFlow:
             cursor.save(self.hub)
         self.summary.finish(self._calls())
         return result
+
+
+@dataclass
+class _Chain:
+    """A range's fetching task and the permit its next page waits for."""
+
+    task: asyncio.Task[None]
+    waiting: asyncio.Semaphore
 
 
 def _is_profile(resource: Any) -> bool:

@@ -48,15 +48,19 @@ def is_json_type(response: httpx.Response) -> bool:
 
 
 def _depth_ok(value: Any) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+    """Whether ``value`` nests at most :data:`MAX_DEPTH` deep; walked a level at a time,
+    containers only (a page of 100 profiles has ~60,000 values but ~2,500 containers)."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 1  # of the values in `level`; their children are one deeper
+    while level:
+        if depth >= MAX_DEPTH and any(level):
+            return False  # a child of any of them would be deeper than MAX_DEPTH
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            below.extend(v for v in children if isinstance(v, (dict, list)))
+        level = below
+        depth += 1
     return True
 
 

@@ -174,6 +174,13 @@ class Requester:
             return f"Klaviyo-API-Key {self._api_key}"
         return ""
 
+    def slot(self, tier: str) -> InFlight:
+        """The in-flight limit of ``tier`` (made on first use)."""
+        slot = self.inflight.get(tier)
+        if slot is None:
+            slot = self.inflight[tier] = InFlight(self.budget.tiers[tier], self.max_concurrency)
+        return slot
+
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with ±50 % jitter for retry number ``attempt`` (1-based)."""
         base = min(self.backoff_base * (2 ** (attempt - 1)), self.backoff_max)
@@ -259,9 +266,7 @@ class Requester:
             failure: KlaviyoApiError | KlaviyoConnectionError
             delay: float
             resp: httpx.Response | None = None
-            slot = self.inflight.get(tier)
-            if slot is None:
-                slot = self.inflight[tier] = InFlight(self.budget.tiers[tier], self.max_concurrency)
+            slot = self.slot(tier)
             async with slot:
                 # Budget is taken once a slot is free, right before sending: the stamp is the send time.
                 await self.budget.acquire(tier)

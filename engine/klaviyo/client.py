@@ -140,6 +140,11 @@ class KlaviyoClient:
         """Whether this client's revision has ``capability`` (see :mod:`.revision`)."""
         return rev.supports(self.revision, capability)
 
+    def inflight_limit(self, tier: str) -> int:
+        """Requests of ``tier`` worth having in flight now: the tier's steady rate times the
+        measured latency, with headroom, at most ``max_concurrency`` (:class:`~.ratelimit.InFlight`)."""
+        return self._req.slot(tier).limit
+
     def _path(self, *segments: str) -> str:
         return rev.api_path(self.revision, *segments)
 

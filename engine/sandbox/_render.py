@@ -194,9 +194,14 @@ def sort_keyed(items: Sequence[dict[str, Any]],
 
 
 def page_of(request: web.Request, keyed: tuple[list[list[Any]], list[dict[str, Any]]], *, descending: bool,
-            page_size: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One page of an ascending :func:`sort_keyed` result, after the request's cursor."""
+            page_size: int, lo: int = 0, hi: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One page of an ascending :func:`sort_keyed` result, after the request's cursor.
+
+    ``lo``/``hi`` narrow the result to ``keys[lo:hi]`` without copying it (a range of a
+    sorted index, e.g. the profiles whose ``updated`` lies between two times).
+    """
     keys, items = keyed
+    hi = len(keys) if hi is None else hi
     cursor = request.query.get("page[cursor]")
     after: Any = None
     if cursor:
@@ -208,11 +213,11 @@ def page_of(request: web.Request, keyed: tuple[list[list[Any]], list[dict[str, A
             raise invalid("Invalid page cursor.", parameter="page[cursor]")
     try:
         if descending:
-            end = len(keys) if after is None else bisect.bisect_left(keys, after)
-            idx = list(range(end - 1, max(end - page_size - 1, 0) - 1, -1))
+            end = hi if after is None else max(lo, bisect.bisect_left(keys, after, lo, hi))
+            idx = list(range(end - 1, max(end - page_size - 1, lo) - 1, -1))
         else:
-            start = 0 if after is None else bisect.bisect_right(keys, after)
-            idx = list(range(start, min(start + page_size + 1, len(keys))))
+            start = lo if after is None else min(hi, bisect.bisect_right(keys, after, lo, hi))
+            idx = list(range(start, min(start + page_size + 1, hi)))
     except TypeError:
         raise invalid("Invalid page cursor.", parameter="page[cursor]") from None
     more = len(idx) > page_size
