@@ -168,7 +168,7 @@ class Mapper:
                 kind, arg = _STATIC, row.value
             elif row.type == "field":
                 kind, arg = _READ, row.source_path
-            elif not overridden and (path := row.formula.read_path) is not None:
+            elif not overridden and row.formula is not None and (path := row.formula.read_path) is not None:
                 kind, arg = _READ, path
             else:
                 kind, arg = _FORMULA, row.formula
@@ -198,6 +198,7 @@ class Mapper:
     def _problem_from(self, exc: KlaviyoSyncError, row: Row | None, where: str,
                        origin: Any = None) -> Problem:
         c = self.collection
+        detail: str | None
         if isinstance(exc, PathNotFoundError) and c.unreadable_message:
             message, detail = c.unreadable_message, exc.message
             code = exc.code

@@ -623,7 +623,8 @@ def _schema_error(file: Path, marks: dict[Any, tuple[int, int]], err: jsonschema
     if "x-error" in schema and err.validator in ("pattern", "enum", "type"):
         return _error(file, marks, path, f"{schema['x-error']}, got {got}")
     if err.validator == "type":
-        types = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        rule: Any = err.validator_value  # a "type" rule's value: a JSON type name or a list of them
+        types: list[str] = rule if isinstance(rule, list) else [rule]
         expected = " or ".join(_JSON_TYPES.get(t, t) for t in types)
         kind = _json_type(err.instance)
         return _error(file, marks, path, f"must be {expected}, got {got if got.startswith(kind) else f'{kind} {got}'}")

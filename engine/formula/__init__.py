@@ -216,7 +216,7 @@ class CompiledFormula:
     def _error(self, exc: BaseException, node: ast.AST | None) -> KlaviyoSyncError:
         line = getattr(node, "lineno", None)
         column = getattr(node, "col_offset", -1) + 1 if line is not None else None
-        where = f" in `{_snippet(self.source, node)}`" if line is not None else ""
+        where = f" in `{_snippet(self.source, node)}`" if node is not None and line is not None else ""
         if isinstance(exc, KlaviyoSyncError):
             err = exc
             if isinstance(exc, FormulaError) and where and where not in exc.message:
@@ -275,8 +275,9 @@ class FormulaEngine:
             fn = table.get(name)
             if fn is None or getattr(fn, "_costed", False):
                 continue
+            helper: Callable[..., Any] = fn
 
-            def costed(*args: Any, _fn: Callable[..., Any] = fn, **kwargs: Any) -> Any:
+            def costed(*args: Any, _fn: Callable[..., Any] = helper, **kwargs: Any) -> Any:
                 for a in args:
                     text_check(a)
                 return _fn(*args, **kwargs)

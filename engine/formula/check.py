@@ -108,7 +108,7 @@ def refuse(code: str, message: str, node: ast.AST | None) -> FormulaSyntaxError:
     ``__class__``), which is what the user has to change.
     """
     err = FormulaSyntaxError(message, code=code)
-    if node is not None and hasattr(node, "lineno"):
+    if node is not None and hasattr(node, "lineno") and hasattr(node, "col_offset"):
         err.formula_line = node.lineno
         err.formula_column = node.col_offset + 1
         if isinstance(node, ast.Attribute) and node.end_lineno == node.lineno:

@@ -181,7 +181,8 @@ class _Interp(Interpreter):  # type: ignore[misc]
     def on_call(self, node: ast.Call) -> Any:
         run = self.run
         args = [run(a) for a in node.args]
-        kwargs = {k.arg: run(k.value) for k in node.keywords} if node.keywords else {}
+        # check.py refuses ``**`` (F009), so every keyword has a name
+        kwargs = {k.arg: run(k.value) for k in node.keywords if k.arg is not None} if node.keywords else {}
         func = node.func
         if type(func) is ast.Attribute:
             out = self.g.call_method(run(func.value), func.attr, tuple(args), kwargs)

@@ -218,7 +218,7 @@ class Guards:
 
         def pow_(a: Any, b: Any) -> Any:
             if isinstance(b, (int, float, Decimal)):
-                if abs(b) > L.max_exponent:
+                if b > L.max_exponent or b < -L.max_exponent:
                     raise limit_error("F204", f"exponent {shorten(b)} is above the limit "
                                               f"{L.max_exponent}")
                 if isinstance(a, int) and isinstance(b, int) and b > 0:
@@ -389,6 +389,7 @@ class Guards:
         The method is taken from the base type (``str``, ``dict``, ...), never from ``obj``,
         so a subclass cannot substitute its own.
         """
+        base: type[Any]
         if isinstance(obj, str):
             base, allowed = str, STR_METHODS
         elif isinstance(obj, dict):

@@ -390,7 +390,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         return None if row is None else int(row[0])
 
     def _require_customer_row(self, customer_id: int) -> sqlite3.Row:
-        row = self._conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)).fetchone()
+        row: sqlite3.Row | None = self._conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)).fetchone()
         if row is None:
             raise HubNotFoundError(f"no Customer with Id {customer_id}", location=Location(record_id=str(customer_id)))
         return row
@@ -414,7 +414,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
     def _insert_customer(self, record: Mapping[str, Any], *, free: bool = False) -> int:
         """Insert a new Customer with its Addresses; ``free``: the record has no Id and the
         caller has just found its email unused, so it is not looked up again."""
-        record_id = record.get("Id")
+        record_id: Any = record.get("Id")
         if not free:
             if record_id is not None and self._conn.execute(
                 "SELECT 1 FROM customers WHERE id = ?", (record_id,)

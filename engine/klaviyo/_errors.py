@@ -142,7 +142,8 @@ def api_error(response: httpx.Response, secrets: Iterable[str | None] = ()) -> K
     if err is not None:
         detail = _cut(str(err.get("detail") or err.get("title") or response.reason_phrase or "no detail"))
         code = err.get("code") if isinstance(err.get("code"), str) else None
-        source = err.get("source") if isinstance(err.get("source"), dict) else {}
+        source = err.get("source")
+        source = source if isinstance(source, dict) else {}
         pointer = source.get("pointer") or source.get("parameter")
         pointer = _cut(str(pointer), 100) if pointer else None
     else:

@@ -55,7 +55,7 @@ def record_view(hub: SqliteHub, entity: str, hub_id: int) -> dict[str, Any] | No
     record = hub.get_customer(hub_id) if entity == "Customer" else hub.get_transaction(hub_id)
     if record is None:
         return None
-    link = hub.get_klaviyo_id(entity, hub_id)  # type: ignore[arg-type]
+    link = hub.get_klaviyo_id(entity, hub_id)
     links: dict[str, Any] = {"Klaviyo": link}
     if entity == "Transaction":
         for line in record.get("Lines") or []:

@@ -303,6 +303,7 @@ class Service:
             return {"entry": entry_id, "action": "poll", "ok": True, "resolved": []}
         newest = max((e["Id"] for e in self.hub_out.errors.list(limit=1)), default=0)
         inbound = entry["Flow"] in self.inbound_titles or entry["Flow"] == "Klaviyo Profile TO Hub"
+        same: Callable[[dict[str, Any]], bool]
         if inbound and entry["KlaviyoId"]:
             out = await self.pull(entry["KlaviyoId"])
             ok = bool(out["ok"])
