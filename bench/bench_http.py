@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> None:
         proc.join(30)
     print(f"# client CPU per request, POST /api/events, {args.requests} requests x {args.repeat} rounds, "
           f"concurrency {args.concurrency}")
-    print(f"{"client":<28} {'ms/request min / median / max':>32}")
+    print(f"{'client':<28} {'ms/request min / median / max':>32}")
     for name, vals in (("engine KlaviyoClient", engine), ("bare aiohttp", bare)):
         print(f"{name:<28} {min(vals):10.3f} / {statistics.median(vals):6.3f} / {max(vals):6.3f}")
     print(f"ratio engine / bare: {statistics.median(engine) / statistics.median(bare):.2f}x; "

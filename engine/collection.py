@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import ast
 import difflib
-import textwrap
 import json
+import textwrap
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import jsonschema
 
@@ -241,7 +242,8 @@ def _humanise(err: jsonschema.ValidationError, data: Any) -> tuple[str, tuple[An
     if v == "additionalProperties":
         extras = sorted(set(instance) - set(schema.get("properties", {})))
         valid = ", ".join(sorted(schema.get("properties", {})))
-        return f"{where}: unknown key(s) {', '.join(map(repr, extras))}; valid keys: {valid}", path + (extras[0],) if extras else path
+        return (f"{where}: unknown key(s) {', '.join(map(repr, extras))}; valid keys: {valid}",
+                path + (extras[0],) if extras else path)
     if v == "enum":
         return f"{where}: {instance!r} is not one of {', '.join(map(repr, expected))}", path
     if v == "type":
@@ -434,7 +436,8 @@ class _FileCompiler:
             reason = _check_destination(direction, hub_entity, resource, dest)
             if reason:
                 self.error(CollectionNameError(f"unknown destination '{dest}'; {reason}", code="C011",
-                                               location=_loc(self.filename, self.marks, path + ("destination",), row=label)))
+                                               location=_loc(self.filename, self.marks, path + ("destination",),
+                                                             row=label)))
             importance = r.get("importance", "optional")
             required = r.get("required", importance == "required")
             formula = origin = None
@@ -516,7 +519,8 @@ class _FileCompiler:
             return
         reason = None
         if r.value == "Example values":
-            reason = f"placeholder value 'Example values' in {r.destination}: replace it with real data or remove the row"
+            reason = (f"placeholder value 'Example values' in {r.destination}: "
+                      "replace it with real data or remove the row")
         elif r.destination.startswith(PROFILE_FLAGS) and r.value is True:
             reason = f"template list flag {r.destination} = true: set it to a list you actually use"
         elif r.destination == "SubscribeProfile" and r.value is True:
@@ -534,12 +538,14 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def _load_file(path: Path, engine: FormulaEngine) -> tuple[Collection | None, list[KlaviyoSyncError], list[KlaviyoSyncError]]:
+def _load_file(path: Path, engine: FormulaEngine
+               ) -> tuple[Collection | None, list[KlaviyoSyncError], list[KlaviyoSyncError]]:
     filename = display_path(path)
     try:
         text = read_yaml_file(path, filename)
     except OSError as exc:
-        return None, [CollectionError(f"cannot read collection: {exc}", code="C000", location=Location(file=filename))], []
+        return None, [CollectionError(f"cannot read collection: {exc}", code="C000",
+                                      location=Location(file=filename))], []
     except CollectionError as exc:  # too large or not UTF-8, located
         return None, [exc], []
     try:

@@ -294,7 +294,8 @@ class KlaviyoApiError(KlaviyoError):
 
 
 class KlaviyoAuthError(KlaviyoApiError):
-    """Klaviyo refused the credentials (401/403) or the OAuth connection could not be refreshed: no record's fault; the run stops."""
+    """Klaviyo refused the credentials (401/403) or the OAuth connection could not be refreshed: no
+    record's fault; the run stops."""
 
     code = "K003"
 

@@ -28,9 +28,10 @@ Events (:func:`event_request`)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from engine.formula.helpers import to_bool, to_float
 

@@ -346,8 +346,9 @@ def _client_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[in
     problems = []
     url = data.get("api_url")
     if isinstance(url, str) and url.lower().startswith("http://") and not _loopback(url):
-        problems.append(_error(file, marks, ("api_url",), "must use https:// (plain http:// is allowed only "
-                                                        f"for a loopback host such as 127.0.0.1), got {_short(mask_url(url))}"))
+        problems.append(_error(file, marks, ("api_url",), "must use https:// (plain http:// is allowed only for a "
+                                                        "loopback host such as 127.0.0.1), "
+                                                        f"got {_short(mask_url(url))}"))
     for key in _DURATION_KEYS:
         value = data.get(key)
         try:
@@ -355,7 +356,8 @@ def _client_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[in
         except ValueError:
             continue  # the schema reports the malformed text
         if seconds is not None and seconds <= 0:
-            problems.append(_error(file, marks, (key,), f"must be a positive duration such as 30s, got {_short(value)}"))
+            problems.append(_error(file, marks, (key,),
+                                   f"must be a positive duration such as 30s, got {_short(value)}"))
     return problems
 
 

@@ -30,10 +30,11 @@ import operator
 import re
 import reprlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from itertools import islice
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from engine.errors import FormulaLimitError, FormulaRuntimeError
 from engine.formula.check import (

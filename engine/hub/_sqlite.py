@@ -18,17 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 from engine import catalog
-from engine.formula.helpers import e164
 from engine.errors import EmailExistsError, HubFileError, HubLockedError, HubNotFoundError, HubRecordError, Location
+from engine.formula.helpers import e164
 from engine.hub._errorlog import ErrorLog
 from engine.hub._migrations import migrate
 from engine.hub._records import address_key, check_address, check_customer
 from engine.hub._state import StateMixin
 from engine.hub._transactions import TransactionsMixin
-from engine.hub._util import dumps as _json
-from engine.hub._util import utc_now
+from engine.hub._util import dumps as _json, utc_now
 
 _CUSTOMER_COLUMNS = {
     "EmailAddress": "email",

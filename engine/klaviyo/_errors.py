@@ -16,7 +16,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,8 +71,8 @@ def _seconds(raw: str) -> float | None:
         except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        value = (when - datetime.now(timezone.utc)).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        value = (when - datetime.now(UTC)).total_seconds()
     if math.isnan(value) or value <= 0:
         return None
     return value
@@ -247,5 +247,6 @@ def connection_error(exc: BaseException | str, secrets: Iterable[str | None] = (
     return KlaviyoConnectionError(_cut(redact(f"{KLAVIYO_CONNECTION_ERROR}: {detail}", secrets), 500))
 
 
-__all__ = ["PERMISSION_DENIED", "SNIPPET", "OAuthRefreshError", "OAuthReauthorizationError", "api_error", "auth_failure", "connection_error", "parse_retry_after", "redact", "redirect_error", "snippet",
+__all__ = ["PERMISSION_DENIED", "SNIPPET", "OAuthRefreshError", "OAuthReauthorizationError", "api_error",
+           "auth_failure", "connection_error", "parse_retry_after", "redact", "redirect_error", "snippet",
            "unexpected_answer", "url_password"]

@@ -19,11 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from engine.errors import HubError, HubNotFoundError, HubRecordError, KlaviyoSyncError, Location
+from engine.errors import HubError, HubNotFoundError, HubRecordError, KlaviyoSyncError, Location, ServiceError
 from engine.hub import SqliteHub
-from engine.klaviyo import revision as rev
 from engine.hub._records import check_customer, check_transaction
-from engine.errors import ServiceError
+from engine.klaviyo import revision as rev
 from engine.service._queries import ErrorFilter, hub_status, record_view, search_errors
 from engine.service._runtime import Service
 
@@ -135,11 +134,13 @@ def _store(hub: SqliteHub, entity: str, items: list[dict[str, Any]], single: boo
             except HubError as err:
                 raise err.at(file=_where(single, i)) from None
             except sqlite3.IntegrityError as err:
-                raise HubRecordError(f"refused by the store: {err}", location=Location(file=_where(single, i))) from None
+                raise HubRecordError(f"refused by the store: {err}",
+                                     location=Location(file=_where(single, i))) from None
     return out
 
 
-async def _write(request: web.Request, kind: str, *, record_id: int | None = None, partial: bool = False) -> web.Response:
+async def _write(request: web.Request, kind: str, *, record_id: int | None = None,
+                 partial: bool = False) -> web.Response:
     svc = _service(request)
     entity, checker = _KINDS[kind]
     body = await read_json(request)

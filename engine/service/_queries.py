@@ -27,7 +27,8 @@ class ErrorFilter:
         return {k: v for k, v in asdict(self).items() if v not in (None, False, "")}
 
 
-def search_errors(hub: SqliteHub, flt: ErrorFilter, *, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+def search_errors(hub: SqliteHub, flt: ErrorFilter, *, limit: int = 50,
+                  offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Entries newest first matching ``flt``, one page of them, and how many match in all."""
     filters = {"flow": flt.flow, "level": flt.level, "code": flt.code, "record": flt.record, "text": flt.text,
                "unresolved_only": not flt.include_resolved}

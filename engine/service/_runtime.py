@@ -35,12 +35,11 @@ from typing import Any, TypeVar
 
 from engine.collection import CollectionSet, load_collections
 from engine.connect import TOKEN_SOURCES, open_client, open_hub
-from engine.errors import CollectionSetError, HubNotFoundError, Location
+from engine.errors import CollectionSetError, HubNotFoundError, Location, ServiceError
 from engine.flows import InboundFlow, OutboundReport, RunSummary, dispatch, push
 from engine.flows.inbound import POLL_FLOW
 from engine.flows.outbound import open_outbound_client
 from engine.hub import QueuedChange, SqliteHub
-from engine.errors import ServiceError
 from engine.settings import Settings
 
 T = TypeVar("T")

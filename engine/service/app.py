@@ -32,14 +32,14 @@ from engine.errors import (
     KlaviyoSyncError,
     Location,
     ProfileNotFoundError,
+    ServiceError,
 )
 from engine.service import _api, _pages
-from engine.errors import ServiceError
 from engine.service._lock import ServeLock
 from engine.service._metrics import CONTENT_TYPE, Metrics
 from engine.service._openapi import document
 from engine.service._runtime import Service
-from engine.service._security import PUBLIC_PATHS, SID_COOKIE, Guard, is_loopback
+from engine.service._security import PUBLIC_PATHS, Guard, is_loopback
 from engine.settings import Settings
 
 log = logging.getLogger("engine.service")
