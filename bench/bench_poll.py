@@ -26,7 +26,7 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def seed(state: SandboxState, n: int) -> None:
     """N profiles straight into the sandbox's state (copies of one the sandbox made itself)."""
     template = state.create_profile({"email": "template@example.com"})
     del state.profiles[template["id"]]
-    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=n + 60)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=n + 60)
     address = {"address1": "1 Main St", "city": "Springfield", "region": "IL", "zip": "62701",
                "country": "United States"}
     for i in range(n):

@@ -88,7 +88,8 @@ KLAVIYO_UNAVAILABLE_PROFILES: Final = "Klaviyo temporarily unavailable"    # 001
 # ``TEXT_PAIRS`` lists every such pair found in the five articles; tests/test_error_pairs.py
 # checks each one end to end.
 
-ORDER_FLOWS: Final = frozenset({"Add Klaviyo Placed Order Event FROM Hub", "Add Klaviyo Ordered Product Event FROM Hub"})
+ORDER_FLOWS: Final = frozenset({"Add Klaviyo Placed Order Event FROM Hub",
+                                "Add Klaviyo Ordered Product Event FROM Hub"})
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from engine import catalog
@@ -43,7 +43,7 @@ async def test_change_in_the_same_second_as_the_watermark_is_picked_up(inbound):
     """With every profile in one second, a later change in that same second still reaches the hub."""
     inbound.remap("update-profile-to-hub.yaml", *REMAP_FIRST_NAME)
     state = inbound.sandbox.state
-    frozen = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+    frozen = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
     state.clock = lambda: frozen
     pids = _seed(state, 3)
     await inbound.poll()
@@ -157,7 +157,7 @@ async def test_failed_manual_sync_is_retried_by_the_next_poll(inbound_factory):
     assert [ADD] == [e["Flow"] for e in env.errors()]
     assert [pid] == PollCursor.load(env.hub).retry
     env.sandbox.options.fault_5xx = 0.0
-    await env.poll(since=datetime(2100, 1, 1, tzinfo=timezone.utc))  # nothing new: only the retry list
+    await env.poll(since=datetime(2100, 1, 1, tzinfo=UTC))  # nothing new: only the retry list
     _assert_each_once(env, [pid])
     assert [] == PollCursor.load(env.hub).retry
 

@@ -34,6 +34,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from engine.catalog import ERROR_CALLING_KLAVIYO
@@ -279,8 +280,8 @@ class InboundFlow:
                 self._log_klaviyo(KlaviyoError(unexpected_failure(exc), location=Location(record_id=pid)), pid)
                 continue
             if resource is None:
-                self._quietly(lambda: self.hub.errors.log(
-                    INBOUND_FLOW, f"profile {pid} no longer exists in Klaviyo; it is not retried",
+                self._quietly(partial(
+                    self.hub.errors.log, INBOUND_FLOW, f"profile {pid} no longer exists in Klaviyo; it is not retried",
                     level="warning", entity="Customer", klaviyo_id=pid, code="I003"))
                 self.summary.warnings += 1
                 cursor.retry.remove(pid)
@@ -373,7 +374,7 @@ class InboundFlow:
                                        f"expected shape ({_shape(resource)})", location=Location(record_id=pid))
         except KlaviyoSyncError as exc:
             if is_auth_failure(exc):
-                err = auth_stop_error(exc, f"profile {pid} was not synced")
+                err: KlaviyoSyncError = auth_stop_error(exc, f"profile {pid} was not synced")
                 self.hub.errors.log(INBOUND_FLOW, err.message, entity="Customer", klaviyo_id=pid, code=err.code,
                                     detail=err.detail)
                 self.summary.errors += 1
