@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_dispatch import _orders  # noqa: E402
+
 from engine.hub import SqliteHub  # noqa: E402
 from engine.klaviyo.ratelimit import tiers_for  # noqa: E402
 

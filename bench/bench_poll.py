@@ -29,7 +29,7 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def seed(state: SandboxState, n: int) -> None:
     template = state.create_profile({"email": "template@example.com"})
     del state.profiles[template["id"]]
     subscriptions = template["subscriptions"]
-    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=n + 60)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=n + 60)
     second = timedelta(seconds=1)
     profiles = state.profiles
     for i in range(n):
@@ -194,7 +194,7 @@ def main() -> None:
         print(f"{'hub + mapping work alone':<42}{work_rate:>12,.0f} profiles/min")
     if windows:
         mean = sum(windows) / len(windows)
-        print(f"{'poll, %d full 60-second windows' % len(windows):<42}{mean:>12,.0f} profiles/min  "
+        print(f"{f'poll, {len(windows)} full 60-second windows':<42}{mean:>12,.0f} profiles/min  "
               f"({mean / CEILING:.1%} of the ceiling; windows {min(windows):,} to {max(windows):,})")
     else:
         print(f"{'poll, full 60-second windows':<42}{'none':>12}  (the poll took under a minute)")

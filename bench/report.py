@@ -93,7 +93,7 @@ def rerun(only: str, out_path: Path, *, quick: bool) -> int:
         block_start = text.index("```text\n", start)
         block_end = text.index("\n```\n", block_start) + len("\n```\n")
         tail_end = text.index("\n", text.index("(", block_end)) + 1
-        when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+        when = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
         text = (text[:block_start] + "```text\n" + out + "\n```\n\n"
                 + f"({took:.0f} s; section re-run alone on {when} with `bench/run --only \"{only}\"`)\n"
                 + text[tail_end:])
@@ -110,7 +110,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.only:
         return rerun(args.only, Path(args.out), quick=args.quick)
-    started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
     parts = [
         "# Benchmarks", "",
         f"Written by `bench/run{' --quick' if args.quick else ''}` on {started.isoformat()}.", "",

@@ -40,8 +40,7 @@ import httpx
 from authlib.integrations.base_client.errors import OAuthError
 
 from engine.errors import AuthError, KlaviyoConnectionError, ReauthorizationRequired
-from engine.oauth import (PROVIDER, _http_detail, log_auth_error, oauth_client, oauth_endpoints, scrub,
-                          store_tokens)
+from engine.oauth import PROVIDER, _http_detail, log_auth_error, oauth_client, oauth_endpoints, scrub, store_tokens
 from engine.settings import Settings
 
 log = logging.getLogger("engine.oauth")

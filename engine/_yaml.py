@@ -159,7 +159,7 @@ class _BoundedLoader(yaml.SafeLoader):
         return YamlLimitError(message, location=Location(self._filename, mark.line + 1, mark.column + 1))
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
         if isinstance(event, yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > self._limits.max_aliases:

@@ -1,9 +1,9 @@
 """The error catalog: every message text the specification gives, word for word.
 
 The specification's articles (summarised in docs/specification.md: the error catalog,
-the inbound profile and the Placed Order articles) name each message exactly; code that logs or raises one of them takes the constant from
-here so the text cannot drift.  Keys are stable identifiers used in the error
-log and in golden files.
+the inbound profile and the Placed Order articles) name each message exactly; code that logs
+or raises one of them takes the constant from here so the text cannot drift.  Keys are stable
+identifiers used in the error log and in golden files.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ KLAVIYO_UNAVAILABLE_PROFILES: Final = "Klaviyo temporarily unavailable"    # 001
 # ``TEXT_PAIRS`` lists every such pair found in the five articles; tests/test_error_pairs.py
 # checks each one end to end.
 
-ORDER_FLOWS: Final = frozenset({"Add Klaviyo Placed Order Event FROM Hub", "Add Klaviyo Ordered Product Event FROM Hub"})
+ORDER_FLOWS: Final = frozenset({"Add Klaviyo Placed Order Event FROM Hub",
+                                "Add Klaviyo Ordered Product Event FROM Hub"})
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import ast
 import difflib
-import textwrap
 import json
+import textwrap
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import jsonschema
 
@@ -231,24 +232,29 @@ def _humanise(err: jsonschema.ValidationError, data: Any) -> tuple[str, tuple[An
     path = tuple(err.absolute_path)
     where = "/".join(str(p) for p in path) or "(top level)"
     v = err.validator
+    # types-jsonschema types these as possibly unset; a validator's error always carries them
+    instance: Any = err.instance
+    schema: Any = err.schema
+    expected: Any = err.validator_value
     if v == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         return f"{where}: missing required key '{missing}'", path
     if v == "additionalProperties":
-        extras = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        valid = ", ".join(sorted(err.schema.get("properties", {})))
-        return f"{where}: unknown key(s) {', '.join(map(repr, extras))}; valid keys: {valid}", path + (extras[0],) if extras else path
+        extras = sorted(set(instance) - set(schema.get("properties", {})))
+        valid = ", ".join(sorted(schema.get("properties", {})))
+        return (f"{where}: unknown key(s) {', '.join(map(repr, extras))}; valid keys: {valid}",
+                path + (extras[0],) if extras else path)
     if v == "enum":
-        return f"{where}: {err.instance!r} is not one of {', '.join(map(repr, err.validator_value))}", path
+        return f"{where}: {instance!r} is not one of {', '.join(map(repr, expected))}", path
     if v == "type":
-        return f"{where}: {_short(err.instance)} is not of type {err.validator_value!r}", path
+        return f"{where}: {_short(instance)} is not of type {expected!r}", path
     if v is None and "False schema" in err.message:
         # jsonschema reports a forbidden key at the row, not at the key: find the key by its value
         row = data
         for step in path:
             row = row[step]
         key = next((k for k in ("source", "value", "formula") if isinstance(row, dict) and k in row
-                    and row[k] == err.instance), "?")
+                    and row[k] == instance), "?")
         kind = row.get("type") if isinstance(row, dict) else "?"
         needs = {"field": "source", "static": "value", "formula": "formula"}.get(kind, "?")
         return (f"{where}: key '{key}' is not allowed in a {kind} row (a {kind} row takes '{needs}')",
@@ -379,7 +385,7 @@ class _FileCompiler:
             msg = f"unknown name '{name}' in {kind}"
             msg += f"; did you mean '{hint[0]}'?" if hint else f"; names in scope: {', '.join(sorted(known))}"
             where = FormulaError(msg)
-            where.formula_line, where.formula_column = pos  # type: ignore[attr-defined]
+            where.formula_line, where.formula_column = pos
             self.error(CollectionNameError(msg, code="C010", location=_formula_location(
                 self.filename, origin, where, row)))
         return compiled, origin
@@ -396,7 +402,7 @@ class _FileCompiler:
         fields = source_names(direction, hub_entity, resource)
         if direction == "to_klaviyo" and d.get("each"):
             pass  # the item's fields: the hub entity named (e.g. TransactionLine)
-        lets_known = set()
+        lets_known: set[str] = set()
         lets: list[Let] = []
         for name, src in (d.get("let") or {}).items():
             known = fields | SCOPE_NAMES | lets_known
@@ -430,7 +436,8 @@ class _FileCompiler:
             reason = _check_destination(direction, hub_entity, resource, dest)
             if reason:
                 self.error(CollectionNameError(f"unknown destination '{dest}'; {reason}", code="C011",
-                                               location=_loc(self.filename, self.marks, path + ("destination",), row=label)))
+                                               location=_loc(self.filename, self.marks, path + ("destination",),
+                                                             row=label)))
             importance = r.get("importance", "optional")
             required = r.get("required", importance == "required")
             formula = origin = None
@@ -512,7 +519,8 @@ class _FileCompiler:
             return
         reason = None
         if r.value == "Example values":
-            reason = f"placeholder value 'Example values' in {r.destination}: replace it with real data or remove the row"
+            reason = (f"placeholder value 'Example values' in {r.destination}: "
+                      "replace it with real data or remove the row")
         elif r.destination.startswith(PROFILE_FLAGS) and r.value is True:
             reason = f"template list flag {r.destination} = true: set it to a list you actually use"
         elif r.destination == "SubscribeProfile" and r.value is True:
@@ -530,12 +538,14 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def _load_file(path: Path, engine: FormulaEngine) -> tuple[Collection | None, list[KlaviyoSyncError], list[KlaviyoSyncError]]:
+def _load_file(path: Path, engine: FormulaEngine
+               ) -> tuple[Collection | None, list[KlaviyoSyncError], list[KlaviyoSyncError]]:
     filename = display_path(path)
     try:
         text = read_yaml_file(path, filename)
     except OSError as exc:
-        return None, [CollectionError(f"cannot read collection: {exc}", code="C000", location=Location(file=filename))], []
+        return None, [CollectionError(f"cannot read collection: {exc}", code="C000",
+                                      location=Location(file=filename))], []
     except CollectionError as exc:  # too large or not UTF-8, located
         return None, [exc], []
     try:
@@ -548,8 +558,8 @@ def _load_file(path: Path, engine: FormulaEngine) -> tuple[Collection | None, li
                                             location=Location(file=filename, line=1, column=1))], []
     schema_errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     for err in schema_errors:
-        message, path = _humanise(err, data)
-        errors.append(CollectionSchemaError(message, location=_loc(filename, marks, path)))
+        message, at = _humanise(err, data)
+        errors.append(CollectionSchemaError(message, location=_loc(filename, marks, at)))
     if errors:
         return None, errors, []
     comp = _FileCompiler(filename, data, marks, engine)

@@ -14,8 +14,9 @@ settings are applied the same way everywhere:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.errors import SettingsError
 from engine.hub import SqliteHub

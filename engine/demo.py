@@ -37,10 +37,10 @@ from typing import Any
 
 from engine.collection import load_collections
 from engine.connect import open_client, open_hub
+from engine.errors import DemoFolderError, Location
 from engine.flows.inbound import InboundFlow
 from engine.flows.outbound import dispatch, push
 from engine.flows.summary import RunSummary
-from engine.errors import DemoFolderError, Location
 from engine.hub import import_jsonl
 from engine.sandbox import SandboxOptions, SandboxServer
 from engine.settings import load_settings
@@ -173,7 +173,7 @@ def _transactions(n: int, customers: list[dict[str, Any]], count: int) -> list[d
     for i in range(1, n + 1):
         cid = (i % count) + 1
         email = None if i % 4 == 0 else customers[cid - 1]["EmailAddress"]
-        lines = []
+        lines: list[dict[str, Any]] = []
         for k in range(1 + i % 4):
             sku, name, price = PRODUCTS[(i + k) % len(PRODUCTS)]
             qty = 1 + (i + k) % 3
@@ -202,7 +202,8 @@ def _seed_profiles(state: Any, customers: list[dict[str, Any]], n: int) -> None:
             attrs["phone_number"] = f"+1617555{2000 + i:04d}"
         city, region, zipc, country = CITIES[i % len(CITIES)]
         if i % 4 == 0:
-            attrs["location"] = {"address1": f"{i} Elm St", "city": city, "region": region, "zip": zipc, "country": country}
+            attrs["location"] = {"address1": f"{i} Elm St", "city": city, "region": region, "zip": zipc,
+                                 "country": country}
         elif i % 4 == 1:
             attrs["location"] = {"address1": f"{i} Elm St", "country": country}   # incomplete: not transferred
         state.add_profile(**attrs)

@@ -45,7 +45,7 @@ Tree::
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class KlaviyoSyncError(Exception):
         self.location = location or Location()
         self.detail = detail
 
-    def at(self, **parts: Any) -> "KlaviyoSyncError":
+    def at(self, **parts: Any) -> Self:
         """Fill in location parts that are not known yet (inner layers win) and return self."""
         current = self.location
         updates = {k: v for k, v in parts.items() if v is not None and getattr(current, k) is None}
@@ -294,7 +294,8 @@ class KlaviyoApiError(KlaviyoError):
 
 
 class KlaviyoAuthError(KlaviyoApiError):
-    """Klaviyo refused the credentials (401/403) or the OAuth connection could not be refreshed: no record's fault; the run stops."""
+    """Klaviyo refused the credentials (401/403) or the OAuth connection could not be refreshed: no
+    record's fault; the run stops."""
 
     code = "K003"
 

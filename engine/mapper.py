@@ -21,8 +21,9 @@ destination out — the default, so a missing source is never sent as null),
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from engine.collection import Collection, Row, _formula_location
 from engine.errors import KlaviyoSyncError, Location, MappingError, PathNotFoundError
@@ -168,7 +169,7 @@ class Mapper:
                 kind, arg = _STATIC, row.value
             elif row.type == "field":
                 kind, arg = _READ, row.source_path
-            elif not overridden and (path := row.formula.read_path) is not None:
+            elif not overridden and row.formula is not None and (path := row.formula.read_path) is not None:
                 kind, arg = _READ, path
             else:
                 kind, arg = _FORMULA, row.formula
@@ -198,6 +199,7 @@ class Mapper:
     def _problem_from(self, exc: KlaviyoSyncError, row: Row | None, where: str,
                        origin: Any = None) -> Problem:
         c = self.collection
+        detail: str | None
         if isinstance(exc, PathNotFoundError) and c.unreadable_message:
             message, detail = c.unreadable_message, exc.message
             code = exc.code
@@ -288,9 +290,11 @@ class Mapper:
             if value is MISSING or value is None:
                 if row.required:
                     problems.append(Problem(
-                        "M002", row.required_message or f"a value for required destination {row.destination} is missing",
+                        "M002",
+                        row.required_message or f"a value for required destination {row.destination} is missing",
                         row=row.label, destination=row.destination, source=row.source,
-                        detail=f"{row.destination} has no value" + (f" (source {row.source} is absent)" if row.source else ""),
+                        detail=f"{row.destination} has no value"
+                        + (f" (source {row.source} is absent)" if row.source else ""),
                         file=c.file, line=row.location.line, column=row.location.column))
                     continue
                 policy = row.on_missing

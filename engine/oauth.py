@@ -439,7 +439,7 @@ async def login(
                 _read_pasted(read_redirect, listener.result)
             try:
                 query = await asyncio.wait_for(asyncio.shield(listener.result), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _failed(hub, AuthorizationError(
                     catalog.AUTH_DATA_MISSING, code="A010",
                     detail=f"no redirect from Klaviyo reached {redirect_uri} within {timeout:g}s")) from None
@@ -582,7 +582,8 @@ def scope_warnings(settings: Settings, hub: Any, collections: Any) -> list[Klavi
             f"the OAuth connection stored in the hub was not granted the scope {scope}: Klaviyo will answer "
             f"403 permission_denied when {what}; run `klaviyo-sync auth login` to grant it",
             code="W020", location=first.location,
-            detail=("also needed by: " + "; ".join(others[:3]) + (f" (and {len(others) - 3} more)" if len(others) > 3 else ""))
+            detail=("also needed by: " + "; ".join(others[:3])
+                    + (f" (and {len(others) - 3} more)" if len(others) > 3 else ""))
             if others else None))
     return out
 

@@ -28,9 +28,10 @@ Events (:func:`event_request`)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from engine.formula.helpers import to_bool, to_float
 
@@ -184,7 +185,7 @@ def event_request(payload: Mapping[str, Any]) -> EventRequest:
         number = to_float(value)
     except (TypeError, ValueError):
         raise PayloadError(f"NumericValue must be a number, got {value!r}") from None
-    time = payload.get("Time")
+    time: Any = payload.get("Time")
     return EventRequest(
         metric_name=str(payload["MetricName"]), profile_id=str(payload["ProfileId"]),
         properties=strip_nulls(properties), unique_id=str(payload["UniqueId"]), value=number,

@@ -18,8 +18,9 @@ mapped record), when they write.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from engine.collection import Collection, CollectionSet, parse_path
 from engine.formula.guards import shorten_text
@@ -37,7 +38,7 @@ class Outcome:
     status: str
     payload: dict[str, Any] | None = None
     problems: list[Problem] = field(default_factory=list)
-    children: list["Outcome"] = field(default_factory=list)
+    children: list[Outcome] = field(default_factory=list)
     source: Mapping[str, Any] | None = None
     warnings: list[Problem] = field(default_factory=list)
 

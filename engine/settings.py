@@ -346,8 +346,9 @@ def _client_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[in
     problems = []
     url = data.get("api_url")
     if isinstance(url, str) and url.lower().startswith("http://") and not _loopback(url):
-        problems.append(_error(file, marks, ("api_url",), "must use https:// (plain http:// is allowed only "
-                                                        f"for a loopback host such as 127.0.0.1), got {_short(mask_url(url))}"))
+        problems.append(_error(file, marks, ("api_url",), "must use https:// (plain http:// is allowed only for a "
+                                                        "loopback host such as 127.0.0.1), "
+                                                        f"got {_short(mask_url(url))}"))
     for key in _DURATION_KEYS:
         value = data.get(key)
         try:
@@ -355,7 +356,8 @@ def _client_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[in
         except ValueError:
             continue  # the schema reports the malformed text
         if seconds is not None and seconds <= 0:
-            problems.append(_error(file, marks, (key,), f"must be a positive duration such as 30s, got {_short(value)}"))
+            problems.append(_error(file, marks, (key,),
+                                   f"must be a positive duration such as 30s, got {_short(value)}"))
     return problems
 
 
@@ -623,7 +625,8 @@ def _schema_error(file: Path, marks: dict[Any, tuple[int, int]], err: jsonschema
     if "x-error" in schema and err.validator in ("pattern", "enum", "type"):
         return _error(file, marks, path, f"{schema['x-error']}, got {got}")
     if err.validator == "type":
-        types = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        rule: Any = err.validator_value  # a "type" rule's value: a JSON type name or a list of them
+        types: list[str] = rule if isinstance(rule, list) else [rule]
         expected = " or ".join(_JSON_TYPES.get(t, t) for t in types)
         kind = _json_type(err.instance)
         return _error(file, marks, path, f"must be {expected}, got {got if got.startswith(kind) else f'{kind} {got}'}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ HOST = "https://a.klaviyo.com"
 Path_ = tuple[str, ...]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _raw(revision: str) -> dict[str, Any]:
     return json.loads((SPEC_DIR / SPEC_FILES[revision]).read_text(encoding="utf-8"))
 

@@ -32,7 +32,7 @@ class OutboundEnv:
     collections: CollectionSet
     client_options: dict[str, Any]
 
-    def with_settings(self, **changes: Any) -> "OutboundEnv":
+    def with_settings(self, **changes: Any) -> OutboundEnv:
         return replace(self, settings=replace(self.settings, **changes))
 
     def dispatch(self, **kw: Any) -> OutboundReport:

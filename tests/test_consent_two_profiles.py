@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from test_outbound_profiles import _customer
 
 from engine import catalog
-from test_outbound_profiles import _customer
 
 PHONE = "+12125550101"
 

@@ -79,7 +79,7 @@ def _shown(actual: Any, shown: Any, where: str = "") -> list[str]:
     if isinstance(shown, list):
         if not isinstance(actual, list) or len(actual) != len(shown):
             return [f"{where}: expected {len(shown)} item(s), got {actual!r:.200}"]
-        return [p for i, (a, s) in enumerate(zip(actual, shown)) for p in _shown(a, s, f"{where}[{i}]")]
+        return [p for i, (a, s) in enumerate(zip(actual, shown, strict=False)) for p in _shown(a, s, f"{where}[{i}]")]
     return [] if actual == shown else [f"{where}: expected {shown!r}, got {actual!r:.80}"]
 
 

@@ -7,10 +7,10 @@ import re
 from typing import Any
 
 import pytest
-
-from engine.flows._outbound_dryrun import PLACEHOLDER_PREFIX
 from test_outbound_orders import _transaction
 from test_outbound_profiles import _customer
+
+from engine.flows._outbound_dryrun import PLACEHOLDER_PREFIX
 
 GONE = "01JZZZZZZZZZZZZZZZZZZZZZZZ"  # a linked profile that no longer exists in Klaviyo
 PROFILE_WRITES = ("create_profile", "create_or_update_profile", "update_profile")

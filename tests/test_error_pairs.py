@@ -14,11 +14,11 @@ import socket
 from pathlib import Path
 
 import pytest
+from test_outbound_orders import _link_customer, _transaction, order_of_a_customer_klaviyo_refuses
+from test_outbound_profiles import _customer, _edit_collections, _with_collections
 
 from engine import catalog
 from engine.hub import SqliteHub
-from test_outbound_orders import _link_customer, _transaction, order_of_a_customer_klaviyo_refuses
-from test_outbound_profiles import _customer, _edit_collections, _with_collections
 
 PLACED = "Add Klaviyo Placed Order Event FROM Hub"
 PRODUCT = "Add Klaviyo Ordered Product Event FROM Hub"

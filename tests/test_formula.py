@@ -12,7 +12,6 @@ from engine.errors import FormulaRuntimeError, FormulaSyntaxError, PathNotFoundE
 from engine.formula import CompiledFormula, FormulaEngine, Limits
 from engine.formula.helpers import bind_helpers
 
-
 CUSTOMER_BLOCK = """\
 customer_id = get_external_id(CustomerId, "Customer")
 if not customer_id:

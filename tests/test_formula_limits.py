@@ -12,8 +12,7 @@ import pytest
 
 from engine.collection import load_collections
 from engine.errors import FormulaLimitError, FormulaRuntimeError
-from engine.formula import FormulaEngine, Limits, shorten
-from engine.formula import helpers
+from engine.formula import FormulaEngine, Limits, helpers, shorten
 from engine.runner import INVALID, Runner
 
 HEAD = """\

@@ -9,7 +9,6 @@ import pytest
 from engine.errors import FormulaLimitError, FormulaRuntimeError, FormulaSyntaxError
 from engine.formula import FormulaEngine, Limits
 
-
 # (source, code, message fragment): refused by compile().
 REFUSED_AT_COMPILE = [
     ("().__class__.__bases__[0].__subclasses__()", "F005", "'__subclasses__' is not allowed"),

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import click
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine.cli import main
 from engine.collection import load_collections

@@ -9,9 +9,25 @@ import pytest
 
 from engine.errors import FormulaRuntimeError, PathNotFoundError
 from engine.formula.helpers import (
-    HELPERS, MISSING, bind_helpers, coalesce, e164, get, get_customer_id_by_email,
-    get_external_id, is_blank, iso_date, lower, now_utc, to_bool, to_decimal, to_float, to_int,
-    to_str, trim, upper,
+    HELPERS,
+    MISSING,
+    bind_helpers,
+    coalesce,
+    e164,
+    get,
+    get_customer_id_by_email,
+    get_external_id,
+    is_blank,
+    iso_date,
+    lower,
+    now_utc,
+    to_bool,
+    to_decimal,
+    to_float,
+    to_int,
+    to_str,
+    trim,
+    upper,
 )
 
 DATA = {"location": {"address1": "1 Main"}, "lines": [{"sku": "A"}, {"sku": "B"}],

@@ -12,12 +12,11 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine import catalog
 from engine.formula.helpers import _e164_of, e164
@@ -159,7 +158,7 @@ def test_the_time_stamp_is_utc_iso_with_microseconds() -> None:
     stamps = [utc_now() for _ in range(2000)]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", s) for s in stamps)
     assert stamps == sorted(stamps)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     assert abs(datetime.strptime(stamps[-1], "%Y-%m-%dT%H:%M:%S.%fZ") - now) < timedelta(seconds=1)
 
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -82,14 +82,14 @@ def test_poll_every_stops_cleanly_on_ctrl_c(sandbox, tmp_path):
 
 def test_cursor_filter_reaches_back_by_the_overlap():
     """The next query starts `overlap` seconds before the watermark, in Klaviyo's filter syntax."""
-    cursor = PollCursor(watermark=datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc), overlap=2)
+    cursor = PollCursor(watermark=datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC), overlap=2)
     assert "greater-than(updated,2024-05-01T11:59:58Z)" == cursor.filter()
     assert None is PollCursor().filter()
 
 
 def test_cursor_prunes_entries_the_next_query_cannot_return():
     """Seen entries at or before the query start are dropped; later ones stay."""
-    wm = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+    wm = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
     cursor = PollCursor(watermark=wm, overlap=2, seen={
         "old": [(wm - timedelta(seconds=2)).isoformat(), "a"], "new": [(wm - timedelta(seconds=1)).isoformat(), "b"]})
     cursor.prune()
@@ -101,11 +101,11 @@ def test_cursor_only_moves_forward_and_keeps_failures_for_retry():
     cursor = PollCursor()
     cursor.handled("a", ("2024-05-01T12:00:05+00:00", "x"))
     cursor.handled("b", ("2024-05-01T12:00:01+00:00", "y"), failed=True)
-    assert (datetime(2024, 5, 1, 12, 0, 5, tzinfo=timezone.utc), ["b"]) == (cursor.watermark, cursor.retry)
+    assert (datetime(2024, 5, 1, 12, 0, 5, tzinfo=UTC), ["b"]) == (cursor.watermark, cursor.retry)
     assert cursor.already_handled("a", ("2024-05-01T12:00:05+00:00", "x"))
     assert not cursor.already_handled("a", ("2024-05-01T12:00:05+00:00", "changed"))
     cursor.handled("b", ("2024-05-01T12:00:09+00:00", "z"), advance=False)
-    assert (datetime(2024, 5, 1, 12, 0, 5, tzinfo=timezone.utc), []) == (cursor.watermark, cursor.retry)
+    assert (datetime(2024, 5, 1, 12, 0, 5, tzinfo=UTC), []) == (cursor.watermark, cursor.retry)
 
 
 def test_profile_id_forms_and_since_parsing():
@@ -118,5 +118,5 @@ def test_profile_id_forms_and_since_parsing():
             assert "I002" == getattr(exc, "code", None)
         else:
             raise AssertionError(f"{bad!r} passed")
-    assert datetime(2024, 5, 1, tzinfo=timezone.utc) == parse_since("2024-05-01")
-    assert datetime(2024, 5, 1, 10, tzinfo=timezone.utc) == parse_since("2024-05-01T12:00:00+02:00")
+    assert datetime(2024, 5, 1, tzinfo=UTC) == parse_since("2024-05-01")
+    assert datetime(2024, 5, 1, 10, tzinfo=UTC) == parse_since("2024-05-01T12:00:00+02:00")

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -45,7 +45,7 @@ async def test_change_in_the_same_second_as_the_watermark_is_picked_up(inbound):
     """With every profile in one second, a later change in that same second still reaches the hub."""
     inbound.remap("update-profile-to-hub.yaml", *REMAP_FIRST_NAME)
     state = inbound.sandbox.state
-    frozen = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+    frozen = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
     state.clock = lambda: frozen
     pids = _seed(state, 3)
     await inbound.poll()
@@ -109,7 +109,7 @@ async def test_429s_and_5xx_are_survived(inbound_factory):
 
     env = inbound_factory(rate_limits=True, rate_window_scale=0.02, tiers={"L": {"burst": 2, "steady": 20}},
                           fault_5xx=0.2, seed=3)
-    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=610)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=610)
     pids = _seed_spread(env.sandbox.state, 60, step=10, start=start)
     flow = await env.poll(page_size=5, parallel=4,
                           client_options={"tier_overrides": {"L": {"burst": 50, "steady": 1000}}, "max_attempts": 12})
@@ -151,7 +151,7 @@ async def test_failed_manual_sync_is_retried_by_the_next_poll(inbound_factory):
     assert [ADD] == [e["Flow"] for e in env.errors()]
     assert [pid] == PollCursor.load(env.hub).retry
     env.sandbox.options.fault_5xx = 0.0
-    await env.poll(since=datetime(2100, 1, 1, tzinfo=timezone.utc))  # nothing new: only the retry list
+    await env.poll(since=datetime(2100, 1, 1, tzinfo=UTC))  # nothing new: only the retry list
     _assert_each_once(env, [pid])
     assert [] == PollCursor.load(env.hub).retry
 
@@ -187,7 +187,7 @@ async def test_poll_killed_midway_and_rerun_has_every_profile_once(inbound_facto
     if spread:
         from tests.test_inbound_ranges import _seed_spread
 
-        start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=4510)
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=4510)
         pids = _seed_spread(env.sandbox.state, 450, step=10, start=start)
     else:
         pids = _seed(env.sandbox.state, 450)

@@ -3,14 +3,14 @@ each range resumed where it stopped, the watermark only past what every range ha
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from engine import catalog
 from engine.flows._inbound_cursor import PollCursor, PollRange, format_time
 
 ADD = "Add Klaviyo Profile TO Hub"
 UPDATE = "Update Klaviyo Profile TO Hub"
-START = datetime(2024, 5, 1, tzinfo=timezone.utc)
+START = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def _seed_spread(state, n: int, step: float = 60.0, prefix: str = "r", start: datetime = START) -> list[str]:
@@ -21,7 +21,7 @@ def _seed_spread(state, n: int, step: float = 60.0, prefix: str = "r", start: da
     for i in range(n):
         now[0] = start + timedelta(seconds=i * step)
         pids.append(state.add_profile(email=f"{prefix}{i}@example.com", first_name=f"N{i}"))
-    state.clock = lambda: datetime.now(timezone.utc).replace(microsecond=0)
+    state.clock = lambda: datetime.now(UTC).replace(microsecond=0)
     return pids
 
 
@@ -57,7 +57,7 @@ async def test_a_stopped_parallel_poll_saves_each_range_and_the_next_resumes_the
     assert cursor.watermark == min(p for p in positions if p is not None)
     # a range never holds a second of another: the saved ranges are disjoint
     bounds = sorted((r.lo or START - timedelta(days=1), r.hi or START + timedelta(days=1)) for r in cursor.ranges)
-    assert all(hi - timedelta(seconds=1) <= lo2 for (_lo, hi), (lo2, _hi) in zip(bounds, bounds[1:]))
+    assert all(hi - timedelta(seconds=1) <= lo2 for (_lo, hi), (lo2, _hi) in zip(bounds, bounds[1:], strict=False))
     rest = await inbound.poll(page_size=5, parallel=4)
     assert {"created": 63} == rest.summary.to_dict()["flows"][ADD]
     assert any("resuming the" in n for n in rest.summary.notes)

@@ -7,8 +7,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from _inbound_fixtures import InboundEnv
+
 from engine.collection import DEFAULT_COLLECTIONS_DIR
 from engine.errors import HubLockedError
 from engine.flows._inbound_cursor import PollCursor, fingerprint

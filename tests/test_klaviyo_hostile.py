@@ -13,10 +13,10 @@ import gzip
 import json
 import logging
 import re
-from http import HTTPStatus
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -430,11 +430,11 @@ async def test_a_redirect_location_with_a_password_is_masked(hostile: Hostile) -
 
 
 def _past() -> str:
-    return format_datetime(datetime.now(timezone.utc) - timedelta(hours=1), usegmt=True)
+    return format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
 
 
 def _future() -> str:
-    return format_datetime(datetime.now(timezone.utc) + timedelta(days=30), usegmt=True)
+    return format_datetime(datetime.now(UTC) + timedelta(days=30), usegmt=True)
 
 
 @pytest.mark.parametrize(("value", "kind"), [

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from _oauth_helpers import CLIENT_ID, CLIENT_SECRET, follow, oauth_settings
 
+from engine._oauth_source import REAUTHORIZE
 from engine.connect import open_client
 from engine.errors import ReauthorizationRequired
 from engine.oauth import FLOW, PROVIDER, connection_status, login, logout
-from engine._oauth_source import REAUTHORIZE
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ from _oauth_helpers import CLIENT_ID, CLIENT_SECRET, SCOPES, follow, oauth_setti
 from engine.collection import CollectionSet, load_collections
 from engine.errors import KlaviyoApiError, KlaviyoAuthError
 from engine.hub import SqliteHub
-from engine.klaviyo import KlaviyoClient
-from engine.klaviyo import scopes as ks
+from engine.klaviyo import KlaviyoClient, scopes as ks
 from engine.oauth import PROVIDER, connection_status, login
 from engine.sandbox._spec import SPEC_DIR
 from engine.settings import OAuthSettings, Settings

@@ -16,11 +16,11 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
-
-from engine.flows.outbound import open_outbound_client, push
-from engine.flows._outbound_orders import versioned
-from engine.hub import SqliteHub
 from test_outbound_orders import _link_customer, _transaction
+
+from engine.flows._outbound_orders import versioned
+from engine.flows.outbound import open_outbound_client, push
+from engine.hub import SqliteHub
 
 PLACED = "Add Klaviyo Placed Order Event FROM Hub"
 PRODUCT = "Add Klaviyo Ordered Product Event FROM Hub"

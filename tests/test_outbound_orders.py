@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from _hub_fixtures import store_legacy_email
+from test_outbound_profiles import _customer, _edit_collections, _with_collections
 
 from engine import catalog
-from test_outbound_profiles import _customer, _edit_collections, _with_collections
 
 
 def _transaction(hub: Any, customer_id: int | None, email: str = "person1@example.com", lines: int = 2,

@@ -9,7 +9,7 @@ from engine import catalog
 
 def _customer(hub: Any, n: int = 1, **fields: Any) -> dict[str, Any]:
     record = {"EmailAddress": f"person{n}@example.com", "CustomerNumber": f"C-{n}", "FirstName": "Ann",
-              "LastName": "Lee", "Company": "Acme", "Phone": "(212) 555-01%02d" % n}
+              "LastName": "Lee", "Company": "Acme", "Phone": f"(212) 555-01{n:02d}"}
     record.update(fields)
     return hub.add_customer({k: v for k, v in record.items() if v is not None})
 

@@ -46,7 +46,7 @@ def _template(spec: Spec, method: str, path: str) -> str:
 def test_every_sandbox_route_has_the_specs_limits(revision: str) -> None:
     spec, tiers = Spec(revision), tiers_for(revision)
     checked = []
-    for method, template, _handler, tier, capability in [*ROUTES, *JOB_ROUTES]:
+    for method, template, _handler, tier, _capability in [*ROUTES, *JOB_ROUTES]:
         expected = _spec_limits(spec, method, template)
         if expected is None:
             continue
@@ -116,7 +116,7 @@ async def test_every_client_call_takes_the_specs_tier(revision: str) -> None:
         handle.stop()
     assert len(budget.taken) == len(transport.sent)
     seen: dict[tuple[str, str], Any] = {}
-    for tier, (method, path) in zip(budget.taken, transport.sent):
+    for tier, (method, path) in zip(budget.taken, transport.sent, strict=True):
         template = _template(spec, method, path)
         expected = _spec_limits(spec, method, template)
         assert expected is not None, f"{method} {template} has no limits in the {revision} spec"

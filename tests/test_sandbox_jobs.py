@@ -17,8 +17,7 @@ import httpx
 import jsonschema
 import pytest
 
-from engine.sandbox import SandboxHandle, SandboxOptions, SandboxServer
-from engine.sandbox import _jobs
+from engine.sandbox import SandboxHandle, SandboxOptions, SandboxServer, _jobs
 from engine.sandbox._spec import _URI, spec_for
 
 KEY = "pk_test_0123456789abcdef"

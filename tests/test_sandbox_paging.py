@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import httpx
 
 KEY = "pk_paging_test"
@@ -49,9 +51,9 @@ def test_a_change_between_pages_neither_skips_nor_repeats_unchanged_profiles(san
 def test_updated_ranges_page_like_a_filter_over_every_profile(sandbox) -> None:
     """greater-than/less-than on `updated`, sorted by `updated` either way: exactly the profiles strictly
     inside the range, in order, each once (answered from the one sorted index the poll's ranges share)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 5, 1, tzinfo=UTC)
     times = [start + timedelta(seconds=i // 3) for i in range(90)]  # three profiles a second
     now = [start]
     sandbox.state.clock = lambda: now[0]
@@ -59,7 +61,7 @@ def test_updated_ranges_page_like_a_filter_over_every_profile(sandbox) -> None:
     for i, t in enumerate(times):
         now[0] = t
         made.append(sandbox.state.add_profile(email=f"u{i}@example.com"))
-    when = dict(zip(made, times))
+    when = dict(zip(made, times, strict=True))
     lo, hi = "2024-05-01T00:00:05Z", "2024-05-01T00:00:20Z"
     flt = f"greater-than(updated,{lo}),less-than(updated,{hi})"
     inside = sorted((p for p in made if start + timedelta(seconds=5) < when[p] < start + timedelta(seconds=20)),

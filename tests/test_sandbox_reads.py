@@ -6,7 +6,7 @@ Each test talks to a real sandbox over loopback; state is seeded directly and ch
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -46,7 +46,7 @@ def test_list_profiles_show_joined_group_at_and_filter_and_sort_on_it(sandbox, r
     lid = st.add_list("VIP")
     a, b = st.add_profile(email="a@example.com"), st.add_profile(email="b@example.com")
     st.change_members(lid, [a], add=True)
-    st.lists[lid]["members"][a] = datetime(2024, 1, 1, tzinfo=timezone.utc)  # seeded join time
+    st.lists[lid]["members"][a] = datetime(2024, 1, 1, tzinfo=UTC)  # seeded join time
     st.change_members(lid, [b], add=True)
     body = _ok(_get(sandbox, f"/api/lists/{lid}/profiles", revision))
     assert [a, b] == [p["id"] for p in body["data"]]
@@ -172,7 +172,7 @@ def test_event_time_bounds(sandbox, revision: str, when: str, status: int) -> No
     """POST /api/events: after the year 2000 (1990 at 2026-07-15), at most a year ahead; a refused event creates nothing."""
     if when.startswith("+"):
         days = 730 if when == "+2y" else 300
-        when = (datetime.now(timezone.utc) + timedelta(days=days)).isoformat()
+        when = (datetime.now(UTC) + timedelta(days=days)).isoformat()
     resp = _post(sandbox, "/api/events", _event(when), revision)
     assert status == resp.status_code, resp.text
     profiles = _ok(_get(sandbox, "/api/profiles", revision))["data"]

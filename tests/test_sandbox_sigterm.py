@@ -8,9 +8,9 @@ import base64
 import hashlib
 import json
 import os
+import queue
 import re
 import secrets
-import queue
 import signal
 import subprocess
 import sys

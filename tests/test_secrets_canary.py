@@ -27,11 +27,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, quote_plus, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, urlencode
 
 import click
 import httpx
-import pytest
 from aiohttp import web
 
 from engine.cli import main
@@ -254,7 +253,7 @@ CUSTOMERS = (
     ' "Addresses": [{"Address1": "1 Main St", "City": "Boston", "Country": "United States", "IsPrimaryBilling": true}]}\n'
     '{"Id": 2, "EmailAddress": "bob@example.com", "CustomerNumber": "C2"}\n'
     '{"CustomerNumber": "no email"}\n'
-    f'{{"Id": 3, "EmailAddress": "eve@example.com", "CustomerNumber": "C3"}}\n'
+    '{"Id": 3, "EmailAddress": "eve@example.com", "CustomerNumber": "C3"}\n'
 )
 TRANSACTIONS = (
     '{"Id": 501, "TransactionNumber": "SO-501", "CustomerId": 1, "Total": 12.5, "TransactionDate": "2026-01-02T10:00:00Z",'
@@ -287,7 +286,7 @@ def test_no_command_prints_or_writes_a_secret(sandbox_factory: Any, tmp_path: Pa
         write("record.json", json.dumps({"type": "profile", "id": "01HCANARY", "attributes": {
             "email": "rec@example.com", "phone_number": "+12125550199", "first_name": "Rec",
             "properties": {"note": "a note"}}}))
-        write("broken.yaml", f"title: broken\ndirection: to_hub\nrows: [{{formula: 'x +'}}]\n")
+        write("broken.yaml", "title: broken\ndirection: to_hub\nrows: [{formula: 'x +'}]\n")
         bad = {
             "oauth-list.yaml": f"oauth:\n  - client_id: {CLIENT_ID}\n  - client_secret: \"{CLIENT_SECRET}\"\n",
             "wrong-key.yaml": f"api_url: {handle.url}\napi_kee: {API_KEY}\nclient_secret: \"{CLIENT_SECRET}\"\n",

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _hub_fixtures import store_legacy_email
 from test_service import TOKEN, Serve, write_settings
 

@@ -13,10 +13,10 @@ from engine.cli._auth import validate_scopes
 from engine.cli._output import emit_json
 from engine.collection import load_collections
 from engine.errors import KlaviyoSyncError, Location
-from engine.klaviyo import revision as rev
-from engine.settings import load_settings
 from engine.formula.helpers import bind_helpers
+from engine.klaviyo import revision as rev
 from engine.runner import INVALID, Runner, flatten_jsonapi
+from engine.settings import load_settings
 
 
 class StaticResolver:
@@ -116,10 +116,12 @@ def revision_warnings(config: str | None, hub_path: str | None) -> list[KlaviyoS
 
 @click.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--strict", is_flag=True, help="Treat warnings (placeholders, unmapped SubscribeProfile, missing OAuth scopes) as errors.")
+@click.option("--strict", is_flag=True,
+              help="Treat warnings (placeholders, unmapped SubscribeProfile, missing OAuth scopes) as errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_CONFIG",
-              help="Settings file: also check the OAuth scopes of the connection stored in its hub (W020) and the api_revision's support window (W021).")
+              help="Settings file: also check the OAuth scopes of the connection stored in its hub (W020) "
+                   "and the api_revision's support window (W021).")
 @click.option("--hub", "hub_path", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_HUB",
               help="Hub SQLite file whose stored OAuth connection's scopes are checked (W020).")
 def validate_cmd(paths: tuple[str, ...], strict: bool, as_json: bool, config: str | None,
@@ -162,10 +164,15 @@ def validate_cmd(paths: tuple[str, ...], strict: bool, as_json: bool, config: st
 @click.argument("collection")
 @click.argument("record", type=click.Path(allow_dash=True))
 @click.option("--existing", type=click.Path(), help="JSON file: the existing destination record (Update collections).")
-@click.option("--links", type=click.Path(), help='JSON file of links for get_external_id / get_customer_id_by_email: {"Customer": {"17": "01H..."}, "emails": {"a@x.com": "01H..."}}.')
-@click.option("--collections", "collections_dir", type=click.Path(), help="Collections directory (default: the shipped collections/).")
-@click.option("--parent", "parent", type=click.Path(), help="JSON file: the parent's source record (child collections run alone).")
-@click.option("--parent-mapped", "parent_mapped", type=click.Path(), help="JSON file: the parent's mapped payload (child collections run alone).")
+@click.option("--links", type=click.Path(),
+              help='JSON file of links for get_external_id / get_customer_id_by_email: '
+                   '{"Customer": {"17": "01H..."}, "emails": {"a@x.com": "01H..."}}.')
+@click.option("--collections", "collections_dir", type=click.Path(),
+              help="Collections directory (default: the shipped collections/).")
+@click.option("--parent", "parent", type=click.Path(),
+              help="JSON file: the parent's source record (child collections run alone).")
+@click.option("--parent-mapped", "parent_mapped", type=click.Path(),
+              help="JSON file: the parent's mapped payload (child collections run alone).")
 @click.option("--no-children", is_flag=True, help="Do not run child collections.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (map always does; accepted like "
                                                       "every command's --json).")

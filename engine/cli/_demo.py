@@ -17,7 +17,8 @@ from engine.errors import KlaviyoSyncError
               help="Sample hub Transactions to generate.")
 @click.option("--profiles", default=12, show_default=True, type=click.IntRange(0, 100_000),
               help="Sample Klaviyo profiles to generate in the sandbox.")
-@click.option("--seed", default=7, show_default=True, type=int, help="Seed for the ids the sandbox generates (the sample data itself is fixed).")
+@click.option("--seed", default=7, show_default=True, type=int,
+              help="Seed for the ids the sandbox generates (the sample data itself is fixed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def demo_cmd(folder: str, customers: int, transactions: int, profiles: int, seed: int, as_json: bool) -> None:
     """Run the whole integration on sample data: no Klaviyo account, no network.

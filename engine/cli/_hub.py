@@ -165,7 +165,8 @@ def export_cmd(kind: str, file: str | None, as_json: bool, config: str | None, h
             else:
                 click.echo(f"Exported {count} {kind} to {file}", err=True)
         else:
-            export_jsonl(store, kind, click.get_text_stream("stdout"))
+            # click 8.5 deprecates get_text_stream (a module __getattr__, so typed object) for removal in 9.0
+            export_jsonl(store, kind, click.get_text_stream("stdout"))  # type: ignore[operator]
 
 
 def _check_export_target(target: Path, hub: Path) -> None:
@@ -254,7 +255,7 @@ def status_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Counts, last polls, queue length and recent errors."""
     settings, store = _open(config, hub_path)
     with store:
-        data = {
+        data: dict[str, Any] = {
             "hub": str(store.path),
             "settings": str(settings.source) if settings.source else None,
             "authentication": "api key" if settings.api_key else "none configured",

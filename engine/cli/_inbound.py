@@ -101,7 +101,7 @@ async def _poll(settings: Settings, hub_path: str | None, since: datetime | None
                     try:
                         await asyncio.wait_for(wake.wait(), timeout=every)
                         return rc  # stopped while waiting
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         continue
                 finally:
                     uninstall()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
@@ -57,7 +58,8 @@ def _print_report(report: OutboundReport, as_json: bool) -> None:
         click.echo(line)
 
 
-def _run(config: str | None, hub_path: str | None, dry_run: bool, work: Any) -> OutboundReport:
+def _run(config: str | None, hub_path: str | None, dry_run: bool,
+         work: Callable[..., Awaitable[OutboundReport]]) -> OutboundReport:
     settings = load_settings(config)
     loaded = load_collections([settings.collections_dir])
     if loaded.errors:
@@ -92,7 +94,7 @@ def dispatch_cmd(dry_run: bool, limit: int | None, batch_size: int, lease_second
 
     async def work(settings: Any, hub: Any, client: Any, collections: Any, transport: Any) -> OutboundReport:
         def total() -> int:
-            queued = hub.queue_length()
+            queued: int = hub.queue_length()
             return queued if limit is None else min(limit, queued)
 
         label = "dispatch (dry run)" if dry_run else "dispatch"

@@ -38,7 +38,8 @@ def sandbox() -> None:
 @sandbox.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (keep it loopback).")
 @click.option("--port", default=8765, show_default=True, type=PORT_OR_ANY, help="Port (0 = any free port).")
-@click.option("--api-key", "api_keys", multiple=True, help="Accept only these private keys (repeatable). Default: any pk_ key.")
+@click.option("--api-key", "api_keys", multiple=True,
+              help="Accept only these private keys (repeatable). Default: any pk_ key.")
 @click.option("--latency-ms", default=0.0, type=BoundedFloat(0, 60_000), show_default=True,
               help="Delay added to every API request.")
 @click.option("--fault-5xx", default=0.0, type=SHARE, show_default=True, help="Share of requests answered 503.")
@@ -46,10 +47,12 @@ def sandbox() -> None:
               help="Share of requests applied but answered only after --timeout-hold seconds.")
 @click.option("--timeout-hold", default=30.0, type=BoundedFloat(0, 3600), show_default=True,
               help="Seconds a 'timeout' answer is held back.")
-@click.option("--fault-drop", default=0.0, type=SHARE, show_default=True, help="Share of connections dropped unanswered.")
+@click.option("--fault-drop", default=0.0, type=SHARE, show_default=True,
+              help="Share of connections dropped unanswered.")
 @click.option("--no-rate-limits", is_flag=True, help="Do not enforce Klaviyo's rate tiers.")
 @click.option("--tiers", default=None, help='Tier overrides as JSON, e.g. \'{"L": {"burst": 10, "steady": 100}}\'.')
-@click.option("--state", "state_file", default=None, type=click.Path(dir_okay=False), help="Load/save state in this JSON file.")
+@click.option("--state", "state_file", default=None, type=click.Path(dir_okay=False),
+              help="Load/save state in this JSON file.")
 @click.option("--seed", default=None, type=int, help="Seed for fault choice and ids.")
 @click.option("--oauth-access-ttl", "oauth_access_ttl", default=3600.0, type=BoundedFloat(1, 86_400 * 30),
               show_default=True, help="Seconds an OAuth access token lives (short values make the engine refresh).")
@@ -104,8 +107,8 @@ def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fa
             click.echo(f"Point the engine at it with API URL {url} and any key starting with pk_"
                        if not api_keys else f"Point the engine at it with API URL {url} and one of the given keys",
                        err=as_json)
-            click.echo(f"PID {os.getpid()}: kill -USR1 expires OAuth access tokens, kill -USR2 revokes every OAuth token",
-                       err=as_json)
+            click.echo(f"PID {os.getpid()}: kill -USR1 expires OAuth access tokens, "
+                       "kill -USR2 revokes every OAuth token", err=as_json)
             await stop.wait()
         finally:
             uninstall()

@@ -88,8 +88,8 @@ def _render(fmt: Format, docs: list[CollectionDoc], parts: Iterable[CollectionDo
             href: Callable[[str | None], str], level: int) -> str:
     template = _environment().get_template(f"document.{fmt}.j2")
     return template.render(
-        marker=MARKER, index_title=INDEX_TITLE, index_slug=slug(INDEX_TITLE), docs=docs, parts=list(parts), href=href, level=level,
-        auth_flow=AUTH_FLOW, auth_messages=AUTH_MESSAGES)
+        marker=MARKER, index_title=INDEX_TITLE, index_slug=slug(INDEX_TITLE), docs=docs, parts=list(parts), href=href,
+        level=level, auth_flow=AUTH_FLOW, auth_messages=AUTH_MESSAGES)
 
 
 def _check_format(fmt: str) -> Format:

@@ -44,7 +44,7 @@ import hashlib
 import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 #: Seen-set entries kept at most; past this the oldest are dropped (a dropped entry can
@@ -58,12 +58,12 @@ def parse_time(text: str) -> datetime:
     if t.endswith("Z"):
         t = t[:-1] + "+00:00"
     dt = datetime.fromisoformat(t)
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def format_time(dt: datetime) -> str:
     """``2024-05-01T10:00:00Z``: the form sent in Klaviyo filters and kept in the cursor."""
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def fingerprint(resource: Mapping[str, Any]) -> tuple[str, str]:
@@ -228,6 +228,7 @@ class PollCursor:
         if not self.ranges:
             return
         unfinished = self.unfinished()
+        low: datetime | None
         if unfinished:
             positions = [r.at if r.at is not None else r.lo for r in unfinished]
             if any(p is None for p in positions):

@@ -95,9 +95,10 @@ class HubResolver:
 
     def get_external_id(self, entity: str, hub_id: Any) -> str | None:
         try:
-            return self.hub.get_klaviyo_id(entity, int(hub_id))
+            link: str | None = self.hub.get_klaviyo_id(entity, int(hub_id))
         except (TypeError, ValueError):
             return None
+        return link
 
     def get_customer_id_by_email(self, email: str) -> str | None:
         customer = self.hub.find_customer_by_email(email)
@@ -333,7 +334,8 @@ class ProfileTransfer:
 
     # -- the address child ---------------------------------------------------------------
 
-    def _children(self, outcome: Outcome | None, customer_id: int) -> tuple[str | None, list[tuple[str, str]], list[_Pending]]:
+    def _children(self, outcome: Outcome | None,
+                  customer_id: int) -> tuple[str | None, list[tuple[str, str]], list[_Pending]]:
         """Apply the parent's child outcomes inside the profile's transaction.
 
         Returns the address result, the (flow, outcome) counts and the problems to log

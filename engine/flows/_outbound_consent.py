@@ -143,13 +143,16 @@ class ConsentBatch:
         subscribe, unsubscribe, join = self._subscribe, self._unsubscribe, self._join
         self._subscribe, self._unsubscribe, self._join = defaultdict(list), [], defaultdict(list)
         for list_id, items in subscribe.items():
-            await self._send(items, SUBSCRIBE_BATCH, lambda chunk, lid=list_id: self.client.subscribe_profiles(
-                [i[2] for i in chunk], list_id=lid), "subscribing the profile" + (f" to list {list_id}" if list_id else ""))
+            def subscribe_chunk(chunk: list[Item], lid: str | None = list_id) -> Awaitable[None]:
+                return self.client.subscribe_profiles([i[2] for i in chunk], list_id=lid)
+            await self._send(items, SUBSCRIBE_BATCH, subscribe_chunk,
+                             "subscribing the profile" + (f" to list {list_id}" if list_id else ""))
         await self._send(unsubscribe, SUBSCRIBE_BATCH, lambda chunk: self.client.unsubscribe_profiles(
             [{k: v for k, v in i[2].items() if k != "id"} for i in chunk]), "unsubscribing the profile")
-        for list_id, items in join.items():
-            await self._send(items, LIST_BATCH, lambda chunk, lid=list_id: self.client.add_profiles_to_list(
-                lid, [i[2]["id"] for i in chunk]), f"adding the profile to list {list_id}")
+        for join_id, members in join.items():
+            def join_chunk(chunk: list[Item], lid: str = join_id) -> Awaitable[None]:
+                return self.client.add_profiles_to_list(lid, [i[2]["id"] for i in chunk])
+            await self._send(members, LIST_BATCH, join_chunk, f"adding the profile to list {join_id}")
 
     async def _send(self, items: list[Item], size: int, call: Callable[[list[Item]], Awaitable[None]],
                     what: str) -> None:

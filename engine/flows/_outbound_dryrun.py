@@ -31,7 +31,7 @@ so the client reacts to it as it would in a real run.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field as dc_field
 from typing import Any
 
 import httpx
@@ -46,7 +46,7 @@ class RecordedRequest:
     method: str
     path: str
     body: Any = None
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = dc_field(default_factory=dict)
     read_only: bool = False
     answer: str | None = None  # the simulated answer of a recorded write
 
@@ -189,7 +189,8 @@ class DryRunTransport(httpx.AsyncBaseTransport):
         if response.status_code in (200, 201) and "/profile" in request.url.path:
             recorded.answer += f" (profile {response.json()['data'].get('id')})"
         elif response.status_code == 409:
-            recorded.answer += f" duplicate_profile (profile {response.json()['errors'][0]['meta']['duplicate_profile_id']})"
+            duplicate = response.json()["errors"][0]["meta"]["duplicate_profile_id"]
+            recorded.answer += f" duplicate_profile (profile {duplicate})"
         return response
 
     async def _simulate(self, request: httpx.Request, body: Any) -> httpx.Response:

@@ -106,8 +106,9 @@ class ProfileFlow:
     async def send(self, customer: dict[str, Any], link: str | None) -> RecordResult:
         """Transfer one Customer. Never raises (Klaviyo, data or unexpected problems): see the result."""
         hub_id = int(customer["Id"])
-        result = RecordResult("Customer", hub_id, (self.update or self.add).title if link else
-                              (self.add or self.update).title)
+        named = (self.update or self.add) if link else (self.add or self.update)
+        assert named is not None  # the sender is built with an add or an update collection, or both
+        result = RecordResult("Customer", hub_id, named.title)
         try:
             if link and self.update is not None:
                 done = await self._send_linked(result, customer, link)

@@ -97,7 +97,7 @@ class RecordResult:
     transient: bool = False
     auth_error: KlaviyoSyncError | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
-    prerequisites: list["RecordResult"] = field(default_factory=list)
+    prerequisites: list[RecordResult] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
 
     def log(self, flow: str, message: str, *, level: str = "error", detail: str | None = None,

@@ -39,9 +39,10 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from engine.catalog import ERROR_CALLING_KLAVIYO
@@ -115,7 +116,7 @@ class InboundFlow:
         self.error: KlaviyoSyncError | None = None
         self.stopped = False
         self._recent: dict[str, datetime] = {}
-        self._recent_from = datetime.max.replace(tzinfo=timezone.utc)
+        self._recent_from = datetime.max.replace(tzinfo=UTC)
         self.ranges_read = 0  # ranges of the last poll, and the most read at once
         self.most_at_once = 0
         self._stop = threading.Event()
@@ -162,7 +163,7 @@ class InboundFlow:
             self.summary.note(f"resuming the {len(ranges)} ranges of an unfinished poll")
         elif ranges[0].lo is not None:
             self.summary.note(f"profiles updated after {format_time(ranges[0].lo)}")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         # A profile changed during the poll can come twice, in an older range and the newest;
         # the newer change handled first must not be overwritten by the older (kept in memory:
         # Klaviyo returns each profile's current state, so an old one is never fetched again).
@@ -204,7 +205,8 @@ class InboundFlow:
         client keeps in flight for the profiles' tier (its rate times the measured latency)."""
         if self.parallel is not None:
             return max(1, self.parallel)
-        return max(1, self.client.inflight_limit(PROFILES_TIER))
+        limit: int = self.client.inflight_limit(PROFILES_TIER)
+        return max(1, limit)
 
     def _start_chains(self, cursor: PollCursor, chains: dict[PollRange, _Chain],
                       queue: asyncio.Queue[tuple[PollRange, Any]], now: datetime) -> None:
@@ -221,10 +223,10 @@ class InboundFlow:
             if rng not in chains and len(chains) < want:
                 start(rng)
         while len(chains) < want:
-            rng = cursor.splittable(now, chains)
-            if rng is None:
+            wide = cursor.splittable(now, chains)
+            if wide is None:
                 return
-            added = cursor.split(rng, want - len(chains) + 1, now)
+            added = cursor.split(wide, want - len(chains) + 1, now)
             if not added:
                 return
             for new in added:
@@ -348,8 +350,8 @@ class InboundFlow:
                 self._log_klaviyo(KlaviyoError(unexpected_failure(exc), location=Location(record_id=pid)), pid)
                 continue
             if resource is None:
-                self._quietly(lambda: self.hub.errors.log(
-                    INBOUND_FLOW, f"profile {pid} no longer exists in Klaviyo; it is not retried",
+                self._quietly(partial(
+                    self.hub.errors.log, INBOUND_FLOW, f"profile {pid} no longer exists in Klaviyo; it is not retried",
                     level="warning", entity="Customer", klaviyo_id=pid, code="I003"))
                 self.summary.warnings += 1
                 cursor.retry.remove(pid)
@@ -442,7 +444,7 @@ class InboundFlow:
                                        f"expected shape ({_shape(resource)})", location=Location(record_id=pid))
         except KlaviyoSyncError as exc:
             if is_auth_failure(exc):
-                err = auth_stop_error(exc, f"profile {pid} was not synced")
+                err: KlaviyoSyncError = auth_stop_error(exc, f"profile {pid} was not synced")
                 self.hub.errors.log(INBOUND_FLOW, err.message, entity="Customer", klaviyo_id=pid, code=err.code,
                                     detail=err.detail)
                 self.summary.errors += 1

@@ -297,7 +297,7 @@ class Outbound:
                     self.hub.release_change(change, delay=RETRY_DELAY * attempt, failed=True)
         return final or change is None
 
-    def stop_error(self, report: "OutboundReport", left: str) -> None:
+    def stop_error(self, report: OutboundReport, left: str) -> None:
         """Log the one error of a run stopped by refused credentials and put it on the report."""
         assert self.auth_error is not None
         err = auth_stop_error(self.auth_error, left)
@@ -362,7 +362,7 @@ async def dispatch(settings: Settings, hub: Any, client: KlaviyoClient, collecti
         # only (ids of dropped results may be reused)
         committed: set[int] = set()
         counted = set()
-        for change, result in zip(changes, results):
+        for change, result in zip(changes, results, strict=True):
             if result.stopped_by is not None:
                 returned += 1
                 flows.commit(result, change, committed)

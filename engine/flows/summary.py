@@ -47,7 +47,7 @@ class RunSummary:
         if text not in self.notes:
             self.notes.append(text)
 
-    def finish(self, calls: dict[str, int] | None = None) -> "RunSummary":
+    def finish(self, calls: dict[str, int] | None = None) -> RunSummary:
         self.finished = time.monotonic()
         if calls:
             self.calls = dict(calls)
@@ -80,6 +80,7 @@ class RunSummary:
         out.append(f"  warnings: {self.warnings}, errors: {self.errors}")
         if self.calls:
             total = sum(v for k, v in self.calls.items() if k != "retries")
-            out.append(f"  Klaviyo calls: {total} (" + ", ".join(f"{k} {v}" for k, v in sorted(self.calls.items())) + ")")
+            calls = ", ".join(f"{k} {v}" for k, v in sorted(self.calls.items()))
+            out.append(f"  Klaviyo calls: {total} ({calls})")
         out.extend(f"  note: {n}" for n in self.notes)
         return out

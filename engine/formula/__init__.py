@@ -22,12 +22,12 @@ Glossary:
 from __future__ import annotations
 
 import ast
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from engine.errors import FormulaError, FormulaRuntimeError, KlaviyoSyncError
 from engine.formula.check import MUTATING_METHODS, check
 from engine.formula.evaluator import Fault, compile_tree
-from engine.formula.helpers import _parse_path
 from engine.formula.guards import (
     CONTAINERS,
     Budget,
@@ -38,6 +38,7 @@ from engine.formula.guards import (
     shorten,
     shorten_text,
 )
+from engine.formula.helpers import _parse_path
 
 __all__ = ["FormulaEngine", "CompiledFormula", "Limits", "path_of", "shorten"]
 
@@ -134,7 +135,7 @@ class CompiledFormula:
                  "_read", "_merged", "_pure", "_body", "read_path")
 
     def __init__(self, source: str, kind: str, tree: ast.Module, names: frozenset[str],
-                 functions: frozenset[str], engine: "FormulaEngine", is_expression: bool,
+                 functions: frozenset[str], engine: FormulaEngine, is_expression: bool,
                  mutates: bool, loops: bool) -> None:
         self.source = source
         self.kind = kind
@@ -216,7 +217,7 @@ class CompiledFormula:
     def _error(self, exc: BaseException, node: ast.AST | None) -> KlaviyoSyncError:
         line = getattr(node, "lineno", None)
         column = getattr(node, "col_offset", -1) + 1 if line is not None else None
-        where = f" in `{_snippet(self.source, node)}`" if line is not None else ""
+        where = f" in `{_snippet(self.source, node)}`" if node is not None and line is not None else ""
         if isinstance(exc, KlaviyoSyncError):
             err = exc
             if isinstance(exc, FormulaError) and where and where not in exc.message:
@@ -275,8 +276,9 @@ class FormulaEngine:
             fn = table.get(name)
             if fn is None or getattr(fn, "_costed", False):
                 continue
+            helper: Callable[..., Any] = fn
 
-            def costed(*args: Any, _fn: Callable[..., Any] = fn, **kwargs: Any) -> Any:
+            def costed(*args: Any, _fn: Callable[..., Any] = helper, **kwargs: Any) -> Any:
                 for a in args:
                     text_check(a)
                 return _fn(*args, **kwargs)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Collection
 
 from engine.errors import FormulaSyntaxError
 
@@ -108,7 +108,7 @@ def refuse(code: str, message: str, node: ast.AST | None) -> FormulaSyntaxError:
     ``__class__``), which is what the user has to change.
     """
     err = FormulaSyntaxError(message, code=code)
-    if node is not None and hasattr(node, "lineno"):
+    if node is not None and hasattr(node, "lineno") and hasattr(node, "col_offset"):
         err.formula_line = node.lineno
         err.formula_column = node.col_offset + 1
         if isinstance(node, ast.Attribute) and node.end_lineno == node.lineno:
@@ -221,7 +221,7 @@ class _Checker(ast.NodeVisitor):
         self.visit(node.value)
 
     def visit_Dict(self, node: ast.Dict) -> None:
-        for key, value in zip(node.keys, node.values):
+        for key, value in zip(node.keys, node.values, strict=True):
             if key is None:
                 raise refuse("F009", "'**' unpacking in a dict display is not allowed", value)
         self.generic_visit(node)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import ast
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from asteval import Interpreter
 
@@ -168,7 +169,7 @@ class _Interp(Interpreter):  # type: ignore[misc]
         compares = self._compares
         if len(node.ops) == 1:
             return compares[type(node.ops[0])](left, self.run(node.comparators[0]))
-        for op, comparator in zip(node.ops, node.comparators):
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
             right = self.run(comparator)
             if not compares[type(op)](left, right):
                 return False
@@ -181,7 +182,8 @@ class _Interp(Interpreter):  # type: ignore[misc]
     def on_call(self, node: ast.Call) -> Any:
         run = self.run
         args = [run(a) for a in node.args]
-        kwargs = {k.arg: run(k.value) for k in node.keywords} if node.keywords else {}
+        # check.py refuses ``**`` (F009), so every keyword has a name
+        kwargs = {k.arg: run(k.value) for k in node.keywords if k.arg is not None} if node.keywords else {}
         func = node.func
         if type(func) is ast.Attribute:
             out = self.g.call_method(run(func.value), func.attr, tuple(args), kwargs)
@@ -223,7 +225,7 @@ class _Interp(Interpreter):  # type: ignore[misc]
     def on_dict(self, node: ast.Dict) -> dict[Any, Any]:
         run = self.run
         out: dict[Any, Any] = {}
-        for k, v in zip(node.keys, node.values):
+        for k, v in zip(node.keys, node.values, strict=True):
             key = run(k)
             if type(key) is tuple:
                 self.g.key_check(key)
@@ -349,7 +351,7 @@ class _Interp(Interpreter):  # type: ignore[misc]
             items = list(self.g.materialise(val))
             if len(items) != len(node.elts):
                 raise ValueError(f"expected {len(node.elts)} values to unpack, got {len(items)}")
-            for target, item in zip(node.elts, items):
+            for target, item in zip(node.elts, items, strict=True):
                 self.node_assign(target, item)
         else:
             raise SyntaxError("assignment to this target is not allowed")

@@ -30,10 +30,11 @@ import operator
 import re
 import reprlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from itertools import islice
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from engine.errors import FormulaLimitError, FormulaRuntimeError
 from engine.formula.check import (
@@ -218,7 +219,7 @@ class Guards:
 
         def pow_(a: Any, b: Any) -> Any:
             if isinstance(b, (int, float, Decimal)):
-                if abs(b) > L.max_exponent:
+                if b > L.max_exponent or b < -L.max_exponent:
                     raise limit_error("F204", f"exponent {shorten(b)} is above the limit "
                                               f"{L.max_exponent}")
                 if isinstance(a, int) and isinstance(b, int) and b > 0:
@@ -389,6 +390,7 @@ class Guards:
         The method is taken from the base type (``str``, ``dict``, ...), never from ``obj``,
         so a subclass cannot substitute its own.
         """
+        base: type[Any]
         if isinstance(obj, str):
             base, allowed = str, STR_METHODS
         elif isinstance(obj, dict):

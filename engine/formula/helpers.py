@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from functools import lru_cache
+from collections.abc import Callable, Hashable
 from contextvars import ContextVar
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Generic, Hashable, Protocol, TypeVar
+from functools import lru_cache
+from typing import Any, Generic, Protocol, TypeVar
 
 import phonenumbers
 import pycountry
@@ -369,7 +370,7 @@ def lower(value: Any) -> Any:
 
 def now_utc() -> str:
     """The current UTC time as ISO 8601 with seconds: ``"2024-05-01T12:00:00+00:00"``."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def iso_date(value: Any) -> str | None:
@@ -423,7 +424,8 @@ def get_customer_id_by_email(email: str) -> str | None:
 
 
 HELPERS: dict[str, Callable[..., Any]] = {
-    "get": get, "e164": e164, "is_blank": is_blank, "present": present, "join_ids": join_ids, "coalesce": coalesce, "to_str": to_str,
+    "get": get, "e164": e164, "is_blank": is_blank, "present": present, "join_ids": join_ids, "coalesce": coalesce,
+    "to_str": to_str,
     "to_int": to_int, "to_float": to_float, "to_decimal": to_decimal, "to_bool": to_bool,
     "trim": trim, "upper": upper, "lower": lower, "now_utc": now_utc, "iso_date": iso_date,
     "get_external_id": get_external_id, "get_customer_id_by_email": get_customer_id_by_email,

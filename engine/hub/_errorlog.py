@@ -12,6 +12,7 @@ block: an entry written inside a block that then rolls back goes with it.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -107,7 +108,7 @@ class ErrorLog:
         where, args = _where(flow, level, code, record, text, unresolved_only)
         return int(self._hub._conn.execute(f"SELECT COUNT(*) FROM error_log{where}", args).fetchone()[0])
 
-    def facets(self) -> dict[str, list[str]]:
+    def facets(self) -> dict[str, builtins.list[str]]:
         """The flows and codes present in the log (for filter menus)."""
         conn = self._hub._conn
         return {"flows": [r[0] for r in conn.execute("SELECT DISTINCT flow FROM error_log ORDER BY flow")],
@@ -115,7 +116,7 @@ class ErrorLog:
                     "SELECT DISTINCT code FROM error_log WHERE code IS NOT NULL ORDER BY code")]}
 
     def for_record(self, entity: str, hub_id: int, klaviyo_id: str | None = None, *,
-                   limit: int = 200) -> list[dict[str, Any]]:
+                   limit: int = 200) -> builtins.list[dict[str, Any]]:
         """Entries newest first about one hub record, or about its Klaviyo id."""
         rows = self._hub._conn.execute(
             "SELECT * FROM error_log WHERE (entity = ? AND hub_id = ?) OR (klaviyo_id IS NOT NULL AND klaviyo_id = ?)"

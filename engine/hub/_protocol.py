@@ -39,6 +39,7 @@ Contract every implementation keeps:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -123,12 +124,12 @@ class ErrorLogStore(Protocol):
         """How many entries ``list`` gives with the same filters and no limit."""
         ...
 
-    def facets(self) -> dict[str, list[str]]:
+    def facets(self) -> dict[str, builtins.list[str]]:
         """The flows and codes present in the log."""
         ...
 
     def for_record(self, entity: str, hub_id: int, klaviyo_id: str | None = None, *,
-                   limit: int = 200) -> list[Record]:
+                   limit: int = 200) -> builtins.list[Record]:
         """Entries newest first about one hub record, or about its Klaviyo id."""
         ...
 

@@ -213,7 +213,8 @@ def _plainly_storable(value: Any, types: tuple[type, ...], key: str) -> bool:
     if cls not in types:
         return False
     if cls is int:
-        return (1 if key in ID_FIELDS else SQLITE_MIN) <= value <= SQLITE_MAX
+        number: int = value
+        return (1 if key in ID_FIELDS else SQLITE_MIN) <= number <= SQLITE_MAX
     if cls is dict:
         return all(type(k) is str and _plain_scalar(k) and _plain_scalar(v) for k, v in value.items())
     return _plain_scalar(value)
@@ -225,7 +226,8 @@ def _plain_scalar(value: Any) -> bool:
     if cls is str:
         return value.isascii() or not _SURROGATE.search(value)
     if cls is int:
-        return SQLITE_MIN <= value <= SQLITE_MAX
+        number: int = value
+        return SQLITE_MIN <= number <= SQLITE_MAX
     if cls is float:
         return math.isfinite(value)
     return value is None or cls is bool

@@ -18,17 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 from engine import catalog
-from engine.formula.helpers import e164
 from engine.errors import EmailExistsError, HubFileError, HubLockedError, HubNotFoundError, HubRecordError, Location
+from engine.formula.helpers import e164
 from engine.hub._errorlog import ErrorLog
 from engine.hub._migrations import migrate
 from engine.hub._records import address_key, check_address, check_customer
 from engine.hub._state import StateMixin
 from engine.hub._transactions import TransactionsMixin
-from engine.hub._util import dumps as _json
-from engine.hub._util import utc_now
+from engine.hub._util import dumps as _json, utc_now
 
 _CUSTOMER_COLUMNS = {
     "EmailAddress": "email",
@@ -390,7 +388,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         return None if row is None else int(row[0])
 
     def _require_customer_row(self, customer_id: int) -> sqlite3.Row:
-        row = self._conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)).fetchone()
+        row: sqlite3.Row | None = self._conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)).fetchone()
         if row is None:
             raise HubNotFoundError(f"no Customer with Id {customer_id}", location=Location(record_id=str(customer_id)))
         return row
@@ -414,7 +412,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
     def _insert_customer(self, record: Mapping[str, Any], *, free: bool = False) -> int:
         """Insert a new Customer with its Addresses; ``free``: the record has no Id and the
         caller has just found its email unused, so it is not looked up again."""
-        record_id = record.get("Id")
+        record_id: Any = record.get("Id")
         if not free:
             if record_id is not None and self._conn.execute(
                 "SELECT 1 FROM customers WHERE id = ?", (record_id,)

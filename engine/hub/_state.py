@@ -292,7 +292,8 @@ class StateMixin:
 
     def counts(self) -> dict[str, int]:
         """Row counts for ``status``: records, links, queue, unresolved errors and warnings."""
-        one = lambda sql: int(self._conn.execute(sql).fetchone()[0])  # noqa: E731
+        def one(sql: str) -> int:
+            return int(self._conn.execute(sql).fetchone()[0])
         return {
             "customers": one("SELECT COUNT(*) FROM customers"),
             "addresses": one("SELECT COUNT(*) FROM customer_addresses"),

@@ -71,7 +71,7 @@ class TransactionsMixin:
         owner = self._conn.execute(
             "SELECT id FROM transactions WHERE transaction_number = ?", (number,)
         ).fetchone()
-        record_id = record.get("Id")
+        record_id: Any = record.get("Id")
         if record_id is not None and owner is not None and owner[0] != record_id:
             raise HubRecordError(
                 f"Transaction number {number!r} already belongs to Transaction {owner[0]}",

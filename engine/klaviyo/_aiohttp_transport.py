@@ -61,7 +61,7 @@ class _Body(httpx.AsyncByteStream):
         try:
             async for chunk in self._response.content.iter_chunked(CHUNK):
                 yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _translate(exc, self._request, reading=True) from None
 
     async def aclose(self) -> None:
@@ -95,7 +95,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response = await session.request(request.method, str(request.url), headers=headers,
                                              data=body, allow_redirects=False, timeout=_timeout(request),
                                              compress=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _translate(exc, request, reading=False) from None
         return httpx.Response(
             response.status,

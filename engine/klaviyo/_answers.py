@@ -43,7 +43,7 @@ class Malformed(ValueError):
 
 def is_json_type(response: httpx.Response) -> bool:
     """Whether the answer says it is JSON (``application/json``, ``application/vnd.api+json``, ``*+json``)."""
-    ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype: str = response.headers.get("content-type", "").split(";")[0].strip().lower()
     return ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json"))
 
 

@@ -16,7 +16,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,8 +71,8 @@ def _seconds(raw: str) -> float | None:
         except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        value = (when - datetime.now(timezone.utc)).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        value = (when - datetime.now(UTC)).total_seconds()
     if math.isnan(value) or value <= 0:
         return None
     return value
@@ -142,7 +142,8 @@ def api_error(response: httpx.Response, secrets: Iterable[str | None] = ()) -> K
     if err is not None:
         detail = _cut(str(err.get("detail") or err.get("title") or response.reason_phrase or "no detail"))
         code = err.get("code") if isinstance(err.get("code"), str) else None
-        source = err.get("source") if isinstance(err.get("source"), dict) else {}
+        source = err.get("source")
+        source = source if isinstance(source, dict) else {}
         pointer = source.get("pointer") or source.get("parameter")
         pointer = _cut(str(pointer), 100) if pointer else None
     else:
@@ -246,5 +247,6 @@ def connection_error(exc: BaseException | str, secrets: Iterable[str | None] = (
     return KlaviyoConnectionError(_cut(redact(f"{KLAVIYO_CONNECTION_ERROR}: {detail}", secrets), 500))
 
 
-__all__ = ["PERMISSION_DENIED", "SNIPPET", "OAuthRefreshError", "OAuthReauthorizationError", "api_error", "auth_failure", "connection_error", "parse_retry_after", "redact", "redirect_error", "snippet",
+__all__ = ["PERMISSION_DENIED", "SNIPPET", "OAuthRefreshError", "OAuthReauthorizationError", "api_error",
+           "auth_failure", "connection_error", "parse_retry_after", "redact", "redirect_error", "snippet",
            "unexpected_answer", "url_password"]

@@ -4,8 +4,8 @@ Contract of :meth:`Requester.send`: one logical operation, possibly several
 HTTP attempts.  Each attempt first waits for an in-flight slot of the endpoint's
 tier (:class:`~engine.klaviyo.ratelimit.InFlight`: as many as the tier's steady rate
 times the measured latency needs, at most ``max_concurrency``), then takes budget
-from the shared :class:`~engine.klaviyo.ratelimit.RateBudget` right before sending.  An attempt has an overall ``deadline``
-(request sent and whole answer read; httpx's own ``timeout`` only bounds each
+from the shared :class:`~engine.klaviyo.ratelimit.RateBudget` right before sending.  An attempt has an
+overall ``deadline`` (request sent and whole answer read; httpx's own ``timeout`` only bounds each
 read) and a ``max_response_bytes`` limit counted while the body streams in.
 Redirects are never followed.  Outcomes:
 
@@ -183,7 +183,7 @@ class Requester:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with ±50 % jitter for retry number ``attempt`` (1-based)."""
-        base = min(self.backoff_base * (2 ** (attempt - 1)), self.backoff_max)
+        base: float = min(self.backoff_base * (2 ** (attempt - 1)), self.backoff_max)
         return base * (0.5 + self._rng.random())
 
     async def _attempt(self, method: str, path: str, params: dict[str, Any] | None, content: bytes | None,

@@ -2,8 +2,8 @@
 
 Seam contract: the client owns one httpx transport (pass ``transport=`` to
 inject ``httpx.MockTransport`` in unit tests, or point ``base_url`` at the local
-sandbox for integration tests), driven by :class:`~engine.klaviyo._transport.HttpSender`.  Each public coroutine is one *operation*; it
-sends the revision's path style and content type, authenticates with a private
+sandbox for integration tests), driven by :class:`~engine.klaviyo._transport.HttpSender`.  Each public
+coroutine is one *operation*; it sends the revision's path style and content type, authenticates with a private
 key (``Klaviyo-API-Key``) or an OAuth :class:`TokenSource` (``Bearer``), stays
 inside the shared per-tier rate budget and retries transient failures (see
 :mod:`engine.klaviyo._transport`).  Klaviyo rejections raise
@@ -30,8 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from engine.errors import KlaviyoApiError
 from engine._version import __version__
+from engine.errors import KlaviyoApiError
 from engine.klaviyo import revision as rev
 from engine.klaviyo._aiohttp_transport import AiohttpTransport
 from engine.klaviyo._answers import EMPTY, ERRORS, PAGE, RESOURCE, Answer
@@ -141,7 +141,7 @@ class KlaviyoClient:
         return rev.supports(self.revision, capability)
 
     def inflight_limit(self, tier: str) -> int:
-        """Requests of ``tier`` worth having in flight now: the tier's steady rate times the
+        """Requests of ``tier`` worth having in flight now: the tier's burst rate times the
         measured latency, with headroom, at most ``max_concurrency`` (:class:`~.ratelimit.InFlight`)."""
         return self._req.slot(tier).limit
 
@@ -280,7 +280,8 @@ class KlaviyoClient:
         self, *, email: str | None = None, phone_number: str | None = None, external_id: str | None = None
     ) -> list[dict[str, Any]]:
         """Profiles whose email / phone number / external id equals the value given (one of them)."""
-        given = [(k, v) for k, v in (("email", email), ("phone_number", phone_number), ("external_id", external_id)) if v]
+        given = [(k, v) for k, v in (("email", email), ("phone_number", phone_number), ("external_id", external_id))
+                 if v]
         if len(given) != 1:
             raise ValueError("find_profiles needs exactly one of email=, phone_number=, external_id=")
         field, value = given[0]

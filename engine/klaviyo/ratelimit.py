@@ -204,7 +204,7 @@ class InFlight:
                 self.active += 1
                 fut.set_result(None)
 
-    async def __aenter__(self) -> "InFlight":
+    async def __aenter__(self) -> InFlight:
         if not self._waiters and self.active < self.limit:
             self.active += 1
             return self

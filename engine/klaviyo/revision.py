@@ -143,7 +143,7 @@ def support(revision: str | None, today: datetime.date | None = None) -> Support
     entry = known(rev)
     if entry is None:
         return SupportStatus(rev, "unknown", None, None)
-    day = today or datetime.datetime.now(datetime.timezone.utc).date()
+    day = today or datetime.datetime.now(datetime.UTC).date()
     state = "retired" if day >= entry.retired else "deprecated" if day >= entry.deprecated else "stable"
     return SupportStatus(rev, state, entry.deprecated, entry.retired)
 

@@ -26,7 +26,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from engine.errors import Location
@@ -67,7 +67,7 @@ def _spec_revision(revision: str | None) -> str:
     return spec_revision_for(rev.normalize(revision) if revision else rev.DEFAULT_REVISION)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(spec_revision: str) -> dict[tuple[str, str], tuple[str, ...]]:
     """``{(METHOD, template without slash, params as {}): scopes as written}`` of one spec."""
     from engine.sandbox._spec import SPEC_DIR, SPEC_FILES
@@ -91,7 +91,7 @@ def _shape(path: str) -> str:
     return _PARAM.sub("{}", path.rstrip("/") or "/")
 
 
-@lru_cache(maxsize=None)
+@cache
 def vocabulary() -> frozenset[str]:
     """Every scope name the newest shipped spec uses."""
     return frozenset(s for scopes in _table(rev.LATEST_REVISION).values() for s in scopes)

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 _TOKEN = re.compile(
@@ -43,7 +43,7 @@ def parse_datetime(text: str) -> datetime:
     if t.endswith("Z"):
         t = t[:-1] + "+00:00"
     dt = datetime.fromisoformat(t)
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -123,12 +123,15 @@ def parse(text: str, allowed: Mapping[str, set[str]], datetimes: Collection[str]
         if i < len(toks):
             expect("punct", ",")
         if field not in allowed:
-            raise FilterError(f"'{field}' is not a valid field for the resource. Allowed fields: {', '.join(sorted(allowed))}")
+            raise FilterError(f"'{field}' is not a valid field for the resource. "
+                              f"Allowed fields: {', '.join(sorted(allowed))}")
         if op not in allowed[field]:
-            raise FilterError(f"Operator '{op}' is not allowed for field '{field}'. Allowed: {', '.join(sorted(allowed[field]))}")
+            raise FilterError(f"Operator '{op}' is not allowed for field '{field}'. "
+                              f"Allowed: {', '.join(sorted(allowed[field]))}")
         if op == "any" and not isinstance(value, list):
             raise FilterError(f"Operator 'any' needs a list value for field '{field}'")
-        if field in datetimes and not all(isinstance(v, datetime) for v in (value if isinstance(value, list) else [value])):
+        if field in datetimes and not all(isinstance(v, datetime)
+                                          for v in (value if isinstance(value, list) else [value])):
             shown = json.dumps(value) if isinstance(value, str) else repr(value)
             raise FilterError(
                 f"Invalid filter: '{field}' takes a datetime, not {shown}; write it unquoted in ISO 8601, "

@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Awaitable, Callable, Collection
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
-
-from datetime import datetime, timezone
 
 from aiohttp import web
 
 from engine.klaviyo import revision as rev
 from engine.sandbox import _filters as flt
 from engine.sandbox._render import (
-    BODY_KEY, REVISION_KEY,
-    additional_fields, body_response, event_resource, included, list_resource, metric_resource, page_size,
-    page_of, paginate, profile_lists, profile_resource, sort_keyed,
+    BODY_KEY,
+    REVISION_KEY,
+    additional_fields,
+    body_response,
+    event_resource,
+    included,
+    list_resource,
+    metric_resource,
+    page_of,
+    page_size,
+    paginate,
+    profile_lists,
+    profile_resource,
+    sort_keyed,
 )
 from engine.sandbox._spec import spec_revision_for
 from engine.sandbox._state import SandboxState, invalid, not_found
@@ -49,7 +60,8 @@ MEMBER_FILTERS = {
     "email": {"any", "equals"}, "phone_number": {"any", "equals"}, "push_token": {"any", "equals"},
     "_kx": {"equals"}, "joined_group_at": _RANGE,
 }
-LIST_FILTERS = {"name": {"any", "equals"}, "id": {"any", "equals"}, "created": {"greater-than"}, "updated": {"greater-than"}}
+LIST_FILTERS = {"name": {"any", "equals"}, "id": {"any", "equals"}, "created": {"greater-than"},
+                "updated": {"greater-than"}}
 LIST_SORTS = {"id", "created", "updated", "name"}
 EVENT_FILTERS = {"metric_id": {"equals"}, "profile_id": {"equals"}, "datetime": _RANGE, "timestamp": _RANGE}
 METRIC_FILTERS = {"integration.name": {"equals"}, "integration.category": {"equals"}}
@@ -114,8 +126,10 @@ def _suppressed(p: dict[str, Any], conds: list[flt.Condition]) -> bool:
     if not conds:
         return True
     group = SUPPRESSION if conds[0].field.startswith(SUPPRESSION) else LIST_SUPPRESSION
-    return any(flt.matches(conds, lambda f, e=e: _entry_value(e, f.removeprefix(group)))
-               for e in _suppressions(p, group))
+
+    def value(e: dict[str, Any], f: str) -> Any:
+        return _entry_value(e, f.removeprefix(group))
+    return any(flt.matches(conds, partial(value, e)) for e in _suppressions(p, group))
 
 
 def _suppression_time(p: dict[str, Any], field: str, conds: list[flt.Condition]) -> Any:
@@ -135,7 +149,8 @@ def _lower(v: Any) -> Any:
 
 
 def _data(request: web.Request) -> dict[str, Any]:
-    return request[BODY_KEY]["data"]
+    data: dict[str, Any] = request[BODY_KEY]["data"]
+    return data
 
 
 # -- profiles ------------------------------------------------------------------------
@@ -190,7 +205,8 @@ class _Updated:
         return len(self.items)
 
     def __getitem__(self, i: int) -> datetime:
-        return self.items[i]["updated"]
+        when: datetime = self.items[i]["updated"]
+        return when
 
 
 def _updated_range(items: list[dict[str, Any]], conds: list[flt.Condition]) -> tuple[int, int]:
@@ -263,7 +279,7 @@ async def get_lists(request: web.Request) -> web.Response:
     field, descending = _sort(request, LIST_SORTS, "id", "lists")
     with state.lock:
         items = [lst for lst in state.lists.values()
-                 if flt.matches(conds, lambda f, lst=lst: lst.get(f))]
+                 if flt.matches(conds, lst.get)]
     page, links = paginate(request, items, sort_value=lambda x: x[field], descending=descending,
                            page_size=page_size(request, 10, 10))
     body: dict[str, Any] = {"data": [list_resource(request, x) for x in page], "links": links}
@@ -306,6 +322,10 @@ async def remove_list_members(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _member_field(p: dict[str, Any], at: Any, f: str) -> Any:
+    return at if f == "joined_group_at" else SandboxState.profile_field(p, f)
+
+
 def _members(request: web.Request) -> tuple[list[dict[str, Any]], bool]:
     """The list's members matching the request's filter (``{"id", "profile", "joined"}``) and the sort order."""
     state = _state(request)
@@ -318,8 +338,7 @@ def _members(request: web.Request) -> tuple[list[dict[str, Any]], bool]:
             p = state.profiles.get(pid)
             if p is None:
                 continue
-            if conds and not flt.matches(
-                    conds, lambda f, p=p, at=at: at if f == "joined_group_at" else SandboxState.profile_field(p, f)):
+            if conds and not flt.matches(conds, partial(_member_field, p, at)):
                 continue
             items.append({"id": pid, "profile": p, "joined": at})
     return items, descending
@@ -349,8 +368,10 @@ async def get_list_profiles(request: web.Request) -> web.Response:
 def _event_profile(state: SandboxState, prof: dict[str, Any]) -> dict[str, Any]:
     pattrs = dict(prof.get("attributes") or {})
     pattrs.pop("meta", None)
-    if not prof.get("id") and not any(pattrs.get(k) for k in ("email", "phone_number", "external_id", "anonymous_id", "_kx")):
-        raise invalid("An identifier (id, email, phone_number, external_id or anonymous_id) is required for the profile.",
+    if not prof.get("id") and not any(pattrs.get(k)
+                                      for k in ("email", "phone_number", "external_id", "anonymous_id", "_kx")):
+        raise invalid("An identifier (id, email, phone_number, external_id or anonymous_id) "
+                      "is required for the profile.",
                       pointer="/data/attributes/profile/data/attributes")
     return state.resolve_profile(prof.get("id"), pattrs)
 
@@ -370,7 +391,7 @@ def _event_time(state: SandboxState, raw: Any, revision: str, pointer: str) -> d
         ceiling = now.replace(year=now.year + 1)
     except ValueError:  # 29 February
         ceiling = now.replace(year=now.year + 1, day=28)
-    if when < datetime(floor_year, 1, 1, tzinfo=timezone.utc) or when > ceiling:
+    if when < datetime(floor_year, 1, 1, tzinfo=UTC) or when > ceiling:
         raise invalid(f"'{raw}' is not a valid time: the time must be after the year {floor_year} "
                       "and can only be up to 1 year in the future.", pointer=pointer + "/time")
     return when
@@ -388,7 +409,8 @@ def _checked(state: SandboxState, attrs: dict[str, Any], pointer: str, revision:
 def _record(state: SandboxState, profile: dict[str, Any], attrs: dict[str, Any],
             checked: tuple[str, datetime | None]) -> None:
     name, when = checked
-    state.record_event(profile, name, dict(attrs.get("properties") or {}), when, attrs.get("value"), attrs.get("unique_id"))
+    state.record_event(profile, name, dict(attrs.get("properties") or {}), when, attrs.get("value"),
+                       attrs.get("unique_id"))
 
 
 async def create_event(request: web.Request) -> web.Response:
@@ -411,9 +433,9 @@ async def bulk_create_events(request: web.Request) -> web.Response:
                              request[REVISION_KEY])
                     for j, ev in enumerate(entry["attributes"]["events"]["data"])]
                    for i, entry in enumerate(entries)]
-        for entry, entry_checked in zip(entries, checked):
+        for entry, entry_checked in zip(entries, checked, strict=True):
             profile = _event_profile(state, entry["attributes"]["profile"]["data"])
-            for ev, ev_checked in zip(entry["attributes"]["events"]["data"], entry_checked):
+            for ev, ev_checked in zip(entry["attributes"]["events"]["data"], entry_checked, strict=True):
                 _record(state, profile, ev["attributes"], ev_checked)
     return web.Response(status=202)
 
@@ -425,7 +447,7 @@ async def get_events(request: web.Request) -> web.Response:
     with state.lock:
         def getter(e: dict[str, Any], f: str) -> Any:
             return int(e["datetime"].timestamp()) if f == "timestamp" else e.get(f)
-        items = [e for e in state.events if flt.matches(conds, lambda f, e=e: getter(e, f))]
+        items = [e for e in state.events if flt.matches(conds, partial(getter, e))]
         page, links = paginate(request, items, sort_value=lambda e: e["datetime"],
                                descending=descending, page_size=page_size(request, 200, 1000))
         include = included(request)

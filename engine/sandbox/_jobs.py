@@ -40,7 +40,14 @@ from engine.klaviyo import revision as rev
 from engine.sandbox import _filters as flt
 from engine.sandbox._handlers import STATE_KEY, Handler, _attrs_and_patch, _conditions, _data, _state
 from engine.sandbox._render import (
-    REVISION_KEY, additional_fields, body_response, link, list_resource, page_size, paginate, profile_resource,
+    REVISION_KEY,
+    additional_fields,
+    body_response,
+    link,
+    list_resource,
+    page_size,
+    paginate,
+    profile_resource,
 )
 from engine.sandbox._state import SandboxApiError, SandboxState, invalid, iso, not_found
 
@@ -230,7 +237,7 @@ def _apply_unsubscribe(state: SandboxState, job: dict[str, Any], entry: dict[str
     chans = _channels(pattrs)
     lid = job.get("list_id")
     lst = state.lists.get(lid) if lid else None
-    if lst is not None and p["id"] in lst["members"]:
+    if lid and lst is not None and p["id"] in lst["members"]:
         state.change_members(lid, [p["id"]], add=False)
         if "email" in chans:
             now = state.clock()
@@ -333,7 +340,7 @@ def step(state: SandboxState, job: dict[str, Any], budget: int | None = None) ->
             if job["type"] == BULK_IMPORT:
                 attrs["started_at"] = now
         profiles = job["profiles"]
-        start = job["next"]
+        start: int = job["next"]
         end = len(profiles) if budget is None else min(len(profiles), start + max(budget, 1))
         joined: list[str] = []
         for i in range(start, end):
@@ -491,12 +498,13 @@ async def get_bulk_import_jobs(request: web.Request) -> web.Response:
     conds = _conditions(request, {"status": {"any", "equals"}})
     sort = request.query.get("sort", "created_at")
     if sort.lstrip("-") != "created_at":
-        raise invalid(f"'{sort}' is not a valid sort for profile-bulk-import-jobs. Valid choices: created_at, -created_at.",
+        raise invalid(f"'{sort}' is not a valid sort for profile-bulk-import-jobs. "
+                      "Valid choices: created_at, -created_at.",
                       parameter="sort")
     size = page_size(request, 20, 100)
     with state.lock:
         jobs = [j for j in state.jobs.values() if j.get("type") == BULK_IMPORT
-                and flt.matches(conds, lambda f, j=j: j["attributes"].get(f))]
+                and flt.matches(conds, j["attributes"].get)]
         page, links = paginate(request, jobs, sort_value=lambda j: j["attributes"]["created_at"],
                                descending=sort.startswith("-"), page_size=size)
         return body_response({"data": [_job_resource(request, j) for j in page], "links": _links(links)})

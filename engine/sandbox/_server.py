@@ -95,7 +95,7 @@ class SandboxOptions:
 
 ROUTE_META_KEY: web.AppKey[dict[str, dict[str, dict[str, Any]]]] = web.AppKey("route_meta", dict)
 #: the app's :class:`RateLimiter` (benchmarks read its window counts)
-LIMITER_KEY: web.AppKey["RateLimiter"] = web.AppKey("rate_limiter")
+LIMITER_KEY: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 
 AuthHook = Callable[[web.Request, SandboxOptions], Awaitable[str]]
 
@@ -240,19 +240,22 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
             try:
                 request[REVISION_KEY] = rev.normalize(revision)
             except ValueError:
-                raise invalid(f"Invalid revision '{revision}': expected YYYY-MM-DD[.suffix].", parameter="revision") from None
+                raise invalid(f"Invalid revision '{revision}': expected YYYY-MM-DD[.suffix].",
+                              parameter="revision") from None
             if not rev.is_known(revision):
                 raise unknown_revision(revision)
             account = await auth_ref()(request, options)
             route = request.match_info.route
-            meta = request.app[ROUTE_META_KEY].get(route.resource.canonical if route.resource else "", {}).get(request.method)
+            canonical = route.resource.canonical if route.resource else ""
+            meta = request.app[ROUTE_META_KEY].get(canonical, {}).get(request.method)
             if meta is not None and options.rate_limits:
                 wait, headers = limiter.check(account, meta["tier"], time.monotonic(), request[REVISION_KEY])
                 if wait is not None:
                     bump("429")
                     secs = max(1, math.ceil(wait))
                     err = SandboxApiError(429, "throttled", "Request was throttled.",
-                                          f"Request was throttled. Expected available in {secs} second{'s' if secs != 1 else ''}.",
+                                          "Request was throttled. "
+                                          f"Expected available in {secs} second{'s' if secs != 1 else ''}.",
                                           pointer="/data")
                     body = error_body(err)
                     body["errors"][0]["links"] = {"type": "https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling#rate-limits"}
@@ -281,7 +284,8 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
             err = SandboxApiError(404, "not_found", "Not found.", f"The path {request.path} was not found.")
             return body_response(error_body(err), 404)
         except web.HTTPMethodNotAllowed:
-            err = SandboxApiError(405, "method_not_allowed", "Method not allowed.", f'Method "{request.method}" not allowed.')
+            err = SandboxApiError(405, "method_not_allowed", "Method not allowed.",
+                                  f'Method "{request.method}" not allowed.')
             return body_response(error_body(err), 405)
 
     async def _read_body(request: web.Request, template: str) -> None:

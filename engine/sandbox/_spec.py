@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import re
 import threading
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import jsonschema
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
 from engine._shipped import shipped
@@ -62,13 +62,13 @@ class Spec:
         self.revision = spec_revision
         self.paths: dict[str, Any] = raw["paths"]
         doc = {"components": {"schemas": _to_json_schema(raw["components"]["schemas"])}}
-        self._registry: Registry = Registry().with_resource(_URI, Resource(contents=doc, specification=DRAFT7))
+        self._registry: Registry = Registry().with_resource(_URI, DRAFT7.create_resource(doc))
         self._validators: dict[tuple[str, str], jsonschema.Draft7Validator] = {}
 
     def operation(self, method: str, template: str) -> dict[str, Any] | None:
         """The spec's operation for ``template`` (written without trailing slash) and method."""
         for key in (template, template + "/"):
-            op = self.paths.get(key, {}).get(method.lower())
+            op: dict[str, Any] | None = self.paths.get(key, {}).get(method.lower())
             if op:
                 return op
         return None
@@ -76,8 +76,9 @@ class Spec:
     def _validator(self, method: str, template: str, op: dict[str, Any]) -> jsonschema.Draft7Validator | None:
         key = (method, template)
         if key not in self._validators:
-            content = (op.get("requestBody") or {}).get("content") or {}
-            schema = next(iter(content.values()), {}).get("schema")
+            content: dict[str, Any] = (op.get("requestBody") or {}).get("content") or {}
+            media: dict[str, Any] = next(iter(content.values()), {})
+            schema = media.get("schema")
             if schema is None:
                 return None
             schema = _to_json_schema(schema)
@@ -105,7 +106,8 @@ class Spec:
                 path = path.rstrip("/") + "/" + m.group(1)
                 detail = f"'{m.group(1)}' is a required field."
         elif err.validator == "enum":
-            detail = f"{json.dumps(err.instance)} is not a valid choice. Valid choices: {', '.join(map(str, err.validator_value))}."
+            detail = (f"{json.dumps(err.instance)} is not a valid choice. "
+                      f"Valid choices: {', '.join(map(str, err.validator_value))}.")
         elif err.validator == "type":
             detail = f"{json.dumps(err.instance)[:80]} is not of type {err.validator_value}."
         raise invalid(detail, pointer=path if path != "/" else "/data")
@@ -123,7 +125,8 @@ class Spec:
                 enum = (schema.get("items") or {}).get("enum")
                 for item in raw.split(","):
                     if enum and item not in enum:
-                        raise invalid(f"'{item}' is not a valid choice for '{name}'. Valid choices: {', '.join(enum)}.", parameter=name)
+                        raise invalid(f"'{item}' is not a valid choice for '{name}'. "
+                                      f"Valid choices: {', '.join(enum)}.", parameter=name)
             elif schema.get("type") == "integer":
                 try:
                     val = int(raw)
@@ -134,10 +137,11 @@ class Spec:
                         f"'{name}' must be between {schema.get('minimum')} and {schema.get('maximum')}.", parameter=name
                     )
             elif schema.get("enum") and raw not in schema["enum"]:
-                raise invalid(f"'{raw}' is not a valid choice for '{name}'. Valid choices: {', '.join(schema['enum'])}.", parameter=name)
+                raise invalid(f"'{raw}' is not a valid choice for '{name}'. "
+                              f"Valid choices: {', '.join(schema['enum'])}.", parameter=name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(spec_revision: str) -> Spec:
     return Spec(spec_revision)
 

@@ -20,7 +20,8 @@ import string
 import threading
 from collections.abc import Callable, Mapping
 from copy import deepcopy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def not_found(detail: str) -> SandboxApiError:
 
 def now_utc() -> datetime:
     """The current time truncated to the second, as Klaviyo stores it."""
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -92,7 +93,7 @@ def _when(value: Any, default: datetime | None) -> datetime | None:
         return default
     if isinstance(value, str):
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
     if not isinstance(value, datetime):
         raise TypeError(f"expected a date and time, got {type(value).__name__}")
     return value
@@ -180,7 +181,7 @@ class SandboxState:
     def _ulid(self) -> str:
         """A 26-character, time-ordered id like Klaviyo's profile ids."""
         self._counter += 1
-        ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+        ms = int(datetime.now(UTC).timestamp() * 1000)
         n = (ms << 80) | (self._counter << 40) | self._rng.getrandbits(40)
         return "".join(_CROCKFORD[(n >> (5 * i)) & 31] for i in reversed(range(26)))
 
@@ -333,13 +334,14 @@ class SandboxState:
             if dup is not None:
                 raise self.duplicate(dup)
             now = self.clock()
-            p = {"id": self._ulid(), "attributes": {"location": {}, "properties": {}}, "created": now,
+            p: dict[str, Any] = {"id": self._ulid(), "attributes": {"location": {}, "properties": {}}, "created": now,
                  "updated": now, "subscriptions": _default_subscriptions(), "last_event_date": None}
             self._apply(p, attrs, patch)
             self.profiles[p["id"]] = p
             return p
 
-    def update_profile(self, pid: str, attrs: Mapping[str, Any], patch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def update_profile(self, pid: str, attrs: Mapping[str, Any],
+                       patch: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Partial update; 404 for an unknown id, 409 when a new identifier belongs to another profile."""
         with self.lock:
             p = self.profiles.get(pid)
@@ -374,7 +376,8 @@ class SandboxState:
         with self.lock:
             if pid:
                 if pid not in self.profiles:
-                    raise invalid(f"A profile with id {pid} does not exist.", pointer="/data/attributes/profile/data/id")
+                    raise invalid(f"A profile with id {pid} does not exist.",
+                                  pointer="/data/attributes/profile/data/id")
                 p = self.profiles[pid]
                 if attrs:
                     self.update_profile(pid, {k: v for k, v in attrs.items() if k != "subscriptions"})
@@ -397,7 +400,7 @@ class SandboxState:
             if narrowed is not None:
                 ids = narrowed if ids is None else ids & narrowed
             pool = self.profiles.values() if ids is None else [self.profiles[i] for i in ids if i in self.profiles]
-            return [p for p in pool if matches(conds, lambda f, p=p: self.profile_field(p, f))]
+            return [p for p in pool if matches(conds, partial(self.profile_field, p))]
 
     def _candidates(self, conds: list[Condition]) -> set[str] | None:
         """The ids an ``equals``/``any`` condition on an identifier allows (None: no such condition)."""
@@ -504,7 +507,7 @@ class SandboxState:
             if mid is not None and mid in self.metrics:
                 return self.metrics[mid]
             now = self.clock()
-            m = {"id": self._short_id(), "name": name, "created": now, "updated": now}
+            m: dict[str, Any] = {"id": self._short_id(), "name": name, "created": now, "updated": now}
             self.metrics[m["id"]] = m
             self._metric_by_name[name] = m["id"]
             return m
@@ -544,8 +547,9 @@ class SandboxState:
                 return [conv(v) for v in x]
             return x
         with self.lock:
-            return conv({"profiles": self.profiles, "lists": self.lists, "metrics": self.metrics,
-                         "events": self.events, "jobs": self.jobs})
+            data: dict[str, Any] = conv({"profiles": self.profiles, "lists": self.lists, "metrics": self.metrics,
+                                         "events": self.events, "jobs": self.jobs})
+            return data
 
     def load_json(self, data: Mapping[str, Any]) -> None:
         """Replace the state with :meth:`to_json` output."""

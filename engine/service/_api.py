@@ -19,11 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from engine.errors import HubError, HubNotFoundError, HubRecordError, KlaviyoSyncError, Location
+from engine.errors import HubError, HubNotFoundError, HubRecordError, KlaviyoSyncError, Location, ServiceError
 from engine.hub import SqliteHub
-from engine.klaviyo import revision as rev
 from engine.hub._records import check_customer, check_transaction
-from engine.errors import ServiceError
+from engine.klaviyo import revision as rev
 from engine.service._queries import ErrorFilter, hub_status, record_view, search_errors
 from engine.service._runtime import Service
 
@@ -135,11 +134,13 @@ def _store(hub: SqliteHub, entity: str, items: list[dict[str, Any]], single: boo
             except HubError as err:
                 raise err.at(file=_where(single, i)) from None
             except sqlite3.IntegrityError as err:
-                raise HubRecordError(f"refused by the store: {err}", location=Location(file=_where(single, i))) from None
+                raise HubRecordError(f"refused by the store: {err}",
+                                     location=Location(file=_where(single, i))) from None
     return out
 
 
-async def _write(request: web.Request, kind: str, *, record_id: int | None = None, partial: bool = False) -> web.Response:
+async def _write(request: web.Request, kind: str, *, record_id: int | None = None,
+                 partial: bool = False) -> web.Response:
     svc = _service(request)
     entity, checker = _KINDS[kind]
     body = await read_json(request)
@@ -165,17 +166,17 @@ async def _write(request: web.Request, kind: str, *, record_id: int | None = Non
     queued = await svc.db(svc.hub_api.queue_length)
     if any(outcome != "unchanged" for _, outcome in stored):
         svc.wake_dispatch()
-    results = [{"record": await svc.db(_with_link, svc.hub_api, entity, rec), "outcome": outcome}
+    results: list[dict[str, Any]] = [{"record": await svc.db(_with_link, svc.hub_api, entity, rec), "outcome": outcome}
                for rec, outcome in stored] if single else \
         [{"Id": rec["Id"], "outcome": outcome} for rec, outcome in stored]
     created = all(outcome == "added" for _, outcome in stored)
-    data = results[0] if single else {"results": results}
+    data: dict[str, Any] = results[0] if single else {"results": results}
     data["queue_length"] = queued
     return ok(data, status=201 if created else 200)
 
 
 def _with_link(hub: SqliteHub, entity: str, record: dict[str, Any]) -> dict[str, Any]:
-    return {**record, "KlaviyoId": hub.get_klaviyo_id(entity, int(record["Id"]))}  # type: ignore[arg-type]
+    return {**record, "KlaviyoId": hub.get_klaviyo_id(entity, int(record["Id"]))}
 
 
 class _Many(KlaviyoSyncError):
@@ -230,7 +231,7 @@ async def get_transaction(request: web.Request) -> web.Response:
 
 def error_filter(query: Mapping[str, str]) -> ErrorFilter:
     level = query.get("level") or None
-    if level not in (None, "error", "warning"):
+    if level is not None and level not in ("error", "warning"):
         raise ServiceError(f"level must be error or warning, got {level[:40]!r}", code="V400")
     return ErrorFilter(flow=query.get("flow") or None, level=level, code=query.get("code") or None,
                        record=query.get("record") or None, text=query.get("q") or None,

@@ -14,8 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from engine.errors import Location
-from engine.errors import ServiceError
+from engine.errors import Location, ServiceError
 
 
 def lock_path(hub_path: Path) -> Path:

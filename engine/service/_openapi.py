@@ -159,7 +159,8 @@ def document() -> dict[str, Any]:
                                {"200": _answer("ready", obj), "503": _answer("not ready, with the reason", obj)},
                                secure=False)},
         "/metrics": {"get": _op("metrics", "Prometheus text format",
-                                {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                                {"200": {"description": "metrics",
+                                         "content": {"text/plain": {"schema": {"type": "string"}}}}},
                                 secure=False)},
         "/openapi.json": {"get": _op("openapi", "This document", {"200": _answer("OpenAPI 3.1", obj)}, secure=False)},
     }

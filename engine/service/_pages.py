@@ -22,10 +22,9 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from engine.errors import KlaviyoSyncError
+from engine.errors import KlaviyoSyncError, ServiceError
 from engine.flows.summary import OUTCOMES
 from engine.service import _api
-from engine.errors import ServiceError
 from engine.service._queries import error_facets, hub_status, record_view, search_errors
 from engine.service._security import SID_COOKIE, Guard
 

@@ -27,7 +27,8 @@ class ErrorFilter:
         return {k: v for k, v in asdict(self).items() if v not in (None, False, "")}
 
 
-def search_errors(hub: SqliteHub, flt: ErrorFilter, *, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+def search_errors(hub: SqliteHub, flt: ErrorFilter, *, limit: int = 50,
+                  offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Entries newest first matching ``flt``, one page of them, and how many match in all."""
     filters = {"flow": flt.flow, "level": flt.level, "code": flt.code, "record": flt.record, "text": flt.text,
                "unresolved_only": not flt.include_resolved}
@@ -55,7 +56,7 @@ def record_view(hub: SqliteHub, entity: str, hub_id: int) -> dict[str, Any] | No
     record = hub.get_customer(hub_id) if entity == "Customer" else hub.get_transaction(hub_id)
     if record is None:
         return None
-    link = hub.get_klaviyo_id(entity, hub_id)  # type: ignore[arg-type]
+    link = hub.get_klaviyo_id(entity, hub_id)
     links: dict[str, Any] = {"Klaviyo": link}
     if entity == "Transaction":
         for line in record.get("Lines") or []:

@@ -35,12 +35,11 @@ from typing import Any, TypeVar
 
 from engine.collection import CollectionSet, load_collections
 from engine.connect import TOKEN_SOURCES, open_client, open_hub
-from engine.errors import CollectionSetError, HubNotFoundError, Location
+from engine.errors import CollectionSetError, HubNotFoundError, Location, ServiceError
 from engine.flows import InboundFlow, OutboundReport, RunSummary, dispatch, push
 from engine.flows.inbound import POLL_FLOW
 from engine.flows.outbound import open_outbound_client
 from engine.hub import QueuedChange, SqliteHub
-from engine.errors import ServiceError
 from engine.settings import Settings
 
 T = TypeVar("T")
@@ -303,6 +302,7 @@ class Service:
             return {"entry": entry_id, "action": "poll", "ok": True, "resolved": []}
         newest = max((e["Id"] for e in self.hub_out.errors.list(limit=1)), default=0)
         inbound = entry["Flow"] in self.inbound_titles or entry["Flow"] == "Klaviyo Profile TO Hub"
+        same: Callable[[dict[str, Any]], bool]
         if inbound and entry["KlaviyoId"]:
             out = await self.pull(entry["KlaviyoId"])
             ok = bool(out["ok"])

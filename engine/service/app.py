@@ -32,14 +32,14 @@ from engine.errors import (
     KlaviyoSyncError,
     Location,
     ProfileNotFoundError,
+    ServiceError,
 )
 from engine.service import _api, _pages
-from engine.errors import ServiceError
 from engine.service._lock import ServeLock
 from engine.service._metrics import CONTENT_TYPE, Metrics
 from engine.service._openapi import document
 from engine.service._runtime import Service
-from engine.service._security import PUBLIC_PATHS, SID_COOKIE, Guard, is_loopback
+from engine.service._security import PUBLIC_PATHS, Guard, is_loopback
 from engine.settings import Settings
 
 log = logging.getLogger("engine.service")
@@ -240,8 +240,8 @@ async def serve(settings: Settings, hub_path: str | Path | None = None, *, host:
                            "settings (every API call and form is then authenticated)", code="V002")
     path = Path(hub_path) if hub_path else settings.hub_path
     with ServeLock(path):
-        extra = {"lease_seconds": lease_seconds} if lease_seconds is not None else {}
-        service = Service(settings, path, **extra)
+        service = Service(settings, path) if lease_seconds is None else \
+            Service(settings, path, lease_seconds=lease_seconds)
         runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
