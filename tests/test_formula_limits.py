@@ -252,3 +252,18 @@ def test_the_time_limit_counts_the_formula_s_cpu_time_not_a_busy_machine_s_wall_
         while _time.monotonic() < end:
             budget.tick()
     assert "F201" == info.value.code
+
+
+def test_the_time_limit_leaves_out_the_garbage_collector_s_work() -> None:
+    """A full collection in a big process is the process's work: it is not held against a formula."""
+    import gc
+
+    from engine.formula.guards import Budget
+
+    junk = [[i] for i in range(300_000)]  # a heap whose full collection takes a while
+    budget = Budget(Limits(max_seconds=0.02, max_steps=10**12))
+    for _ in range(20):
+        gc.collect()
+    budget.check_time()
+    budget.tick()
+    del junk

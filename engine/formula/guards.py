@@ -26,6 +26,7 @@ F205 nesting depth of a value.
 
 from __future__ import annotations
 
+import gc
 import operator
 import re
 import reprlib
@@ -130,6 +131,30 @@ def shorten_text(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + f"… (len={len(text)})"
 
 
+class _GcClock:
+    """CPU seconds the garbage collector has spent, so far, in all threads.
+
+    A full collection in a large process (a long service run, a test session) can take longer
+    than a formula's whole budget; it is the process's work, not the formula's, so the budget
+    leaves it out.
+    """
+
+    spent = 0.0
+    _started: dict[int, float] = {}
+
+    @classmethod
+    def callback(cls, phase: str, info: dict[str, int]) -> None:
+        key = info.get("generation", 0)
+        if phase == "start":
+            cls._started[key] = time.thread_time()
+        elif key in cls._started:
+            cls.spent += time.thread_time() - cls._started.pop(key)
+
+
+if _GcClock.callback not in gc.callbacks:
+    gc.callbacks.append(_GcClock.callback)
+
+
 class Budget:
     """The step and time budget of one evaluation.
 
@@ -140,7 +165,7 @@ class Budget:
     on by what is left of the budget.
     """
 
-    __slots__ = ("steps", "max_steps", "deadline", "max_seconds", "_cpu_start")
+    __slots__ = ("steps", "max_steps", "deadline", "max_seconds", "_cpu_start", "_gc_start")
 
     def __init__(self, limits: Limits) -> None:
         self.steps = 0
@@ -148,6 +173,7 @@ class Budget:
         self.max_seconds = limits.max_seconds
         self.deadline = time.monotonic() + limits.max_seconds
         self._cpu_start = time.thread_time()
+        self._gc_start = _GcClock.spent
 
     def tick(self) -> None:
         """Count one loop step; raise when the step or time budget is spent."""
@@ -164,7 +190,8 @@ class Budget:
 
     def late(self) -> None:
         """The alarm rang: raise if the evaluation's CPU time is over the budget, else re-arm."""
-        left = self.max_seconds - (time.thread_time() - self._cpu_start)
+        gc_time = _GcClock.spent - self._gc_start
+        left = self.max_seconds - (time.thread_time() - self._cpu_start - gc_time)
         if left > 0:
             self.deadline = time.monotonic() + left
             return
