@@ -243,7 +243,8 @@ class Backfill:
             job_id = await self._find_pending(pending)
             with self.hub.transaction():
                 if job_id is not None:
-                    self._store_job(job_id, pending["lists"], pending["records"], pending["cursor"])
+                    self._store_job(job_id, pending["lists"], pending["records"], pending["cursor"],
+                                    int(pending.get("bytes") or 0))
                 self.hub.set_state(PENDING_KEY, None)
 
     async def _find_pending(self, pending: dict[str, Any]) -> str | None:
@@ -262,8 +263,9 @@ class Backfill:
                     return str(job["id"])
         return None
 
-    def _store_job(self, job_id: str, lists: list[str], records: list[list[Any]], cursor: int) -> None:
-        self.hub.set_state(JOB_KEY + job_id, {"phase": "submitted", "lists": lists, "records": records})
+    def _store_job(self, job_id: str, lists: list[str], records: list[list[Any]], cursor: int, size: int) -> None:
+        self.hub.set_state(JOB_KEY + job_id, {"phase": "submitted", "lists": lists, "records": records,
+                                              "bytes": size})
         self.state["jobs"].append(job_id)
         self.state["cursor"] = max(int(self.state["cursor"]), cursor)
         self.hub.set_state(STATE_KEY, self.state)
@@ -350,7 +352,7 @@ class Backfill:
         assert self.client is not None and self.lists is not None
         list_ids = await self._list_ids(job)
         self.hub.set_state(PENDING_KEY, {"at": _now().isoformat(), "lists": list_ids, "records": job.records,
-                                         "cursor": cursor})
+                                         "cursor": cursor, "bytes": described["bytes"]})
         try:
             answer = await self.client.start_bulk_import(job.entries, list_ids=list_ids)
         except KlaviyoApiError as exc:
@@ -360,7 +362,7 @@ class Backfill:
             return
         job_id = str(answer["id"])
         with self.hub.transaction():
-            self._store_job(job_id, list_ids, job.records, cursor)
+            self._store_job(job_id, list_ids, job.records, cursor, described["bytes"])
             self.hub.set_state(PENDING_KEY, None)
             for result in job.logs:
                 self._write_logs(result)
@@ -409,10 +411,13 @@ class Backfill:
             self._tick(what, records=1)
         self.summary.warnings += outcome.warnings
         self.summary.errors += outcome.errors
-        for job in self.report.jobs:
-            if job.get("id") == job_id:
-                job.update(status=outcome.status, linked=outcome.linked, updated=outcome.updated,
-                           failed=outcome.failed)
+        shown = next((j for j in self.report.jobs if j.get("id") == job_id), None)
+        if shown is None:  # submitted by an earlier, interrupted run
+            records = (stored or {}).get("records") or [[0]]
+            shown = {"id": job_id, "profiles": len((stored or {}).get("records") or []),
+                     "bytes": int((stored or {}).get("bytes") or 0), "lists": (stored or {}).get("lists") or [], "hub_ids": [records[0][0], records[-1][0]]}
+            self.report.jobs.append(shown)
+        shown.update(status=outcome.status, linked=outcome.linked, updated=outcome.updated, failed=outcome.failed)
         with self.hub.transaction():
             self.state["jobs"] = [j for j in self.state["jobs"] if j != job_id]
             self.hub.set_state(STATE_KEY, self.state)
