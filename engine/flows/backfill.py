@@ -415,7 +415,8 @@ class Backfill:
         if shown is None:  # submitted by an earlier, interrupted run
             records = (stored or {}).get("records") or [[0]]
             shown = {"id": job_id, "profiles": len((stored or {}).get("records") or []),
-                     "bytes": int((stored or {}).get("bytes") or 0), "lists": (stored or {}).get("lists") or [], "hub_ids": [records[0][0], records[-1][0]]}
+                     "bytes": int((stored or {}).get("bytes") or 0), "lists": (stored or {}).get("lists") or [],
+                     "hub_ids": [records[0][0], records[-1][0]]}
             self.report.jobs.append(shown)
         shown.update(status=outcome.status, linked=outcome.linked, updated=outcome.updated, failed=outcome.failed)
         with self.hub.transaction():
