@@ -240,6 +240,7 @@ class Backfill:
                               + (" (every Customer, as that run was started with --all)" if stored["all"] else ""))
         pending = self.hub.get_state(PENDING_KEY)
         if pending:
+            self.report.resumed = True
             job_id = await self._find_pending(pending)
             with self.hub.transaction():
                 if job_id is not None:
