@@ -24,6 +24,7 @@ _COMMAND_MODULES = [
     "_hub",
     "_inbound",
     "_outbound",
+    "_backfill",
     "_auth",
     "_service",
 ]

@@ -1,4 +1,5 @@
-"""One progress display for the long commands: ``poll``, ``hub import``, ``dispatch``, ``push``.
+"""One progress display for the long commands: ``poll``, ``hub import``, ``dispatch``, ``push``,
+``backfill customers``.
 
 It is drawn with rich on **standard error**, and only when standard error is a terminal and
 ``--json`` is off; it is erased when the command ends.  Standard output is never touched, so a

@@ -58,12 +58,14 @@ def sandbox() -> None:
               show_default=True, help="Seconds an OAuth access token lives (short values make the engine refresh).")
 @click.option("--no-rotate-refresh", is_flag=True,
               help="Keep an OAuth refresh token valid after use (default: each refresh issues a new one).")
+@click.option("--job-delay", "job_delay", default=0.0, type=BoundedFloat(0, 86_400), show_default=True,
+              help="Seconds each asynchronous job (bulk import, subscribe) stays queued before it is processed.")
 @click.option("--json", "as_json", is_flag=True,
               help='On start print one JSON line {"url", "pid", "state"} on standard output; other messages go to '
                    "standard error.")
 def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fault_5xx: float, fault_timeout: float,
           timeout_hold: float, fault_drop: float, no_rate_limits: bool, tiers: str | None, state_file: str | None,
-          seed: int | None, oauth_access_ttl: float, no_rotate_refresh: bool, as_json: bool) -> None:
+          seed: int | None, oauth_access_ttl: float, no_rotate_refresh: bool, job_delay: float, as_json: bool) -> None:
     """Serve Klaviyo's API on HOST:PORT until Ctrl-C or SIGTERM (both save --state).
 
     While it runs, `kill -USR1 PID` expires every OAuth access token (the engine's
@@ -86,7 +88,7 @@ def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fa
         host=host, port=port, api_keys=api_keys, latency_ms=latency_ms, fault_5xx=fault_5xx,
         fault_timeout=fault_timeout, timeout_hold_s=timeout_hold, fault_drop=fault_drop,
         rate_limits=not no_rate_limits, tiers=tier_map, state_file=state_file, seed=seed,
-        oauth_access_ttl_s=oauth_access_ttl, oauth_rotate_refresh=not no_rotate_refresh,
+        oauth_access_ttl_s=oauth_access_ttl, oauth_rotate_refresh=not no_rotate_refresh, job_delay_s=job_delay,
     )
     server = SandboxServer(options)
 

@@ -81,9 +81,10 @@ Item = tuple[RecordResult, str, dict[str, Any]]  # (record, flow title, profile 
 class ConsentBatch:
     """Collects list and consent wishes of many profiles; :meth:`flush` sends them batched."""
 
-    def __init__(self, client: KlaviyoClient, lists: ListResolver) -> None:
+    def __init__(self, client: KlaviyoClient, lists: ListResolver, *, subscribe_batch: int = SUBSCRIBE_BATCH) -> None:
         self.client = client
         self.lists = lists
+        self.subscribe_batch = subscribe_batch
         self._subscribe: dict[str | None, list[Item]] = defaultdict(list)
         self._unsubscribe: list[Item] = []
         self._join: dict[str, list[Item]] = defaultdict(list)
@@ -144,8 +145,8 @@ class ConsentBatch:
         self._subscribe, self._unsubscribe, self._join = defaultdict(list), [], defaultdict(list)
         for list_id, items in subscribe.items():
             def subscribe_chunk(chunk: list[Item], lid: str | None = list_id) -> Awaitable[None]:
-                return self.client.subscribe_profiles([i[2] for i in chunk], list_id=lid)
-            await self._send(items, SUBSCRIBE_BATCH, subscribe_chunk,
+                return self.client.subscribe_profiles([i[2] for i in chunk], list_id=lid, batch=self.subscribe_batch)
+            await self._send(items, self.subscribe_batch, subscribe_chunk,
                              "subscribing the profile" + (f" to list {list_id}" if list_id else ""))
         await self._send(unsubscribe, SUBSCRIBE_BATCH, lambda chunk: self.client.unsubscribe_profiles(
             [{k: v for k, v in i[2].items() if k != "id"} for i in chunk]), "unsubscribing the profile")

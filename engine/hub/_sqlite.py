@@ -325,9 +325,10 @@ class SqliteHub(TransactionsMixin, StateMixin):
         ).fetchone()
         return None if row is None else self.get_customer(row[0])
 
-    def iter_customers(self, *, batch: int = 500) -> Iterator[dict[str, Any]]:
-        """Every Customer with its Addresses, by Id, read in batches (no long-held cursor)."""
-        last = 0
+    def iter_customers(self, *, batch: int = 500, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Every Customer with its Addresses, by Id, read in batches (no long-held cursor);
+        ``after``: only those with a larger Id (where an interrupted run stopped)."""
+        last = after
         while True:
             rows = self._conn.execute(
                 "SELECT * FROM customers WHERE id > ? ORDER BY id LIMIT ?", (last, batch)

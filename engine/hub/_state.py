@@ -83,6 +83,11 @@ class StateMixin:
             found.update((int(r[0]), str(r[1])) for r in rows)
         return found
 
+    def link_count(self, entity: str) -> int:
+        """How many records of ``entity`` are linked to Klaviyo."""
+        _check_entity(entity)
+        return int(self._conn.execute("SELECT COUNT(*) FROM links WHERE entity = ?", (entity,)).fetchone()[0])
+
     def remove_link(self, entity: str, hub_id: int) -> bool:
         """Forget a record's link; True if there was one."""
         _check_entity(entity)

@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -41,7 +42,14 @@ from engine.klaviyo.ratelimit import RateBudget
 
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
 SUBSCRIBE_BATCH = 100
+#: profiles one subscribe job takes from revision 2024-07-15 (100 before it)
+SUBSCRIBE_BATCH_LATER = 1000
+SUBSCRIBE_BATCH_LATER_FROM = "2024-07-15"
 LIST_BATCH = 1000
+#: one bulk import job: at most this many profiles and this many bytes of body (API-NOTES §5)
+BULK_IMPORT_MAX_PROFILES = 10_000
+BULK_IMPORT_MAX_BYTES = 5_000_000
+BULK_IMPORT_MAX_PROFILE_BYTES = 100_000
 
 
 EMAIL_LOOKUP_BATCH = 100  # values in one any() filter, and the profile page size
@@ -376,13 +384,17 @@ class KlaviyoClient:
             out.append(item)
         return out
 
+    def subscribe_limit(self) -> int:
+        """Profiles one subscribe job may name at this revision (100; 1,000 from 2024-07-15)."""
+        return SUBSCRIBE_BATCH_LATER if rev.date_of(self.revision) >= SUBSCRIBE_BATCH_LATER_FROM else SUBSCRIBE_BATCH
+
     async def _consent_job(
         self, op: str, job: str, profiles: Sequence[Mapping[str, Any]], consent: str,
-        list_id: str | None, channels: Sequence[str], custom_source: str | None,
+        list_id: str | None, channels: Sequence[str], custom_source: str | None, batch: int = SUBSCRIBE_BATCH,
     ) -> None:
         if consent == "SUBSCRIBED" and list_id is None and not self.supports("optional_subscribe_list"):
             raise ValueError(f"revision {self.revision} needs a list_id to subscribe profiles")
-        for chunk in _chunks(list(profiles), SUBSCRIBE_BATCH):
+        for chunk in _chunks(list(profiles), batch):
             attributes: dict[str, Any] = {
                 "profiles": {"data": self._consent_profiles(chunk, consent, channels)}
             }
@@ -400,11 +412,13 @@ class KlaviyoClient:
         list_id: str | None = None,
         channels: Sequence[str] = ("email", "sms"),
         custom_source: str | None = None,
+        batch: int = SUBSCRIBE_BATCH,
     ) -> None:
-        """Give marketing consent (job, batches of 100); profiles are ``{"email"|"phone_number", "id"?}``."""
+        """Give marketing consent (jobs of ``batch`` profiles, at most :meth:`subscribe_limit`);
+        profiles are ``{"email"|"phone_number", "id"?}``."""
         await self._consent_job(
             "subscribe_profiles", "profile-subscription-bulk-create-job", profiles,
-            "SUBSCRIBED", list_id, channels, custom_source,
+            "SUBSCRIBED", list_id, channels, custom_source, min(max(1, batch), self.subscribe_limit()),
         )
 
     async def unsubscribe_profiles(
@@ -489,15 +503,16 @@ class KlaviyoClient:
         Raises:
             KlaviyoApiError: the revision has no bulk import (HTTP 404 from Klaviyo).
         """
-        data: dict[str, Any] = {
-            "type": "profile-bulk-import-job",
-            "attributes": {"profiles": {"data": [{"type": "profile", "attributes": dict(p)} for p in profiles]}},
-        }
-        if list_ids:
-            data["relationships"] = {"lists": {"data": [{"type": "list", "id": i} for i in list_ids]}}
+        job = await self.start_bulk_import([bulk_import_entry(p) for p in profiles], list_ids=list_ids)
+        return str(job["id"])
+
+    async def start_bulk_import(
+        self, entries: Sequence[Mapping[str, Any]], *, list_ids: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Start a bulk profile import job of ready ``entries`` (:func:`bulk_import_entry`) -> the job resource."""
         answer = await self._send("bulk_import_profiles", "POST", self._path("profile-bulk-import-jobs"), "M",
-                                  {202: RESOURCE}, body={"data": data})
-        return answer.resource_id()
+                                  {202: RESOURCE}, body=bulk_import_body(entries, list_ids))
+        return answer.resource()
 
     async def get_bulk_import_job(self, job_id: str) -> dict[str, Any]:
         """The bulk import job resource (``attributes.status``, counts)."""
@@ -505,5 +520,45 @@ class KlaviyoClient:
                                   {200: RESOURCE})
         return answer.resource()
 
+    async def iter_bulk_import_jobs(self, *, sort: str = "-created_at") -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of bulk import job resources, newest first by default."""
+        params = {"sort": sort, "page[size]": 100}
+        async for page in self._pages("get_bulk_import_jobs", self._path("profile-bulk-import-jobs"), "M", params):
+            yield page.items()
 
-__all__ = ["KlaviyoClient", "KlaviyoApiError", "TokenSource", "DEFAULT_BASE_URL"]
+    async def iter_bulk_import_job_profiles(self, job_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of the profiles a bulk import job created or updated (100 a page)."""
+        path = self._path("profile-bulk-import-jobs", job_id, "profiles")
+        async for page in self._pages("get_bulk_import_job_profiles", path, "M", {"page[size]": 100}):
+            yield page.items()
+
+    async def iter_bulk_import_errors(self, job_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of a bulk import job's ``import-error`` resources (100 a page)."""
+        path = self._path("profile-bulk-import-jobs", job_id, "import-errors")
+        async for page in self._pages("get_bulk_import_errors", path, "M", {"page[size]": 100}):
+            yield page.items()
+
+
+def bulk_import_entry(attributes: Mapping[str, Any], profile_id: str | None = None) -> dict[str, Any]:
+    """One profile of a bulk import job (``id`` makes Klaviyo update that profile)."""
+    entry: dict[str, Any] = {"type": "profile", "attributes": dict(attributes)}
+    if profile_id:
+        entry["id"] = profile_id
+    return entry
+
+
+def bulk_import_body(entries: Sequence[Mapping[str, Any]], list_ids: Sequence[str] = ()) -> dict[str, Any]:
+    """The body of ``POST /api/profile-bulk-import-jobs``."""
+    data: dict[str, Any] = {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": list(entries)}}}
+    if list_ids:
+        data["relationships"] = {"lists": {"data": [{"type": "list", "id": i} for i in list_ids]}}
+    return {"data": data}
+
+
+def json_size(value: Any) -> int:
+    """Bytes ``value`` takes in a request body (compact UTF-8 JSON, as the transport sends it)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+__all__ = ["KlaviyoClient", "KlaviyoApiError", "TokenSource", "DEFAULT_BASE_URL", "bulk_import_body",
+           "bulk_import_entry", "json_size"]

@@ -1,0 +1,110 @@
+"""``backfill customers``: an initial load through Klaviyo's bulk profile import jobs.
+
+It prints the run summary and the jobs (or ``--json``); on a terminal a progress display
+runs on standard error meanwhile (:mod:`engine.cli._progress`).  ``--dry-run`` packs the
+jobs and shows them (profiles, bytes, lists, first records) without sending anything.
+A run stopped by Klaviyo (refused credentials, Klaviyo unreachable) or killed resumes
+where it stopped when run again (docs/backfill.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import click
+
+from engine.cli._hub import _common
+from engine.cli._output import emit_json, fail
+from engine.cli._progress import progress
+from engine.collection import load_collections
+from engine.connect import open_client, open_hub
+from engine.errors import CollectionSetError, KlaviyoSyncError
+from engine.flows.backfill import BackfillReport, backfill_customers, revision_error
+from engine.klaviyo import revision as rev
+from engine.settings import load_settings
+
+
+def _print_report(report: BackfillReport) -> None:
+    for job in report.jobs:
+        head = f"job {job['id']}" if "id" in job else "job (not sent)"
+        line = (f"{head}: {job['profiles']} profile(s), {job['bytes']:,} bytes, Customers {job['hub_ids'][0]}"
+                f"-{job['hub_ids'][1]}" + (f", lists {', '.join(job['lists'])}" if job["lists"] else ""))
+        if "status" in job:
+            line += f" -- {job['status']}: {job['linked']} linked, {job['updated']} updated, {job['failed']} failed"
+        click.echo(line)
+        for rec in job.get("first_records", []):
+            click.echo(f"  Customer {rec['hub_id']} ({rec['email']}): "
+                       + json.dumps(rec["profile"], ensure_ascii=False, default=str))
+    for line in report.summary.lines():
+        click.echo(line)
+
+
+def _stop(as_json: bool, err: KlaviyoSyncError) -> None:
+    if as_json:
+        emit_json({"error": err.to_dict()})
+    fail(err)
+
+
+@click.group("backfill")
+def backfill_group() -> None:
+    """Initial loads through Klaviyo's bulk jobs (API revision 2023-12-15 or later)."""
+
+
+@backfill_group.command("customers")
+@click.option("--all", "include_linked", is_flag=True,
+              help="Every Customer, linked ones too (default: only Customers not yet linked to a profile).")
+@click.option("--dry-run", is_flag=True, help="Show the jobs that would be sent; send and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_common
+def customers_cmd(include_linked: bool, dry_run: bool, as_json: bool, config: str | None,
+                  hub_path: str | None) -> None:
+    """Send hub Customers to Klaviyo in bulk profile import jobs and link each one.
+
+    Customers are mapped by the Add (unlinked) or Update (linked) Klaviyo Profile FROM Hub
+    collection, packed into jobs of at most 10,000 profiles and 5 MB, polled to completion
+    and linked; import errors go to the error log. Killed or stopped, it resumes when run again.
+    """
+    try:
+        settings = load_settings(config)
+        if not rev.supports(settings.api_revision, "bulk_profile_import"):
+            raise revision_error(settings)
+        loaded = load_collections([settings.collections_dir])
+        if loaded.errors:
+            raise CollectionSetError(loaded.errors)
+        hub = open_hub(settings, hub_path)
+    except KlaviyoSyncError as err:
+        _stop(as_json, err)
+    try:
+        def total() -> int:
+            customers = int(hub.counts()["customers"])
+            return customers if include_linked else max(0, customers - hub.link_count("Customer"))
+
+        async def main() -> BackfillReport:
+            label = "backfill customers (dry run)" if dry_run else "backfill customers"
+            with progress(label, as_json=as_json, total=total) as bar:
+                if dry_run:
+                    return await backfill_customers(settings, hub, None, loaded.collections,
+                                                    include_linked=include_linked, dry_run=True, on_progress=bar.set)
+                async with open_client(settings, hub) as client:
+                    return await backfill_customers(settings, hub, client, loaded.collections,
+                                                    include_linked=include_linked, on_progress=bar.set)
+
+        report = asyncio.run(main())
+    except KlaviyoSyncError as err:
+        _stop(as_json, err)
+    finally:
+        hub.close()
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_report(report)
+    if report.error is not None:
+        fail(report.error)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(backfill_group)
+
+
+__all__ = ["register"]

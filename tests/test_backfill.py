@@ -1,0 +1,218 @@
+"""`backfill customers`: bulk profile import jobs against the real sandbox and a real hub file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _hub_fixtures import store_legacy_email
+from _outbound_fixtures import OUTBOUND_KEY
+from test_outbound_profiles import _customer
+
+from engine.connect import open_client
+from engine.flows.backfill import BackfillReport, backfill_customers
+from engine.hub import SqliteHub
+
+ROOT = Path(__file__).resolve().parent.parent
+REVISION = "2026-07-15"
+
+
+def _backfill(env: Any, **kw: Any) -> BackfillReport:
+    async def main() -> BackfillReport:
+        if kw.get("dry_run"):
+            return await backfill_customers(env.settings, env.hub, None, env.collections, **kw)
+        async with open_client(env.settings, env.hub, **env.client_options) as client:
+            return await backfill_customers(env.settings, env.hub, client, env.collections, poll_initial=0.05,
+                                            poll_max=0.2, **kw)
+
+    return asyncio.run(main())
+
+
+def _imports(env: Any) -> int:
+    return sum(1 for j in env.sandbox.state.jobs.values() if j.get("type") == "profile-bulk-import-job")
+
+
+def test_backfill_imports_links_lists_and_consent(outbound_factory) -> None:
+    """Unlinked Customers go in one import job; each is linked, on both lists, and subscribed."""
+    env = outbound_factory(revision=REVISION)
+    for n in range(1, 31):
+        _customer(env.hub, n)
+    report = _backfill(env)
+    assert {"Add Klaviyo Profile FROM Hub": {"linked": 30}} == report.summary.to_dict()["flows"]
+    assert 1 == _imports(env) == report.summary.calls["bulk_import_profiles"]
+    profiles = {p["attributes"]["email"]: p for p in env.all_profiles()}
+    assert {f"person{n}@example.com" for n in range(1, 31)} == set(profiles)
+    for n in range(1, 31):
+        pid = env.hub.get_klaviyo_id("Customer", n)
+        assert profiles[f"person{n}@example.com"]["id"] == pid
+    members = env.list_members("Preview List")
+    assert members == env.list_members("Sms Subscribers") == {p["id"] for p in profiles.values()}
+    consent = env.profile(env.hub.get_klaviyo_id("Customer", 7))["attributes"]["subscriptions"]
+    assert "SUBSCRIBED" == consent["email"]["marketing"]["consent"]
+    assert "Ann" == profiles["person7@example.com"]["attributes"]["first_name"]
+    assert env.hub.get_state("backfill:customers") is None
+
+
+def test_a_rerun_sends_only_customers_not_yet_linked_and_all_sends_every_one(outbound_factory) -> None:
+    """A second backfill has nothing to send; --all updates every linked profile by its id."""
+    env = outbound_factory(revision=REVISION)
+    for n in range(1, 6):
+        _customer(env.hub, n)
+    _backfill(env)
+    again = _backfill(env)
+    assert ({}, 1) == (again.summary.to_dict()["flows"], _imports(env))
+    env.hub.update_customer(3, {"FirstName": "Zed"})
+    every = _backfill(env, include_linked=True)
+    assert {"Update Klaviyo Profile FROM Hub": {"updated": 5}} == every.summary.to_dict()["flows"]
+    pid = env.hub.get_klaviyo_id("Customer", 3)
+    assert "Zed" == env.profile(pid)["attributes"]["first_name"]
+    assert 5 == len(env.all_profiles())
+
+
+def test_each_import_error_is_logged_on_its_record(outbound_factory, tmp_path) -> None:
+    """A profile Klaviyo's job refuses is logged on its Customer with Klaviyo's detail; the rest are linked."""
+    env = outbound_factory(revision=REVISION)
+    for n in range(1, 5):
+        _customer(env.hub, n)
+    store_legacy_email(tmp_path / "hub.db", 3, "not-an-email")
+    report = _backfill(env)
+    assert {"linked": 3, "failed": 1} == report.summary.to_dict()["flows"]["Add Klaviyo Profile FROM Hub"]
+    assert [None, None] == [env.hub.get_klaviyo_id("Customer", 3), None]
+    [entry] = env.hub.errors.list(level="error")
+    assert (3, "K001") == (entry["HubId"], entry["Code"])
+    assert entry["Message"].startswith("Error calling Klaviyo (bulk import job ")
+    assert "[source: /data/attributes/profiles/data/2" in entry["Message"]
+    assert 3 == len(env.all_profiles())
+
+
+def test_jobs_are_split_at_five_megabytes(outbound_factory) -> None:
+    """Profiles of about 90 KB each go in two jobs, each body under Klaviyo's 5 MB."""
+    env = outbound_factory(revision=REVISION)
+    for n in range(1, 61):
+        _customer(env.hub, n, Company=f"{n}-" + "x" * 90_000)
+    report = _backfill(env)
+    assert [2, 60] == [len(report.jobs), sum(j["profiles"] for j in report.jobs)]
+    assert all(j["bytes"] <= 5_000_000 for j in report.jobs)
+    assert 60 == env.hub.link_count("Customer") == len(env.sandbox.state.profiles)
+
+
+def test_dry_run_shows_the_jobs_and_sends_nothing(outbound_factory) -> None:
+    """A dry run packs the jobs and shows their first records; Klaviyo and the hub stay as they were."""
+    env = outbound_factory(revision=REVISION)
+    for n in range(1, 4):
+        _customer(env.hub, n)
+    report = _backfill(env, dry_run=True)
+    [job] = report.to_dict()["jobs"]
+    assert (3, ["Preview List", "Sms Subscribers"], [1, 3]) == (job["profiles"], job["lists"], job["hub_ids"])
+    assert "person1@example.com" == job["first_records"][0]["profile"]["attributes"]["email"]
+    assert (0, 0, 0) == (len(env.sandbox.state.profiles), _imports(env), env.hub.link_count("Customer"))
+    assert env.hub.get_state("backfill:customers") is None
+
+
+def _settings_file(folder: Path, url: str, revision: str) -> Path:
+    path = folder / "klaviyo-sync.yaml"
+    path.write_text(f"api_url: {url}\napi_key: {OUTBOUND_KEY}\nhub: hub.db\napi_revision: '{revision}'\n")
+    return path
+
+
+def _cli(settings: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "KLAVIYO_SYNC_CONFIG": str(settings), "KLAVIYO_API_KEY": ""}
+    return subprocess.Popen([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_revision_2023_10_15_stops_with_an_error_naming_api_revision(sandbox, tmp_path) -> None:
+    """At 2023-10-15 (no bulk import) the command exits 2 naming api_revision; nothing is sent."""
+    settings = _settings_file(tmp_path, sandbox.url, "2023-10-15")
+    with SqliteHub(tmp_path / "hub.db") as hub:
+        hub.add_customer({"EmailAddress": "a@example.com", "CustomerNumber": "1"})
+    proc = _cli(settings, "backfill", "customers")
+    out, err = proc.communicate(timeout=60)
+    assert (2, "") == (proc.returncode, out)
+    assert "S020 backfill needs Klaviyo's bulk profile import jobs, which start at API revision 2023-12-15; " \
+           "api_revision is 2023-10-15" in err
+    assert f"set api_revision to 2023-12-15 or later in {settings}" in err
+    assert "Traceback" not in err and 0 == len(sandbox.state.profiles)
+
+
+def _serve(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "sandbox", "serve", "--port", "0", "--json",
+                             "--no-rate-limits", "--job-delay", "0.4", "--seed", "3"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())["url"]
+
+
+def _emails(url: str) -> Counter[str]:
+    found: Counter[str] = Counter()
+    with httpx.Client(base_url=url, headers={"Authorization": f"Klaviyo-API-Key {OUTBOUND_KEY}",
+                                             "revision": REVISION}) as http:
+        params: dict[str, Any] = {"page[size]": 100}
+        while True:
+            body = http.get("/api/profiles", params=params).json()
+            found.update(p["attributes"]["email"] for p in body["data"])
+            nxt = (body.get("links") or {}).get("next")
+            if not nxt:
+                return found
+            params["page[cursor]"] = httpx.URL(nxt).params["page[cursor]"]
+
+
+def _job_stored(hub_file: Path) -> bool:
+    with SqliteHub(hub_file) as hub:
+        return bool(hub.get_state("backfill:customers:pending") or (hub.get_state("backfill:customers") or {}).get("jobs"))
+
+
+def test_killed_backfill_resumes_and_imports_each_customer_once(tmp_path) -> None:
+    """SIGKILL at random points of `backfill customers`, then reruns: every Customer imported once and linked."""
+    server, url = _serve(tmp_path)
+    try:
+        customers = 3000
+        with SqliteHub(tmp_path / "hub.db") as hub, hub.transaction():
+            for n in range(1, customers + 1):
+                hub.add_customer({"EmailAddress": f"bulk{n}@example.com", "CustomerNumber": str(n)})
+        settings = _settings_file(tmp_path, url, REVISION)
+        (tmp_path / "collections").mkdir()
+        for src in (ROOT / "collections").glob("*-from-hub.yaml"):  # no lists in the sandbox: keep it plain
+            text = src.read_text().replace("LIST_Sms Subscribers", "properties.sms").replace(
+                "UCLIST_Preview List", "properties.preview")
+            (tmp_path / "collections" / src.name).write_text(text)
+        with settings.open("a") as fh:
+            fh.write(f"collections: {tmp_path / 'collections'}\n")
+        rng = random.Random(17)
+        kills = 0
+        for wait_for_a_job in (False, False, True):
+            proc = _cli(settings, "backfill", "customers", "--json")
+            time.sleep(rng.uniform(0.2, 1.5))
+            while wait_for_a_job and proc.poll() is None and not _job_stored(tmp_path / "hub.db"):
+                time.sleep(0.01)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.communicate(timeout=60)
+        final = _cli(settings, "backfill", "customers", "--json")
+        out, err = final.communicate(timeout=120)
+        assert 0 == final.returncode, err
+        report = json.loads(out)
+        assert (0, True, 3) == (report["errors"], report["resumed"], kills), report["notes"]
+        emails = _emails(url)
+        assert {f"bulk{n}@example.com": 1 for n in range(1, customers + 1)} == dict(emails)
+        with SqliteHub(tmp_path / "hub.db") as hub:
+            assert customers == hub.link_count("Customer")
+            assert hub.get_state("backfill:customers") is None
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
+        assert server.stdout is not None
+        server.stdout.close()
+
+
