@@ -26,7 +26,7 @@ from engine.hub._migrations import migrate
 from engine.hub._records import address_key, check_address, check_customer
 from engine.hub._state import StateMixin
 from engine.hub._transactions import TransactionsMixin
-from engine.hub._util import dumps as _json, utc_now
+from engine.hub._util import dumps as _json, iter_with_children, utc_now
 
 _CUSTOMER_COLUMNS = {
     "EmailAddress": "email",
@@ -327,23 +327,9 @@ class SqliteHub(TransactionsMixin, StateMixin):
 
     def iter_customers(self, *, batch: int = 500) -> Iterator[dict[str, Any]]:
         """Every Customer with its Addresses, by Id, read in batches (no long-held cursor)."""
-        last = 0
-        while True:
-            rows = self._conn.execute(
-                "SELECT * FROM customers WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
-            ).fetchall()
-            if not rows:
-                return
-            ids = [r["id"] for r in rows]
-            addresses: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-            marks = ",".join("?" * len(ids))
-            for a in self._conn.execute(
-                f"SELECT * FROM customer_addresses WHERE customer_id IN ({marks}) ORDER BY id", ids
-            ):
-                addresses[a["customer_id"]].append(_address_dict(a))
-            for r in rows:
-                yield self._customer_dict(r, addresses[r["id"]])
-            last = ids[-1]
+        for row, addresses in iter_with_children(self._conn, "customers", "customer_addresses", "customer_id",
+                                                 "id", batch):
+            yield self._customer_dict(row, [_address_dict(a) for a in addresses])
 
     # -- addresses ------------------------------------------------------------------
 
