@@ -290,11 +290,6 @@ class FormulaEngine:
             table[name] = costed
         return table
 
-    @property
-    def function_names(self) -> frozenset[str]:
-        """Every name a formula may call."""
-        return frozenset(self._table)
-
     def compile(self, source: str, *, kind: str = "formula") -> CompiledFormula:
         """Parse and check ``source`` once.
 
