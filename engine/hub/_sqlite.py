@@ -26,7 +26,7 @@ from engine.hub._migrations import migrate
 from engine.hub._records import address_key, check_address, check_customer
 from engine.hub._state import StateMixin
 from engine.hub._transactions import TransactionsMixin
-from engine.hub._util import dumps as _json, iter_with_children, utc_now
+from engine.hub._util import dumps as _json, iter_with_children, record_with_children, utc_now
 
 _CUSTOMER_COLUMNS = {
     "EmailAddress": "email",
@@ -559,14 +559,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         return _address_dict(row)
 
     def _customer_dict(self, row: sqlite3.Row, addresses: list[dict[str, Any]]) -> dict[str, Any]:
-        record: dict[str, Any] = {"Id": row["id"]}
-        for key, col in _CUSTOMER_COLUMNS.items():
-            record[key] = row[col]
-        record["CustomFields"] = json.loads(row["custom_fields"])
-        record["Addresses"] = addresses
-        record["CreatedAt"] = row["created_at"]
-        record["UpdatedAt"] = row["updated_at"]
-        return record
+        return record_with_children(row, _CUSTOMER_COLUMNS, "Addresses", addresses)
 
 
 def _address_value(address: Mapping[str, Any], key: str) -> Any:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import HubRecordError, Location
 from engine.hub._records import check_transaction
-from engine.hub._util import dumps, iter_with_children, utc_now
+from engine.hub._util import dumps, iter_with_children, record_with_children, utc_now
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -246,14 +246,7 @@ def _version_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _tx_dict(row: sqlite3.Row, lines: list[dict[str, Any]]) -> dict[str, Any]:
-    record: dict[str, Any] = {"Id": row["id"]}
-    for key, col in _TX_COLUMNS.items():
-        record[key] = row[col]
-    record["CustomFields"] = json.loads(row["custom_fields"])
-    record["Lines"] = lines
-    record["CreatedAt"] = row["created_at"]
-    record["UpdatedAt"] = row["updated_at"]
-    return record
+    return record_with_children(row, _TX_COLUMNS, "Lines", lines)
 
 
 def _line_dict(row: sqlite3.Row) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _second: tuple[int, str] = (-1, "")  # the last second formatted, replaced whole (thread-safe)
@@ -51,3 +51,17 @@ def iter_with_children(
         for r in rows:
             yield r, kids[r["id"]]
         last = ids[-1]
+
+
+def record_with_children(row: sqlite3.Row, columns: Mapping[str, str], children_key: str,
+                         children: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Customer or Transaction as the hub gives it: ``Id``, its ``columns`` (record key: column),
+    ``CustomFields``, its children under ``children_key``, then ``CreatedAt`` and ``UpdatedAt``."""
+    record: dict[str, Any] = {"Id": row["id"]}
+    for key, col in columns.items():
+        record[key] = row[col]
+    record["CustomFields"] = json.loads(row["custom_fields"])
+    record[children_key] = children
+    record["CreatedAt"] = row["created_at"]
+    record["UpdatedAt"] = row["updated_at"]
+    return record
