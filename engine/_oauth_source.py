@@ -66,9 +66,6 @@ class HubTokenSource:
         hub: the hub store holding the ``"klaviyo"`` tokens.
         skew: refresh when fewer than this many seconds are left (Klaviyo's SDK uses 30).
         transport: httpx transport for token calls (tests).
-
-    Attributes:
-        refreshes: refresh calls made (the concurrency test counts them).
     """
 
     def __init__(self, settings: Settings, hub: Any, *, skew: float = 30.0,
@@ -76,7 +73,6 @@ class HubTokenSource:
         self.settings = settings
         self.hub = hub
         self.skew = skew
-        self.refreshes = 0
         self._transport = transport
         self._timeout = timeout
         self._lock = asyncio.Lock()
@@ -171,7 +167,6 @@ class HubTokenSource:
         if not refresh_token:
             raise self._give_up(ReauthorizationRequired(
                 REAUTHORIZE, detail="no refresh token is stored" if stored else "no OAuth connection is stored"))
-        self.refreshes += 1
         try:
             async with oauth_client(self.settings, self.hub, transport=self._transport,
                                     timeout=self._timeout) as client:

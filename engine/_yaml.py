@@ -70,6 +70,7 @@ _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in
 _VALUE_TAG = "tag:yaml.org,2002:value"
 
 
+# One class a code, alike the error classes in errors.py in shape only.
 class YamlDuplicateKeyError(CollectionError):
     code = "C003"
 

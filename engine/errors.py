@@ -208,6 +208,7 @@ class SettingsErrors(SettingsError):
         return "\n".join(str(e) for e in self.errors)
 
 
+# One class a code (docstring, ``code``, at times ``exit_code``): the families below are alike in shape only.
 class HubError(KlaviyoSyncError):
     code = "H000"
 

@@ -361,18 +361,23 @@ def _client_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[in
     return problems
 
 
-def _loopback(url: str) -> bool:
-    """Whether ``url``'s host is localhost, 127.0.0.0/8 or ::1."""
-    try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:
-        return False
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is localhost, 127.0.0.0/8 or ::1 (the service's bind check uses it too)."""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _loopback(url: str) -> bool:
+    """Whether ``url``'s host is localhost, 127.0.0.0/8 or ::1."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    return is_loopback(host)
 
 
 def _resolve(data: dict[str, Any], file: Path | None, env: Mapping[str, str]) -> Settings:

@@ -263,7 +263,7 @@ def test_every_catalog_text_is_documented() -> None:
 
 
 def test_broken_collections_are_reported_like_validate_and_nothing_is_written(tmp_path: Path) -> None:
-    """A broken collection gives validate's located errors, exit 1, and no folder."""
+    """A broken collection gives validate's located errors, exit 1, and no folder (``map`` too)."""
     broken = tmp_path / "collections"
     broken.mkdir()
     text = (SHIPPED / "add-profile-to-hub.yaml").read_text(encoding="utf-8")
@@ -280,6 +280,10 @@ def test_broken_collections_are_reported_like_validate_and_nothing_is_written(tm
             "(in rows[2] FirstName)"] == errors
     assert errors == done.stderr.splitlines()
     assert not out.exists()
+    record = tmp_path / "record.json"
+    record.write_text('{"email": "ann@example.com"}', encoding="utf-8")
+    mapped = cli("map", "--collections", str(broken), "add-profile-to-hub", str(record), cwd=tmp_path)
+    assert (1, "", errors) == (mapped.returncode, mapped.stdout, mapped.stderr.splitlines())
 
 
 def test_out_replaces_its_own_pages_and_refuses_anyone_elses(tmp_path: Path) -> None:

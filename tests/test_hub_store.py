@@ -166,6 +166,20 @@ def test_transaction_with_lines_round_trips(hub: SqliteHub) -> None:
     assert tx == hub.find_transaction_by_number("T-1")
 
 
+def test_iteration_in_batches_gives_each_record_its_own_children(hub: SqliteHub) -> None:
+    """iter_customers / iter_transactions read in batches smaller than the table: every record
+    comes once, by Id, with exactly its own addresses / lines, in their stored order."""
+    for n in range(1, 6):
+        hub.add_customer({"EmailAddress": f"c{n}@example.com", "CustomerNumber": f"C-{n}",
+                          "Addresses": [{"City": f"city{n}-{k}"} for k in range(n % 3)]})
+        hub.upsert_transaction({"TransactionNumber": f"T-{n}",
+                                "Lines": [{"Sku": f"S{n}-{k}"} for k in range(3 - n % 3)]})
+    customers = [(c["Id"], [a["City"] for a in c["Addresses"]]) for c in hub.iter_customers(batch=2)]
+    assert [(n, [f"city{n}-{k}" for k in range(n % 3)]) for n in range(1, 6)] == customers
+    txs = [(t["TransactionNumber"], [line["Sku"] for line in t["Lines"]]) for t in hub.iter_transactions(batch=2)]
+    assert [(f"T-{n}", [f"S{n}-{k}" for k in range(3 - n % 3)]) for n in range(1, 6)] == txs
+
+
 def test_reimported_transaction_keeps_line_ids_and_links(hub: SqliteHub) -> None:
     """Re-upserting a transaction without line Ids reuses the existing lines, so their links survive."""
     tx, _ = hub.upsert_transaction({"TransactionNumber": "T-1", "Lines": [{"Sku": "A"}, {"Sku": "B"}]})

@@ -11,7 +11,7 @@ import click
 
 from engine.cli._auth import validate_scopes
 from engine.cli._output import emit_json
-from engine.collection import load_collections
+from engine.collection import CollectionSet, load_collections
 from engine.errors import KlaviyoSyncError, Location
 from engine.formula.helpers import bind_helpers
 from engine.klaviyo import revision as rev
@@ -86,6 +86,17 @@ def _depth(value: Any) -> int:
 
 def _print_problem(err: KlaviyoSyncError, kind: str) -> None:
     click.echo(f"{kind}: {err}" if kind == "warning" else str(err), err=True)
+
+
+def collections_or_exit(paths: list[str] | None) -> CollectionSet:
+    """The collections at ``paths`` (default: the shipped ones); with any error, each is printed
+    as ``validate`` prints it and the command exits 1."""
+    report = load_collections(paths)
+    if report.errors:
+        for e in report.errors:
+            _print_problem(e, "error")
+        sys.exit(1)
+    return report.collections
 
 
 def revision_warnings(config: str | None, hub_path: str | None) -> list[KlaviyoSyncError]:
@@ -185,13 +196,9 @@ def map_cmd(collection: str, record: str, existing: str | None, links: str | Non
     (add-profile-to-hub). A Klaviyo JSON:API resource is accepted as is. Exit 1
     when the record is invalid or the collections do not load.
     """
-    report = load_collections([collections_dir] if collections_dir else None)
-    if report.errors:
-        for e in report.errors:
-            _print_problem(e, "error")
-        sys.exit(1)
+    collections = collections_or_exit([collections_dir] if collections_dir else None)
     try:
-        coll = report.collections.find(collection)
+        coll = collections.find(collection)
     except KlaviyoSyncError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
@@ -202,7 +209,7 @@ def map_cmd(collection: str, record: str, existing: str | None, links: str | Non
         data = flatten_jsonapi(data)
     existing_data = _read_json(existing, "existing record") if existing else None
     resolver = StaticResolver(_read_json(links, "links") if links else None)
-    runner = Runner(report.collections, functions=bind_helpers(resolver))
+    runner = Runner(collections, functions=bind_helpers(resolver))
     outcome = runner.run(coll, data, existing=existing_data, with_children=not no_children,
                          parent=_read_json(parent, "parent record") if parent else None,
                          parent_mapped=_read_json(parent_mapped, "parent payload") if parent_mapped else None)

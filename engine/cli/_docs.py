@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from engine.cli._collections import _print_problem
+from engine.cli._collections import collections_or_exit
 from engine.cli._output import emit_json, fail
-from engine.collection import load_collections
 from engine.docgen import FORMATS, render_document, render_pages, write_pages
 from engine.errors import KlaviyoSyncError
 
@@ -33,20 +30,16 @@ def docs_cmd(paths: tuple[str, ...], fmt: str, out: str | None, as_json: bool) -
     pages it generated before; a folder holding another file of a page's name is refused
     (exit 2).
     """
-    report = load_collections(list(paths) or None)
-    if report.errors:
-        for e in report.errors:
-            _print_problem(e, "error")
-        sys.exit(1)
+    collections = collections_or_exit(list(paths) or None)
     try:
         if out is None:
-            document = render_document(report.collections, fmt)
+            document = render_document(collections, fmt)
             if as_json:
                 emit_json({"format": fmt, "document": document})
             else:
                 click.echo(document, nl=False)
             return
-        written = write_pages(render_pages(report.collections, fmt), out)
+        written = write_pages(render_pages(collections, fmt), out)
     except KlaviyoSyncError as exc:
         fail(exc)
     if as_json:

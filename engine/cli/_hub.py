@@ -321,6 +321,8 @@ def _setting_text(value: Any) -> str:
     return "(none)" if value is None else str(value)
 
 
+# Alike _echo_record in shape only: settings nest as ``key:`` blocks with lists on one line,
+# records align their keys and number list items.
 def _echo_settings(data: dict[str, Any], indent: str = "") -> None:
     for key, value in data.items():
         if isinstance(value, dict):

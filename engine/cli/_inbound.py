@@ -20,7 +20,7 @@ from datetime import datetime
 import click
 
 from engine.cli._hub import _common, _settings
-from engine.cli._output import emit_json, report
+from engine.cli._output import add_signal_handlers, emit_json, report
 from engine.cli._progress import progress
 from engine.collection import CollectionSet, load_collections
 from engine.connect import open_client, open_hub
@@ -59,19 +59,7 @@ def _install_stop(flow: InboundFlow, wake: asyncio.Event) -> Callable[[], None]:
         wake.set()
         loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C raises KeyboardInterrupt
 
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, on_signal)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread / not supported
-            pass
-
-    def uninstall() -> None:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-    return uninstall
+    return add_signal_handlers(loop, {signal.SIGINT: on_signal, signal.SIGTERM: on_signal})
 
 
 async def _poll(settings: Settings, hub_path: str | None, since: datetime | None, every: float | None,

@@ -1,11 +1,14 @@
-"""Helpers shared by the CLI modules: one way to report an error and exit, and the argument
-types that range-check numbers (a bad number is a usage error, exit 2, never a traceback)."""
+"""Helpers shared by the CLI modules: one way to report an error and exit, the argument
+types that range-check numbers (a bad number is a usage error, exit 2, never a traceback), and
+the signal handlers of the long-running commands."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sys
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import click
@@ -21,6 +24,25 @@ def emit_json(data: Any) -> None:
     except UnicodeEncodeError:  # a lone surrogate cannot be printed: escape everything instead
         text = json.dumps(data, indent=2, ensure_ascii=True, sort_keys=False, default=str)
     click.echo(text)
+
+
+def add_signal_handlers(loop: asyncio.AbstractEventLoop,
+                        handlers: Mapping[int, Callable[[], None]]) -> Callable[[], None]:
+    """Install each signal's handler on ``loop`` where the platform allows (not the main thread,
+    not supported: that one is skipped); returns an uninstaller for the ones installed."""
+    installed = []
+    for sig, handler in handlers.items():
+        try:
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not supported here / not the main thread
+            pass
+
+    def uninstall() -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    return uninstall
 
 
 def report(err: KlaviyoSyncError) -> None:

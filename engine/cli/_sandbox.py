@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import click
 
-from engine.cli._output import PORT_OR_ANY, SHARE, BoundedFloat
+from engine.cli._output import PORT_OR_ANY, SHARE, BoundedFloat, add_signal_handlers
 from engine.klaviyo.ratelimit import resolve_tiers
 from engine.sandbox import SandboxOptions, SandboxServer, SandboxStateFileError
 
@@ -141,16 +141,4 @@ def _install_signals(server: SandboxServer, stop: asyncio.Event) -> Callable[[],
     for name, handler in (("SIGUSR1", expire), ("SIGUSR2", revoke)):
         if hasattr(signal, name):  # not on Windows
             handlers[getattr(signal, name)] = handler
-    installed = []
-    for sig, handler in handlers.items():
-        try:
-            loop.add_signal_handler(sig, handler)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not supported here / not the main thread
-            pass
-
-    def uninstall() -> None:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-    return uninstall
+    return add_signal_handlers(loop, handlers)

@@ -48,6 +48,7 @@ class RowDoc:
     formula: str | None = None
 
 
+# A frozen two-field dataclass, alike settings.TierLimit in shape only.
 @dataclass(frozen=True)
 class Named:
     """A titled formula or list shown beside the table (a ``let`` name, the filter)."""

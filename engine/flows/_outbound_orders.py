@@ -208,6 +208,7 @@ class OrderFlow:
         generate_events: the subscription's Generate Events setting.
     """
 
+    # Plain attribute assignments: alike the formula and klaviyo/_transport.py constructors in shape only.
     def __init__(self, client: KlaviyoClient, runner: Runner, resolver: AnswerResolver, placed: Collection,
                  hub: Any, ensure_customer: EnsureCustomer, generate_events: bool) -> None:
         self.client = client

@@ -46,6 +46,7 @@ class LogEntry:
     detail: str | None = None
     code: str | None = None
 
+    # The same one-liner as mapper.Problem.to_dict: two record types, nothing worth a shared helper.
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 

@@ -134,6 +134,7 @@ class CompiledFormula:
     __slots__ = ("source", "kind", "names", "functions", "tree", "_run", "_engine", "_mutates",
                  "_read", "_merged", "_pure", "_body", "read_path")
 
+    # Plain attribute assignments (slots): alike klaviyo/_transport.py Requester.__init__ in shape only.
     def __init__(self, source: str, kind: str, tree: ast.Module, names: frozenset[str],
                  functions: frozenset[str], engine: FormulaEngine, is_expression: bool,
                  mutates: bool, loops: bool) -> None:
@@ -288,11 +289,6 @@ class FormulaEngine:
             costed.__doc__ = fn.__doc__
             table[name] = costed
         return table
-
-    @property
-    def function_names(self) -> frozenset[str]:
-        """Every name a formula may call."""
-        return frozenset(self._table)
 
     def compile(self, source: str, *, kind: str = "formula") -> CompiledFormula:
         """Parse and check ``source`` once.

@@ -341,6 +341,7 @@ class Guards:
                 for k, v in value.items():
                     push((k, depth + 1))
                     push((v, depth + 1))
+            # The dict branch's checks again, inline: this loop walks every formula result (hot path).
             elif t in _CONTAINER_TYPES:
                 if depth > max_depth:
                     self._too_deep()

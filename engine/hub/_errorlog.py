@@ -94,6 +94,7 @@ class ErrorLog:
                                        (*args, -1 if limit is None else limit, offset))
         return [_entry(r) for r in rows]
 
+    # list's filters again (not its paging), each keyword spelled out; both build the WHERE in _where.
     def count(
         self,
         *,

@@ -24,13 +24,12 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Final
 
 from engine.errors import HubError, HubRecordError, Location
 from engine.hub._records import MAX_DEPTH, _json_type, check_customer, check_transaction
 from engine.hub._sqlite import SqliteHub
 
-Kind = Literal["customers", "transactions"]
 KINDS: tuple[str, ...] = ("customers", "transactions")
 MAX_LINE_BYTES: Final = 1024 * 1024  # a longer line is refused without being read into memory
 _BATCH_BYTES: Final = 8 * 1024 * 1024  # a batch also ends when its lines reach this size

@@ -176,9 +176,6 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
 ]
 
-LATEST_VERSION = MIGRATIONS[-1][0]
-
-
 def current_version(conn: sqlite3.Connection) -> int:
     """The newest migration applied to ``conn``'s file (0 for a new file)."""
     conn.execute(

@@ -76,6 +76,7 @@ class QueuedChange:
     lease_until: float | None = None  # a claim's lease (epoch seconds) while a process holds it
 
 
+# Mirrors hub/_errorlog.py ErrorLog.log / list / count: the Protocol states the signatures.
 class ErrorLogStore(Protocol):
     """The error log (the seeds' Integration Monitoring / Error Logs)."""
 
@@ -111,6 +112,7 @@ class ErrorLogStore(Protocol):
         message or the detail."""
         ...
 
+    # list's filters again (not its paging), each keyword spelled out so callers and mypy see it.
     def count(
         self,
         *,

@@ -101,6 +101,8 @@ def _type_name(types: tuple[type, ...]) -> str:
     return " or ".join(_TYPE_NAMES[t] for t in types)
 
 
+# Not settings.py _json_type: that one words a settings value for a person ("empty", "a mapping"),
+# this one names the JSON type a hub record carries ("null", "object").
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"

@@ -26,7 +26,7 @@ from engine.hub._migrations import migrate
 from engine.hub._records import address_key, check_address, check_customer
 from engine.hub._state import StateMixin
 from engine.hub._transactions import TransactionsMixin
-from engine.hub._util import dumps as _json, utc_now
+from engine.hub._util import dumps as _json, iter_with_children, record_with_children, utc_now
 
 _CUSTOMER_COLUMNS = {
     "EmailAddress": "email",
@@ -328,23 +328,9 @@ class SqliteHub(TransactionsMixin, StateMixin):
     def iter_customers(self, *, batch: int = 500, after: int = 0) -> Iterator[dict[str, Any]]:
         """Every Customer with its Addresses, by Id, read in batches (no long-held cursor);
         ``after``: only those with a larger Id (where an interrupted run stopped)."""
-        last = after
-        while True:
-            rows = self._conn.execute(
-                "SELECT * FROM customers WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
-            ).fetchall()
-            if not rows:
-                return
-            ids = [r["id"] for r in rows]
-            addresses: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-            marks = ",".join("?" * len(ids))
-            for a in self._conn.execute(
-                f"SELECT * FROM customer_addresses WHERE customer_id IN ({marks}) ORDER BY id", ids
-            ):
-                addresses[a["customer_id"]].append(_address_dict(a))
-            for r in rows:
-                yield self._customer_dict(r, addresses[r["id"]])
-            last = ids[-1]
+        for row, addresses in iter_with_children(self._conn, "customers", "customer_addresses", "customer_id",
+                                                 "id", batch, after):
+            yield self._customer_dict(row, [_address_dict(a) for a in addresses])
 
     # -- addresses ------------------------------------------------------------------
 
@@ -574,14 +560,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         return _address_dict(row)
 
     def _customer_dict(self, row: sqlite3.Row, addresses: list[dict[str, Any]]) -> dict[str, Any]:
-        record: dict[str, Any] = {"Id": row["id"]}
-        for key, col in _CUSTOMER_COLUMNS.items():
-            record[key] = row[col]
-        record["CustomFields"] = json.loads(row["custom_fields"])
-        record["Addresses"] = addresses
-        record["CreatedAt"] = row["created_at"]
-        record["UpdatedAt"] = row["updated_at"]
-        return record
+        return record_with_children(row, _CUSTOMER_COLUMNS, "Addresses", addresses)
 
 
 def _address_value(address: Mapping[str, Any], key: str) -> Any:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import HubRecordError, Location
 from engine.hub._records import check_transaction
-from engine.hub._util import dumps, utc_now
+from engine.hub._util import dumps, iter_with_children, record_with_children, utc_now
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -193,25 +193,9 @@ class TransactionsMixin:
 
     def iter_transactions(self, *, batch: int = 500) -> Iterator[dict[str, Any]]:
         """Every Transaction with its Lines, by Id, read in batches."""
-        last = 0
-        while True:
-            rows = self._conn.execute(
-                "SELECT * FROM transactions WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
-            ).fetchall()
-            if not rows:
-                return
-            ids = [r["id"] for r in rows]
-            lines: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-            marks = ",".join("?" * len(ids))
-            for r in self._conn.execute(
-                f"SELECT * FROM transaction_lines WHERE transaction_id IN ({marks})"
-                " ORDER BY transaction_id, position, id",
-                ids,
-            ):
-                lines[r["transaction_id"]].append(_line_dict(r))
-            for r in rows:
-                yield _tx_dict(r, lines[r["id"]])
-            last = ids[-1]
+        for row, lines in iter_with_children(self._conn, "transactions", "transaction_lines", "transaction_id",
+                                             "transaction_id, position, id", batch):
+            yield _tx_dict(row, [_line_dict(r) for r in lines])
 
 
     # -- sent versions (the history of what an order recorded in Klaviyo) ----------------
@@ -262,14 +246,7 @@ def _version_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _tx_dict(row: sqlite3.Row, lines: list[dict[str, Any]]) -> dict[str, Any]:
-    record: dict[str, Any] = {"Id": row["id"]}
-    for key, col in _TX_COLUMNS.items():
-        record[key] = row[col]
-    record["CustomFields"] = json.loads(row["custom_fields"])
-    record["Lines"] = lines
-    record["CreatedAt"] = row["created_at"]
-    record["UpdatedAt"] = row["updated_at"]
-    return record
+    return record_with_children(row, _TX_COLUMNS, "Lines", lines)
 
 
 def _line_dict(row: sqlite3.Row) -> dict[str, Any]:

@@ -117,10 +117,6 @@ class SupportStatus:
     deprecated: datetime.date | None
     retired: datetime.date | None
 
-    @property
-    def past_support(self) -> bool:
-        return self.state in ("retired", "unknown")
-
     def to_dict(self) -> dict[str, str | None]:
         """``{"state", "retired", "warning"}`` for JSON reports and the dashboard."""
         return {"state": self.state, "retired": str(self.retired) if self.retired else None,

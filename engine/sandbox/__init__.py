@@ -120,14 +120,6 @@ class SandboxServer:
         if self.options.state_file:
             self.state.save(Path(self.options.state_file))
 
-    async def serve_forever(self) -> None:
-        """Start, then run until cancelled (Ctrl-C in the CLI)."""
-        await self.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
-
     def start_in_thread(self) -> SandboxHandle:
         """Run the server in a background thread with its own loop; returns a handle."""
         loop = asyncio.new_event_loop()

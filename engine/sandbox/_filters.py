@@ -37,6 +37,8 @@ class Condition:
     value: Any
 
 
+# Alike flows/_inbound_cursor.parse_time (which also converts to UTC) on purpose: the sandbox reads
+# times as Klaviyo would, sharing no parsing with the engine it tests.
 def parse_datetime(text: str) -> datetime:
     """An ISO-8601 datetime; naive values are UTC."""
     t = text.strip()

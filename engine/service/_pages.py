@@ -228,6 +228,7 @@ async def stylesheet(request: web.Request) -> web.Response:
                         content_type="text/css")
 
 
+# A route table like service/_api.py routes(): data, not logic to share.
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/", dashboard, name="dashboard"),

@@ -122,7 +122,6 @@ class Service:
         self.started = time.time()
         self.records: Counter[tuple[str, str]] = Counter()  # (flow, outcome) since start, for /metrics
         self.last_poll: dict[str, Any] = {}
-        self.dispatch_runs = 0
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._poll_now = asyncio.Event()
@@ -226,7 +225,6 @@ class Service:
                                             code="V500")
                     await self._sleep(5.0)
                     continue
-                self.dispatch_runs += 1
                 self.record(report.summary)
                 if report.handled:
                     continue  # more may be waiting: go again at once

@@ -19,23 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 
-from engine.settings import Secret
+from engine.settings import Secret, is_loopback  # is_loopback: whether binding a host keeps the service on this machine
 
 SID_COOKIE = "ks_sid"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/login", "/static/style.css"})
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the service on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Guard:
