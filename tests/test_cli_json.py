@@ -46,7 +46,8 @@ QUICK: dict[str, tuple[list[str], int, str]] = {
     "dispatch": (["--dry-run"], 0, "records"),
     "push customer": (["1"], 0, "records"),
     "push transaction": (["1", "--dry-run"], 0, "records"),
-    "backfill customers": (["--dry-run"], 2, "error"),  # the folder's revision 2023-10-15 has no bulk import
+    "backfill customers": (["--dry-run"], 2, "error"),
+    "backfill transactions": (["--dry-run"], 0, "records"),  # the folder's revision 2023-10-15 has no bulk import
     "auth status": ([], 0, "method"),
     "auth logout": ([], 0, "connected"),
 }

@@ -331,6 +331,7 @@ def test_no_command_prints_or_writes_a_secret(sandbox_factory: Any, tmp_path: Pa
         bulk = write("bulk.yaml", _settings(handle.url, extra="api_revision: '2026-07-15'\n"))
         r.run("backfill", "customers", "--dry-run", "--json", config=bulk, ok=True)
         r.run("backfill", "customers", "--all", "--json", config=bulk, ok=True)
+        r.run("backfill", "transactions", "--json", config=sandbox, ok=True)
         r.run("errors", config=sandbox)
         r.run("errors", "--json", "--all", config=sandbox, ok=True)
         r.run("errors", "--resolve", "1", "--json", config=sandbox)

@@ -191,10 +191,10 @@ class TransactionsMixin:
         ).fetchone()
         return None if row is None else self.get_transaction(row[0])
 
-    def iter_transactions(self, *, batch: int = 500) -> Iterator[dict[str, Any]]:
-        """Every Transaction with its Lines, by Id, read in batches."""
+    def iter_transactions(self, *, batch: int = 500, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Every Transaction with its Lines, by Id, read in batches; ``after``: only larger Ids."""
         for row, lines in iter_with_children(self._conn, "transactions", "transaction_lines", "transaction_id",
-                                             "transaction_id, position, id", batch):
+                                             "transaction_id, position, id", batch, after):
             yield _tx_dict(row, [_line_dict(r) for r in lines])
 
 

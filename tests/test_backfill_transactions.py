@@ -1,0 +1,70 @@
+"""``backfill transactions`` against the real sandbox: historical orders sent once, through the
+order flow's unique ids, so neither a second backfill nor a later dispatch duplicates an event."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.flows._backfill_transactions import STATE_KEY, backfill_transactions
+from engine.flows.outbound import open_outbound_client
+
+
+def _shop(env: Any) -> None:
+    for n in (1, 2):
+        env.hub.add_customer({"EmailAddress": f"history{n}@example.com", "CustomerNumber": f"H{n}"})
+    for t in range(1, 4):
+        env.hub.upsert_transaction({"TransactionNumber": f"OLD-{t}", "CustomerId": 1 + t % 2, "Total": 10.0 * t,
+                                    "EmailAddress": f"history{1 + t % 2}@example.com",
+                                    "Lines": [{"Sku": f"S{t}", "Description": "Item", "Qty": 1, "UnitPrice": 10.0,
+                                               "ExtendedPrice": 10.0}]})
+
+
+def _backfill(env: Any, **kw: Any) -> Any:
+    async def main() -> Any:
+        client, transport = open_outbound_client(env.settings, env.hub, dry_run=kw.pop("dry", False),
+                                                 **env.client_options)
+        async with client:
+            return await backfill_transactions(env.settings, env.hub, client, env.collections, dry_run=transport, **kw)
+
+    return asyncio.run(main())
+
+
+def test_orders_are_sent_once_and_a_later_dispatch_or_backfill_adds_nothing(outbound_factory) -> None:
+    env = outbound_factory()
+    _shop(env)
+    dry = _backfill(env, dry=True)
+    assert ([], None) == (env.events("Placed Order"), env.hub.get_state(STATE_KEY))  # a dry run sends nothing
+    assert 3 == sum(1 for r in dry.results if r.entity == "Transaction")
+    report = _backfill(env, batch_size=2)
+    flows = report.summary.to_dict()["flows"]
+    assert {"created": 3} == flows["Add Klaviyo Placed Order Event FROM Hub"]
+    assert (3, 3) == (len(env.events("Placed Order")), len(env.events("Ordered Product")))
+    assert 3 == env.hub.get_state(STATE_KEY)
+    again = _backfill(env)
+    assert ([], 0) == (again.results, again.summary.to_dict()["calls"].get("create_event", 0))
+    env.dispatch()  # the queued Transactions: unchanged orders make no call
+    assert (3, 3) == (len(env.events("Placed Order")), len(env.events("Ordered Product")))
+    env.hub.upsert_transaction({"TransactionNumber": "OLD-9", "CustomerId": 1, "Total": 5.0,
+                                "EmailAddress": "history1@example.com", "Lines": []})
+    later = _backfill(env)
+    assert ["resumed after Transaction 3 (where the last backfill stopped)"] == \
+        [n for n in later.summary.notes if n.startswith("resumed")]
+    assert 4 == len(env.events("Placed Order"))
+
+
+def test_the_command_prints_json_and_resumes(outbound_factory, tmp_path: Path) -> None:
+    env = outbound_factory()
+    _shop(env)
+    cfg = tmp_path / "klaviyo-sync.yaml"
+    cfg.write_text(f"api_url: {env.settings.api_url}\napi_key: pk_test_0123456789abcdef\nhub: {env.settings.hub_path}\n",
+                   encoding="utf-8")
+    run = [sys.executable, "-m", "engine", "backfill", "transactions", "--json", "--config", str(cfg)]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert 0 == first.returncode, first.stderr
+    assert {"created": 3} == json.loads(first.stdout)["flows"]["Add Klaviyo Placed Order Event FROM Hub"]
+    second = subprocess.run(run, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert ([], 3) == (json.loads(second.stdout)["records"], len(env.events("Placed Order")))
