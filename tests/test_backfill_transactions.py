@@ -68,3 +68,16 @@ def test_the_command_prints_json_and_resumes(outbound_factory, tmp_path: Path) -
     assert {"created": 3} == json.loads(first.stdout)["flows"]["Add Klaviyo Placed Order Event FROM Hub"]
     second = subprocess.run(run, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
     assert ([], 3) == (json.loads(second.stdout)["records"], len(env.events("Placed Order")))
+
+
+def test_an_outage_stops_before_the_order_and_the_next_run_sends_it(outbound_factory) -> None:
+    """Klaviyo answering 503 throughout: nothing is marked sent or failed, the position stays before
+    the first order, and once Klaviyo is back the next run sends every order exactly once."""
+    env = outbound_factory(fault_5xx=1.0)
+    _shop(env)
+    report = _backfill(env)
+    assert (0, 0) == (env.hub.get_state(STATE_KEY), len(env.hub.errors.list()))
+    assert any(n.startswith("stopped before Transaction 1") for n in report.summary.notes)
+    env.sandbox.options.fault_5xx = 0.0
+    _backfill(env)
+    assert (3, 3) == (len(env.events("Placed Order")), env.hub.get_state(STATE_KEY))

@@ -49,7 +49,8 @@ async def backfill_transactions(settings: Settings, hub: Any, client: KlaviyoCli
         committed: set[int] = set()
         counted: set[int] = set()
         for result in results:
-            if dry_run is None and result.stopped_by is None:
+            # a failure that may pass is not final: it is retried by the next run, not logged as failed
+            if dry_run is None and result.stopped_by is None and not result.transient:
                 flows.commit(result, None, committed)
             flows.count(summary, result, counted)
         report.keep(results)
