@@ -63,6 +63,25 @@ def test_backfill_imports_links_lists_and_consent(outbound_factory) -> None:
     assert env.hub.get_state("backfill:customers") is None
 
 
+def test_a_large_job_is_read_back_by_email_lookups_beside_its_profiles_pages(outbound_factory) -> None:
+    """A job of 1,500 profiles: its ``profiles`` pages (tier M) and email lookups (tier L) are read
+    at once, from both ends, and stop once every Customer has its profile (before the last page);
+    each Customer is linked to the profile holding its email."""
+    env = outbound_factory(revision=REVISION, lists=())
+    for n in range(1, 1501):
+        env.hub.add_customer({"EmailAddress": f"many{n}@example.com", "CustomerNumber": f"M{n}"})
+    env.remap_lists_away()
+    report = _backfill(env)
+    calls = report.summary.calls
+    assert 1 == calls["bulk_import_profiles"]
+    assert calls.get("get_profiles", 0) >= 1  # email lookups ran
+    assert calls["get_bulk_import_job_profiles"] < 15, calls  # of its 15 pages
+    assert {"Add Klaviyo Profile FROM Hub": {"linked": 1500}} == report.summary.to_dict()["flows"]
+    profiles = {p["attributes"]["email"]: p["id"] for p in env.all_profiles()}
+    assert 1500 == len(profiles) == env.hub.link_count("Customer")
+    assert all(profiles[f"many{n}@example.com"] == env.hub.get_klaviyo_id("Customer", n) for n in range(1, 1501))
+
+
 def test_a_rerun_sends_only_customers_not_yet_linked_and_all_sends_every_one(outbound_factory) -> None:
     """A second backfill has nothing to send; --all updates every linked profile by its id."""
     env = outbound_factory(revision=REVISION)
