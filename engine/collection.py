@@ -46,7 +46,30 @@ from engine import catalog
 from engine._shipped import shipped
 from engine._yaml import Mark, Path as YPath, load_with_marks, nearest_mark, read_yaml_file
 from engine.entities import HUB_FIELDS, KLAVIYO_FIELDS, SCOPE_NAMES
-from engine.errors import CollectionError, FormulaError, KlaviyoSyncError, Location
+from engine.errors import (
+    CollectionError,
+    CollectionReadError,
+    CollectionSchemaError,
+    DuplicateDestinationError,
+    DuplicateTitleError,
+    EachWithoutParentError,
+    FormulaError,
+    KlaviyoSyncError,
+    LetHidesNameError,
+    Location,
+    NoCollectionFilesError,
+    NotADestinationError,
+    ParentCycleError,
+    ParentDirectionError,
+    PlaceholderWarning,
+    StaticTooLongError,
+    SubscribeProfileUnmappedWarning,
+    UnknownCollectionError,
+    UnknownDestinationError,
+    UnknownNameError,
+    UnknownParentError,
+    UnsupportedSourceError,
+)
 from engine.formula import CompiledFormula, FormulaEngine
 
 SCHEMA_PATH = shipped("schemas", "collection.schema.json")
@@ -75,29 +98,6 @@ PROFILE_FLAGS = ("LIST_", "UCLIST_")
 EVENT_DESTINATIONS = frozenset(
     {"ProfileId", "EventProperties", "MetricName", "UniqueId", "NumericValue", "Time", "ValueCurrency"}
 )
-
-
-class CollectionSchemaError(CollectionError):
-    code = "C002"
-
-
-class CollectionReferenceError(CollectionError):
-    """Parent/title problems across collections: C004 unknown parent, C005 cycle, C006 duplicate title."""
-
-    code = "C004"
-
-
-class CollectionNameError(CollectionError):
-    """A formula or field row reads a name the source record does not have (C010), or a
-    destination the target does not accept (C011)."""
-
-    code = "C010"
-
-
-class CollectionWarning(KlaviyoSyncError):
-    """Not an error: something to review (W001 unmapped SubscribeProfile, W002 placeholder value)."""
-
-    code = "W000"
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class CollectionSet:
             if name in (p.name, p.stem, str(p)):
                 return c
         valid = ", ".join(sorted(self.collections))
-        raise CollectionError(f"no collection named {name!r}; known: {valid}", code="C020")
+        raise UnknownCollectionError(f"no collection named {name!r}; known: {valid}")
 
 
 @dataclass
@@ -386,7 +386,7 @@ class _FileCompiler:
             msg += f"; did you mean '{hint[0]}'?" if hint else f"; names in scope: {', '.join(sorted(known))}"
             where = FormulaError(msg)
             where.formula_line, where.formula_column = pos
-            self.error(CollectionNameError(msg, code="C010", location=_formula_location(
+            self.error(UnknownNameError(msg, location=_formula_location(
                 self.filename, origin, where, row)))
         return compiled, origin
 
@@ -395,9 +395,9 @@ class _FileCompiler:
         direction, hub_entity, resource = d["direction"], d["hub_entity"], d["klaviyo_resource"]
         title = d["title"]
         if direction == "to_hub" and resource != "profile":
-            self.error(CollectionError(
+            self.error(UnsupportedSourceError(
                 f"direction to_hub reads Klaviyo profiles; klaviyo_resource {resource!r} cannot be a source",
-                code="C009", location=_loc(self.filename, self.marks, ("klaviyo_resource",))))
+                location=_loc(self.filename, self.marks, ("klaviyo_resource",))))
             return None
         fields = source_names(direction, hub_entity, resource)
         if direction == "to_klaviyo" and d.get("each"):
@@ -408,8 +408,8 @@ class _FileCompiler:
             known = fields | SCOPE_NAMES | lets_known
             compiled, origin = self.compile_formula(src, ("let", name), f"let {name}", frozenset(known), "formula")
             if name in fields or name in SCOPE_NAMES:
-                self.error(CollectionError(f"let name '{name}' hides a source field or scope name",
-                                           code="C015", location=_loc(self.filename, self.marks, ("let", name))))
+                self.error(LetHidesNameError(f"let name '{name}' hides a source field or scope name",
+                                             location=_loc(self.filename, self.marks, ("let", name))))
             lets_known.add(name)
             if compiled is not None:
                 lets.append(Let(name, compiled, _loc(self.filename, self.marks, ("let", name)), origin))
@@ -429,15 +429,15 @@ class _FileCompiler:
             loc = _loc(self.filename, self.marks, path, row=label)
             dest = r["destination"]
             if dest in seen_dest:
-                self.error(CollectionError(
+                self.error(DuplicateDestinationError(
                     f"destination '{dest}' is already written by rows[{seen_dest[dest]}]",
-                    code="C008", location=_loc(self.filename, self.marks, path + ("destination",), row=label)))
+                    location=_loc(self.filename, self.marks, path + ("destination",), row=label)))
             seen_dest.setdefault(dest, i)
             reason = _check_destination(direction, hub_entity, resource, dest)
             if reason:
-                self.error(CollectionNameError(f"unknown destination '{dest}'; {reason}", code="C011",
-                                               location=_loc(self.filename, self.marks, path + ("destination",),
-                                                             row=label)))
+                self.error(UnknownDestinationError(f"unknown destination '{dest}'; {reason}",
+                                                   location=_loc(self.filename, self.marks, path + ("destination",),
+                                                                 row=label)))
             importance = r.get("importance", "optional")
             required = r.get("required", importance == "required")
             formula = origin = None
@@ -453,7 +453,7 @@ class _FileCompiler:
                     hint = difflib.get_close_matches(str(head), sorted(fields | lets_known), n=1)
                     msg = f"unknown source field '{head}'"
                     msg += f"; did you mean '{hint[0]}'?" if hint else f"; fields: {', '.join(sorted(fields))}"
-                    self.error(CollectionNameError(msg, code="C010", location=_loc(
+                    self.error(UnknownNameError(msg, location=_loc(
                         self.filename, self.marks, path + ("source",), row=label)))
             rows.append(Row(
                 index=i, type=r["type"], destination=dest, dest_path=tuple(dest.split(".")), location=loc,
@@ -465,26 +465,26 @@ class _FileCompiler:
             ))
             if r["type"] == "static" and r.get("max_length") and isinstance(r.get("value"), str) \
                     and len(r["value"]) > r["max_length"]:
-                self.error(CollectionError(
+                self.error(StaticTooLongError(
                     f"static value is {len(r['value'])} characters; at most {r['max_length']} allowed",
-                    code="C016", location=_loc(self.filename, self.marks, path + ("value",), row=label)))
+                    location=_loc(self.filename, self.marks, path + ("value",), row=label)))
 
         dup = d.get("duplicate_check")
         if dup:
             for j, f in enumerate(dup["fields"]):
                 if f not in seen_dest:
-                    self.error(CollectionError(
+                    self.error(NotADestinationError(
                         f"duplicate_check field '{f}' is not a destination of this collection",
-                        code="C014", location=_loc(self.filename, self.marks, ("duplicate_check", "fields", j))))
+                        location=_loc(self.filename, self.marks, ("duplicate_check", "fields", j))))
         roo = d.get("requires_one_of") or {}
         for j, f in enumerate(roo.get("destinations", [])):
             if f not in seen_dest:
-                self.error(CollectionError(
+                self.error(NotADestinationError(
                     f"requires_one_of destination '{f}' is not a destination of this collection",
-                    code="C014", location=_loc(self.filename, self.marks, ("requires_one_of", "destinations", j))))
+                    location=_loc(self.filename, self.marks, ("requires_one_of", "destinations", j))))
         if d.get("each") and not d.get("parent"):
-            self.error(CollectionError("'each' is only meaningful in a child collection (one with 'parent')",
-                                       code="C012", location=_loc(self.filename, self.marks, ("each",))))
+            self.error(EachWithoutParentError("'each' is only meaningful in a child collection (one with 'parent')",
+                                              location=_loc(self.filename, self.marks, ("each",))))
         self._warn(d, rows)
         if self.errors:
             return None
@@ -507,9 +507,9 @@ class _FileCompiler:
             return
         if d["klaviyo_resource"] == "profile" and d["status"] == "enabled" \
                 and not any(r.destination == "SubscribeProfile" for r in rows):
-            self.warnings.append(CollectionWarning(
+            self.warnings.append(SubscribeProfileUnmappedWarning(
                 "SubscribeProfile is not mapped: every profile this collection sends is unsubscribed. "
-                "Map it to each Customer's real opt-in value.", code="W001",
+                "Map it to each Customer's real opt-in value.",
                 location=_loc(self.filename, self.marks, ("rows",))))
         for r in rows:
             self._placeholder(r)
@@ -526,8 +526,8 @@ class _FileCompiler:
         elif r.destination == "SubscribeProfile" and r.value is True:
             reason = "SubscribeProfile is a fixed true: map it to each Customer's real opt-in / opt-out value"
         if reason:
-            self.warnings.append(CollectionWarning(
-                reason + " before go-live", code="W002", location=r.location))
+            self.warnings.append(PlaceholderWarning(
+                reason + " before go-live", location=r.location))
 
 
 def display_path(path: Path) -> str:
@@ -544,8 +544,7 @@ def _load_file(path: Path, engine: FormulaEngine
     try:
         text = read_yaml_file(path, filename)
     except OSError as exc:
-        return None, [CollectionError(f"cannot read collection: {exc}", code="C000",
-                                      location=Location(file=filename))], []
+        return None, [CollectionReadError(f"cannot read collection: {exc}", location=Location(file=filename))], []
     except CollectionError as exc:  # too large or not UTF-8, located
         return None, [exc], []
     try:
@@ -595,10 +594,10 @@ def load_collections(paths: Iterable[str | Path] | None = None, engine: FormulaE
     warnings: list[KlaviyoSyncError] = []
     loaded: list[Collection] = []
     if not files:
-        errors.append(CollectionError("no collection files found", code="C021"))
+        errors.append(NoCollectionFilesError("no collection files found"))
     for f in files:
         if not f.exists():
-            errors.append(CollectionError("no such file", code="C000", location=Location(file=str(f))))
+            errors.append(CollectionReadError("no such file", location=Location(file=str(f))))
             continue
         coll, errs, warns = _load_file(f, engine)
         errors.extend(errs)
@@ -608,8 +607,8 @@ def load_collections(paths: Iterable[str | Path] | None = None, engine: FormulaE
     cs = CollectionSet()
     for c in loaded:
         if c.title in cs.collections:
-            errors.append(CollectionReferenceError(
-                f"title {c.title!r} is already used by {cs.collections[c.title].file}", code="C006",
+            errors.append(DuplicateTitleError(
+                f"title {c.title!r} is already used by {cs.collections[c.title].file}",
                 location=Location(file=c.file, line=1, column=1)))
             continue
         cs.collections[c.title] = c
@@ -622,21 +621,21 @@ def load_collections(paths: Iterable[str | Path] | None = None, engine: FormulaE
             hint = difflib.get_close_matches(c.parent, sorted(cs.collections), n=1)
             msg = f"parent {c.parent!r} is not a loaded collection"
             msg += f"; did you mean {hint[0]!r}?" if hint else ""
-            errors.append(CollectionReferenceError(msg, code="C004", location=c.parent_location))
+            errors.append(UnknownParentError(msg, location=c.parent_location))
             del cs.collections[c.title]
             continue
         parent = cs.collections[c.parent]
         if parent.direction != c.direction:
-            errors.append(CollectionReferenceError(
-                f"parent {c.parent!r} runs {parent.direction}, this child runs {c.direction}", code="C013",
+            errors.append(ParentDirectionError(
+                f"parent {c.parent!r} runs {parent.direction}, this child runs {c.direction}",
                 location=c.parent_location))
         graph.setdefault(c.title, set()).add(c.parent)
     try:
         cs.order = list(TopologicalSorter(graph).static_order())
     except CycleError as exc:
         cycle = exc.args[1]
-        errors.append(CollectionReferenceError(
-            "parent references form a cycle: " + " -> ".join(cycle), code="C005",
+        errors.append(ParentCycleError(
+            "parent references form a cycle: " + " -> ".join(cycle),
             location=cs.collections[cycle[0]].parent_location))
         for t in set(cycle):
             cs.collections.pop(t, None)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from engine.errors import PayloadError
 from engine.formula.helpers import to_bool, to_float
 
 LIST_PREFIX = "LIST_"
@@ -156,10 +157,6 @@ class EventRequest:
                 "value": self.value, "unique_id": self.unique_id, "time": self.time}
 
 
-class PayloadError(ValueError):
-    """A mapped event payload lacks a value Klaviyo needs, or holds one of the wrong type."""
-
-
 def event_request(payload: Mapping[str, Any]) -> EventRequest:
     """Turn a mapped event payload into an :class:`EventRequest`.
 
@@ -194,6 +191,6 @@ def event_request(payload: Mapping[str, Any]) -> EventRequest:
 
 
 __all__ = [
-    "EventRequest", "PayloadError", "ProfileRequest", "SUBSCRIBE", "UNSUBSCRIBE", "event_request",
+    "EventRequest", "ProfileRequest", "SUBSCRIBE", "UNSUBSCRIBE", "event_request",
     "profile_request", "strip_nulls",
 ]

@@ -46,7 +46,7 @@ from typing import Any
 
 from engine import catalog
 from engine.collection import Collection
-from engine.errors import KlaviyoSyncError
+from engine.errors import KlaviyoSyncError, PayloadError
 from engine.flows._outbound_records import (
     CODE_CUSTOMER_PREREQ,
     CODE_EVENT_PAYLOAD,
@@ -55,7 +55,7 @@ from engine.flows._outbound_records import (
 )
 from engine.klaviyo import KlaviyoClient
 from engine.mapper import Problem
-from engine.payloads import EventRequest, PayloadError, event_request, strip_nulls
+from engine.payloads import EventRequest, event_request, strip_nulls
 from engine.runner import OK, Outcome, Runner
 
 
@@ -190,7 +190,7 @@ def plan_line(child: Outcome) -> LinePlan:
     try:
         plan.request = event_request(child.payload or {})
     except PayloadError as exc:
-        plan.error = str(exc)
+        plan.error = exc.message
     return plan
 
 
@@ -348,7 +348,7 @@ class OrderFlow:
             return
         if isinstance(plan, PayloadError):
             result.outcome = "invalid"
-            result.log(self.placed.title, message, code=CODE_EVENT_PAYLOAD, detail=str(plan))
+            result.log(self.placed.title, message, code=CODE_EVENT_PAYLOAD, detail=plan.message)
             return
         digest = plan.digest()
         if latest is None:
