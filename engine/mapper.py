@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.collection import Collection, Row, _formula_location
+from engine.collection import Collection, Row, formula_location
 from engine.errors import KlaviyoSyncError, Location, MappingError, PathNotFoundError
 from engine.formula import helpers
 from engine.formula.guards import shorten
@@ -210,7 +210,7 @@ class Mapper:
         line = col = None
         if origin is not None:
             # the failing node's position inside the formula, as a position in the YAML file
-            loc = _formula_location(c.file, origin, exc, None)  # type: ignore[arg-type]
+            loc = formula_location(c.file, origin, exc, None)  # type: ignore[arg-type]
             line, col = loc.line, loc.column
         return Problem(
             code=code, message=message, row=row.label if row else where,
@@ -321,7 +321,7 @@ class Mapper:
                     # a mapping error (M007, at the row)
                     line, column = row.location.line, row.location.column
                     if kind is _FORMULA and row.formula_origin is not None:
-                        at = _formula_location(c.file, row.formula_origin, MappingError(""), None)  # type: ignore[arg-type]
+                        at = formula_location(c.file, row.formula_origin, MappingError(""), None)  # type: ignore[arg-type]
                         line, column = at.line or line, at.column or column
                     problems.append(Problem(
                         "F205" if kind is _FORMULA else "M007",
