@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-from engine.collection import load_collections, parse_path
+from engine.collection import ROW_KINDS, load_collections, parse_path
+from engine.collection.load import SCHEMA_PATH
 
 ROOT = Path(__file__).parent.parent
 BROKEN = Path(__file__).parent / "fixtures" / "broken"
@@ -111,6 +112,21 @@ def test_missing_file_is_an_error() -> None:
     result = CliRunner().invoke(main, ["validate", "nope.yaml"])
     assert result.exit_code == 1
     assert "nope.yaml: C000 no such file" in result.output
+
+
+def test_row_kinds_are_the_schema_row_types() -> None:
+    """The row registry has one kind per row type the schema allows, each under its YAML name."""
+    import json
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    assert schema["$defs"]["row"]["properties"]["type"]["enum"] == list(ROW_KINDS)
+    assert all(name == kind.name for name, kind in ROW_KINDS.items())
+
+
+def test_every_shipped_row_plans_one_step() -> None:
+    """Each compiled row tells the mapper one step: a constant, a path read or a formula."""
+    steps = {(r.type, ROW_KINDS[r.type].plan(r).step) for c in load_collections().collections for r in c.rows}
+    assert {("field", "read"), ("static", "constant"), ("formula", "formula")} == steps
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.collection.compile import compile_collection, parse_path
+from engine.collection.compile import ROW_KINDS, RowKind, compile_collection, parse_path
 from engine.collection.graph import build_set
 from engine.collection.load import (
     DEFAULT_COLLECTIONS_DIR,
@@ -50,7 +50,7 @@ from engine.collection.load import (
     formula_location,
     read_collection,
 )
-from engine.collection.model import Collection, CollectionSet, Let, LoadReport, Row
+from engine.collection.model import Collection, CollectionSet, Let, LoadReport, Row, RowPlan
 from engine.errors import CollectionReadError, KlaviyoSyncError, Location, NoCollectionFilesError
 from engine.formula import FormulaEngine
 
@@ -97,11 +97,14 @@ def load_collections(paths: Iterable[str | Path] | None = None, engine: FormulaE
 
 __all__ = [
     "DEFAULT_COLLECTIONS_DIR",
+    "ROW_KINDS",
     "Collection",
     "CollectionSet",
     "LoadReport",
     "Let",
     "Row",
+    "RowKind",
+    "RowPlan",
     "load_collections",
     "collection_files",
     "formula_location",

@@ -42,6 +42,14 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
+@lru_cache(maxsize=1)
+def _row_keys() -> dict[str, str]:
+    """The key each row type takes (``{"field": "source", ...}``), read from the schema's rules for rows."""
+    schema: Any = _validator().schema
+    rules = schema["$defs"]["row"]["allOf"]
+    return {rule["if"]["properties"]["type"]["const"]: rule["then"]["required"][0] for rule in rules}
+
+
 def _humanise(err: jsonschema.ValidationError, data: Any) -> tuple[str, tuple[Any, ...]]:
     """A schema error as a one-line diagnosis, and the path to report it at."""
     path = tuple(err.absolute_path)
@@ -68,10 +76,10 @@ def _humanise(err: jsonschema.ValidationError, data: Any) -> tuple[str, tuple[An
         row = data
         for step in path:
             row = row[step]
-        key = next((k for k in ("source", "value", "formula") if isinstance(row, dict) and k in row
-                    and row[k] == instance), "?")
+        takes = _row_keys()
+        key = next((k for k in takes.values() if isinstance(row, dict) and k in row and row[k] == instance), "?")
         kind = row.get("type") if isinstance(row, dict) else "?"
-        needs = {"field": "source", "static": "value", "formula": "formula"}.get(kind, "?")
+        needs = takes.get(kind, "?")
         return (f"{where}: key '{key}' is not allowed in a {kind} row (a {kind} row takes '{needs}')",
                 path + (key,))
     return f"{where}: {err.message}", path

@@ -12,11 +12,22 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from engine._yaml import Mark
 from engine.errors import KlaviyoSyncError, Location, UnknownCollectionError
 from engine.formula import CompiledFormula
+
+#: How the mapper evaluates a row: ``constant`` (a static value), ``read`` (follow a source path) or
+#: ``formula`` (run it in the sandbox).
+RowStep = Literal["constant", "read", "formula"]
+
+
+class RowPlan(NamedTuple):
+    """What the mapper does with one compiled row: the step, and its argument (the value, the path, the formula)."""
+
+    step: RowStep
+    argument: Any
 
 
 @dataclass(frozen=True)
@@ -142,4 +153,4 @@ class LoadReport:
         return not self.errors
 
 
-__all__ = ["Collection", "CollectionSet", "Let", "LoadReport", "Row"]
+__all__ = ["Collection", "CollectionSet", "Let", "LoadReport", "Row", "RowPlan", "RowStep"]

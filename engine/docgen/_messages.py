@@ -19,7 +19,7 @@ import ast
 from dataclasses import dataclass
 
 from engine import catalog
-from engine.collection import Collection
+from engine.collection import ROW_KINDS, Collection
 from engine.flows._outbound_orders import REQUIRED_EVENT_VALUES
 from engine.formula import CompiledFormula
 from engine.klaviyo.revision import CAPABILITIES
@@ -121,7 +121,7 @@ def _mapping_messages(c: Collection, out: _Messages) -> None:
             out.add(f"source {row.source} could not be read",
                     f"the row {row.destination} (on_missing: error) finds nothing", "M010")
     for row in c.rows:
-        if row.type == "static":
+        if ROW_KINDS[row.type].plan(row).step == "constant":
             continue  # a fixed value passes its checks on every record, or fails the load (C016)
         if row.expect:
             out.add(f"{row.destination} must be {row.expect}", f"{row.destination} has a value of another type",
