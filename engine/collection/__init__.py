@@ -75,7 +75,7 @@ def load_collections(paths: Iterable[str | Path] | None = None, engine: FormulaE
         errors.append(NoCollectionFilesError("no collection files found"))
     for f in files:
         if not f.exists():
-            errors.append(CollectionReadError("no such file", location=Location(file=str(f))))
+            errors.append(CollectionReadError("no such file", location=Location(file=display_path(f))))
             continue
         checked, problems = read_collection(f, display_path(f))
         errors.extend(problems)

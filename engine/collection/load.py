@@ -117,15 +117,17 @@ def formula_location(filename: str, origin: Mark | None, err: FormulaError, row:
 
 
 def display_path(path: Path) -> str:
-    """``path`` relative to the working directory when it is below it (shorter error lines)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """How errors name a collection file, whatever the working directory: the path as the user
+    gave it (a folder given joined with the file's name, never resolved), and a shipped
+    collection as ``collections/<file>`` wherever the engine is installed."""
+    if path.parent == DEFAULT_COLLECTIONS_DIR:
+        return str(Path(DEFAULT_COLLECTIONS_DIR.name, path.name))
+    return str(path)
 
 
 def collection_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand directories into their ``*.yaml`` / ``*.yml`` files, sorted."""
+    """Expand directories into their ``*.yaml`` / ``*.yml`` files, sorted; each is the folder as
+    given joined with the file's name (what :func:`display_path` shows)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -185,5 +187,6 @@ def read_collection(path: Path, filename: str) -> tuple[CheckedFile | None, list
 
 
 __all__ = [
-    "DEFAULT_COLLECTIONS_DIR", "CheckedFile", "collection_files", "formula_location", "location_of", "read_collection",
+    "DEFAULT_COLLECTIONS_DIR", "CheckedFile", "collection_files", "display_path", "formula_location", "location_of",
+    "read_collection",
 ]
