@@ -44,6 +44,21 @@ from engine.errors import (
     UnsupportedSourceError,
 )
 from engine.formula import CompiledFormula, FormulaEngine
+from engine.vocab import (
+    EVENT_KEYS,
+    LIST_PREFIX,
+    LOCATION_FIELDS,
+    PROFILE_ATTRIBUTES,
+    PROFILE_LOCATION,
+    PROFILE_PROPERTIES,
+    SUBSCRIBE_FLAG,
+    UCLIST_PREFIX,
+    Direction,
+    HubEntity,
+    KlaviyoResource,
+    RowType,
+    list_flag,
+)
 
 #: Default "required value missing" texts, by collection title (the seeds' catalog).
 DEFAULT_REQUIRED_MESSAGES: dict[str, str] = {
@@ -52,21 +67,6 @@ DEFAULT_REQUIRED_MESSAGES: dict[str, str] = {
     "Add Klaviyo Placed Order Event FROM Hub": catalog.ORDER_EVENT_NOT_CREATED,
     "Add Klaviyo Ordered Product Event FROM Hub": catalog.PRODUCT_EVENT_NOT_CREATED,
 }
-
-#: Klaviyo destinations an outbound profile collection may write.
-PROFILE_ATTRIBUTES = frozenset(
-    {"email", "phone_number", "external_id", "anonymous_id", "first_name", "last_name", "organization",
-     "title", "image", "locale"}
-)
-PROFILE_LOCATION = frozenset(
-    {"address1", "address2", "city", "country", "region", "zip", "timezone", "ip", "latitude", "longitude"}
-)
-PROFILE_FLAGS = ("LIST_", "UCLIST_")
-#: Event destinations with a meaning; any other destination becomes an event property.
-EVENT_DESTINATIONS = frozenset(
-    {"ProfileId", "EventProperties", "MetricName", "UniqueId", "NumericValue", "Time", "ValueCurrency"}
-)
-
 
 def _name_position(source: str, name: str) -> tuple[int | None, int | None]:
     """1-based line and column of the first read of ``name`` in a formula's source."""
@@ -98,14 +98,16 @@ def parse_path(text: str) -> tuple[str | int, ...]:
     return tuple(out)
 
 
-def source_names(coll_direction: str, hub_entity: str, klaviyo_resource: str) -> frozenset[str]:
-    if coll_direction == "to_hub":
+def source_names(direction: Direction, hub_entity: HubEntity, klaviyo_resource: KlaviyoResource) -> frozenset[str]:
+    """The fields a collection's source record has: the Klaviyo resource's inbound, the hub entity's outbound."""
+    if direction == "to_hub":
         return KLAVIYO_FIELDS[klaviyo_resource]
     return HUB_FIELDS[hub_entity]
 
 
-def _check_destination(direction: str, hub_entity: str, resource: str, dest: str) -> str | None:
-    """None when ``dest`` is a destination the target accepts, else the reason."""
+def _check_destination(direction: Direction, hub_entity: HubEntity, resource: KlaviyoResource, dest: str
+                       ) -> str | None:
+    """None when ``dest`` is a destination the target accepts, else the reason (engine/vocab.py's table)."""
     parts = dest.split(".")
     head = parts[0]
     if direction == "to_hub":
@@ -116,20 +118,20 @@ def _check_destination(direction: str, hub_entity: str, resource: str, dest: str
             return None
         return f"valid destinations for hub {hub_entity}: {', '.join(sorted(fields))}, CustomFields.<name>"
     if resource == "profile":
-        if len(parts) == 1 and (head in PROFILE_ATTRIBUTES or head == "SubscribeProfile"
-                                or any(head.startswith(f) and len(head) > len(f) for f in PROFILE_FLAGS)):
+        flag = list_flag(head)
+        if len(parts) == 1 and (head in PROFILE_ATTRIBUTES or head == SUBSCRIBE_FLAG or (flag is not None and flag[1])):
             return None
-        if head == "location" and len(parts) == 2 and parts[1] in PROFILE_LOCATION:
+        if head == PROFILE_LOCATION and len(parts) == 2 and parts[1] in LOCATION_FIELDS:
             return None
-        if head == "properties" and len(parts) == 2:
+        if head == PROFILE_PROPERTIES and len(parts) == 2:
             return None
-        return ("valid destinations for a Klaviyo profile: " + ", ".join(sorted(PROFILE_ATTRIBUTES))
-                + ", location.<" + "|".join(sorted(PROFILE_LOCATION)) + ">, properties.<name>, "
-                "LIST_<list name>, UCLIST_<list name>, SubscribeProfile")
+        return (f"valid destinations for a Klaviyo profile: {', '.join(sorted(PROFILE_ATTRIBUTES))}, "
+                f"{PROFILE_LOCATION}.<{'|'.join(sorted(LOCATION_FIELDS))}>, {PROFILE_PROPERTIES}.<name>, "
+                f"{LIST_PREFIX}<list name>, {UCLIST_PREFIX}<list name>, {SUBSCRIBE_FLAG}")
     # events: named destinations, or any other single name, which becomes an event property
     if len(parts) == 1:
         return None
-    return "event destinations are single names: " + ", ".join(sorted(EVENT_DESTINATIONS)) + " or a property name"
+    return "event destinations are single names: " + ", ".join(sorted(EVENT_KEYS)) + " or a property name"
 
 
 class _FileCompiler:
@@ -270,7 +272,7 @@ class _FileCompiler:
     def _warn_subscribe_unmapped(self, rows: list[Row]) -> None:
         d = self.data
         if d["direction"] == "to_klaviyo" and d["klaviyo_resource"] == "profile" and d["status"] == "enabled" \
-                and not any(r.destination == "SubscribeProfile" for r in rows):
+                and not any(r.destination == SUBSCRIBE_FLAG for r in rows):
             self.warnings.append(SubscribeProfileUnmappedWarning(
                 "SubscribeProfile is not mapped: every profile this collection sends is unsubscribed. "
                 "Map it to each Customer's real opt-in value.", location=self.at(("rows",))))
@@ -327,9 +329,9 @@ def _compile_static(c: _FileCompiler, row: _RowSpec) -> _RowParts:
     reason = None
     if value == "Example values":
         reason = f"placeholder value 'Example values' in {dest}: replace it with real data or remove the row"
-    elif dest.startswith(PROFILE_FLAGS) and value is True:
+    elif list_flag(dest) is not None and value is True:
         reason = f"template list flag {dest} = true: set it to a list you actually use"
-    elif dest == "SubscribeProfile" and value is True:
+    elif dest == SUBSCRIBE_FLAG and value is True:
         reason = "SubscribeProfile is a fixed true: map it to each Customer's real opt-in / opt-out value"
     if reason:
         c.warnings.append(PlaceholderWarning(reason + " before go-live", location=row.location))
@@ -357,14 +359,14 @@ class RowKind:
         plan: what the mapper does with a compiled row (see :class:`~.model.RowPlan`).
     """
 
-    name: str
+    name: RowType
     title: str
     compile: Callable[[_FileCompiler, _RowSpec], _RowParts | None]
     plan: Callable[[Row], RowPlan]
 
 
 #: The row types by their YAML names (the schema's ``type`` enum): the one place that knows each kind.
-ROW_KINDS: Final[Mapping[str, RowKind]] = MappingProxyType({
+ROW_KINDS: Final[Mapping[RowType, RowKind]] = MappingProxyType({
     "field": RowKind("field", "Field", _compile_field, lambda row: RowPlan("read", row.source_path)),
     "static": RowKind("static", "Static", _compile_static, lambda row: RowPlan("constant", row.value)),
     "formula": RowKind("formula", "Dynamic Formula", _compile_formula, lambda row: RowPlan("formula", row.formula)),

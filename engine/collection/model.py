@@ -17,6 +17,18 @@ from typing import Any, Literal, NamedTuple
 from engine._yaml import Mark
 from engine.errors import KlaviyoSyncError, Location, UnknownCollectionError
 from engine.formula import CompiledFormula
+from engine.vocab import (
+    Action,
+    CollectionStatus,
+    Direction,
+    ExpectedType,
+    HubEntity,
+    Importance,
+    KlaviyoResource,
+    OnMissing,
+    RowType,
+    System,
+)
 
 #: How the mapper evaluates a row: ``constant`` (a static value), ``read`` (follow a source path) or
 #: ``formula`` (run it in the sandbox).
@@ -35,7 +47,7 @@ class Row:
     """One compiled mapping row."""
 
     index: int
-    type: str
+    type: RowType
     destination: str
     dest_path: tuple[str, ...]
     location: Location
@@ -45,11 +57,11 @@ class Row:
     formula: CompiledFormula | None = None
     formula_origin: Mark | None = None
     description: str = ""
-    importance: str = "optional"
+    importance: Importance = "optional"
     required: bool = False
     required_message: str | None = None
-    on_missing: str = "omit"
-    expect: str | None = None
+    on_missing: OnMissing = "omit"
+    expect: ExpectedType | None = None
     max_length: int | None = None
 
     @property
@@ -74,11 +86,11 @@ class Collection:
 
     title: str
     file: str
-    direction: str
-    hub_entity: str
-    klaviyo_resource: str
-    action: str
-    status: str
+    direction: Direction
+    hub_entity: HubEntity
+    klaviyo_resource: KlaviyoResource
+    action: Action
+    status: CollectionStatus
     rows: tuple[Row, ...]
     description: str = ""
     parent: str | None = None
@@ -91,7 +103,7 @@ class Collection:
     unreadable_message: str | None = None
     requires_one_of: tuple[str, ...] = ()
     requires_one_of_message: str | None = None
-    on_missing: str = "omit"
+    on_missing: OnMissing = "omit"
     parent_location: Location | None = None
     requires_one_of_location: Location | None = None
 
@@ -100,12 +112,12 @@ class Collection:
         return self.status == "enabled"
 
     @property
-    def source_kind(self) -> tuple[str, str]:
+    def source_kind(self) -> tuple[System, str]:
         """("klaviyo", resource) or ("hub", entity): what a source record is."""
         return ("klaviyo", self.klaviyo_resource) if self.direction == "to_hub" else ("hub", self.hub_entity)
 
     @property
-    def target_kind(self) -> tuple[str, str]:
+    def target_kind(self) -> tuple[System, str]:
         return ("hub", self.hub_entity) if self.direction == "to_hub" else ("klaviyo", self.klaviyo_resource)
 
 

@@ -57,6 +57,7 @@ from engine.klaviyo import KlaviyoClient
 from engine.mapper import Problem
 from engine.payloads import EventRequest, event_request, strip_nulls
 from engine.runner import OK, Outcome, Runner
+from engine.vocab import REQUIRED_EVENT_KEYS
 
 
 class AnswerResolver:
@@ -93,7 +94,7 @@ def log_problems(result: RecordResult, flow: str, problems: list[Problem], *, en
 #: the ProfileId, EventProperties, MetricName, and UniqueId mappings all resolve to values."  The
 #: Ordered Product collection requires the same four.  Checked on the mapped payload, so a row that
 #: was deleted from a collection counts as missing just like a row that resolved to nothing.
-REQUIRED_EVENT_VALUES = ("ProfileId", "EventProperties", "MetricName", "UniqueId")
+REQUIRED_EVENT_VALUES: tuple[str, ...] = REQUIRED_EVENT_KEYS
 #: The mapper's code for a required value that is missing (the same code when the row is gone).
 CODE_REQUIRED_MISSING = "M002"
 
