@@ -3,13 +3,18 @@
 Table of contents:
 
 Collections and mapping (pure, no I/O)
-- :mod:`engine.collection`  load, check and compile YAML collections into frozen plans
+- :mod:`engine.vocab`       the vocabulary: enum-like keys as Literals, the hub records as TypedDicts,
+                            the one table of Klaviyo destinations
+- :mod:`engine.collection`  load, check and compile YAML collections into frozen plans, one step a
+                            module: ``load`` (files, YAML with marks, schema), ``compile`` (one file,
+                            rows through ``ROW_KINDS``), ``graph`` (parents and children), ``model``
 - :mod:`engine.formula`     the sandboxed formula interpreter (asteval behind a load-time checker and
                             run-time guards); :mod:`engine.formula.helpers` the functions formulas
                             may call (get, e164, present, ...)
 - :mod:`engine.mapper`      one record through one collection's rows
 - :mod:`engine.runner`      one record through a collection and its children: ok / filtered / invalid
 - :mod:`engine.entities`    the fields of Klaviyo resources and hub entities
+- :mod:`engine.payloads`    a mapped payload split into the pieces of Klaviyo requests
 
 The two seams
 - :mod:`engine.hub`         the hub: Customers, Addresses, Transactions, links, error log, queue (SQLite)

@@ -26,7 +26,14 @@ from typing import Any
 
 import yaml
 
-from engine.errors import CollectionError, Location
+from engine.errors import (
+    Location,
+    YamlDuplicateKeyError,
+    YamlEncodingError,
+    YamlLimitError,
+    YamlSyntaxError,
+    YamlTagError,
+)
 
 Path = tuple[str | int, ...]
 
@@ -68,33 +75,6 @@ _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in
 
 # A plain ``=`` resolves to YAML 1.1's "value" tag, which has no constructor: it is just the text.
 _VALUE_TAG = "tag:yaml.org,2002:value"
-
-
-# One class a code, alike the error classes in errors.py in shape only.
-class YamlDuplicateKeyError(CollectionError):
-    code = "C003"
-
-
-class YamlSyntaxError(CollectionError):
-    code = "C001"
-
-
-class YamlLimitError(CollectionError):
-    """The document is too large, too deep, or expands too far through aliases."""
-
-    code = "C017"
-
-
-class YamlTagError(CollectionError):
-    """A tag other than YAML's plain types (``!!python/object``, ``!foo``, ``!!binary``...)."""
-
-    code = "C018"
-
-
-class YamlEncodingError(CollectionError):
-    """The file is not UTF-8 text."""
-
-    code = "C019"
 
 
 def _block_content_start(lines: list[str], header_line0: int) -> tuple[int, int]:

@@ -10,7 +10,36 @@ Tree::
 
     KlaviyoSyncError
     ├── CollectionError           a collection file is unusable (YAML, schema, references)  C0xx
-    │   └── CollectionSetError    several collection problems, reported together
+    │   ├── CollectionReadError   the file cannot be read or does not exist            C000
+    │   ├── YamlSyntaxError       not YAML, or a value YAML cannot read                 C001
+    │   ├── CollectionSchemaError a schema violation (missing/unknown key, type, enum)  C002
+    │   ├── YamlDuplicateKeyError a mapping repeats a key                               C003
+    │   ├── CollectionReferenceError  parents and titles across files
+    │   │   ├── UnknownParentError    the parent is not a loaded collection             C004
+    │   │   ├── ParentCycleError      parent references form a cycle                    C005
+    │   │   ├── DuplicateTitleError   two collections share a title                     C006
+    │   │   └── ParentDirectionError  child and parent run in different directions      C013
+    │   ├── DuplicateDestinationError a destination is written by two rows              C008
+    │   ├── UnsupportedSourceError    a direction/resource pair that cannot be a source C009
+    │   ├── CollectionNameError       a name the source or the target does not have
+    │   │   ├── UnknownNameError      a formula or field row reads an unknown name      C010
+    │   │   └── UnknownDestinationError  a destination the target does not accept       C011
+    │   ├── EachWithoutParentError    ``each`` in a collection without ``parent``       C012
+    │   ├── NotADestinationError      duplicate_check / requires_one_of names no destination  C014
+    │   ├── LetHidesNameError         a ``let`` name hides a source field or scope name C015
+    │   ├── StaticTooLongError        a static value longer than its ``max_length``     C016
+    │   ├── YamlLimitError        too large, too deep, too many values once aliases expand  C017
+    │   ├── YamlTagError          a tag other than YAML's plain types, or a merge key   C018
+    │   ├── YamlEncodingError     the file is not UTF-8 text                            C019
+    │   ├── UnknownCollectionError  no loaded collection has that title or file name    C020
+    │   ├── NoCollectionFilesError  the paths hold no collection file                   C021
+    │   └── CollectionSetError    several collection problems, reported together         C999
+    ├── CollectionWarning         not an error: something to review before go-live     W0xx
+    │   ├── SubscribeProfileUnmappedWarning  every profile sent would be unsubscribed   W001
+    │   ├── PlaceholderWarning    a placeholder value the specification says to replace W002
+    │   ├── ScopeNotGrantedWarning  the stored OAuth connection lacks a needed scope    W020
+    │   └── RevisionPastSupportWarning  api_revision is past Klaviyo's support window   W021
+    ├── PayloadError              a mapped event payload Klaviyo cannot take            O008
     ├── FormulaError              a formula/filter                                        F0xx
     │   ├── FormulaSyntaxError    refused when the collection loads (syntax, forbidden node/name)
     │   └── FormulaRuntimeError   raised while evaluating (exception, limit exceeded)
@@ -137,8 +166,153 @@ class KlaviyoSyncError(Exception):
         }
 
 
+# -- collections (engine/collection/, engine/_yaml.py) -----------------------------------------
+# One class a code; the families (references, names) share a base so callers can catch them together.
+
+
 class CollectionError(KlaviyoSyncError):
+    """A collection file is unusable; each subclass is one code (docs/collections.md lists them)."""
+
     code = "C000"
+
+
+class CollectionReadError(CollectionError):
+    """The collection file cannot be read, or does not exist."""
+
+    code = "C000"
+
+
+class YamlSyntaxError(CollectionError):
+    """The text is not YAML, or holds a value YAML cannot read (with the parser's line and column)."""
+
+    code = "C001"
+
+
+class CollectionSchemaError(CollectionError):
+    """The file breaks ``schemas/collection.schema.json`` (missing or unknown key, wrong type, bad enum value)."""
+
+    code = "C002"
+
+
+class YamlDuplicateKeyError(CollectionError):
+    """A YAML mapping repeats a key (the later value would silently win)."""
+
+    code = "C003"
+
+
+class CollectionReferenceError(CollectionError):
+    """Parent/title problems across collections (C004, C005, C006, C013: the subclasses)."""
+
+    code = "C004"
+
+
+class UnknownParentError(CollectionReferenceError):
+    """``parent`` names no loaded collection."""
+
+    code = "C004"
+
+
+class ParentCycleError(CollectionReferenceError):
+    """Parent references form a cycle."""
+
+    code = "C005"
+
+
+class DuplicateTitleError(CollectionReferenceError):
+    """Two collections share a title."""
+
+    code = "C006"
+
+
+class ParentDirectionError(CollectionReferenceError):
+    """A child runs in another direction than its parent."""
+
+    code = "C013"
+
+
+class DuplicateDestinationError(CollectionError):
+    """Two rows write the same destination."""
+
+    code = "C008"
+
+
+class UnsupportedSourceError(CollectionError):
+    """A direction / ``klaviyo_resource`` pair that cannot be a source (``to_hub`` reads profiles only)."""
+
+    code = "C009"
+
+
+class CollectionNameError(CollectionError):
+    """A row reads a name the source record does not have (C010), or writes a destination the
+    target does not accept (C011): the subclasses."""
+
+    code = "C010"
+
+
+class UnknownNameError(CollectionNameError):
+    """A formula, filter, ``let`` or field row reads a name the source record does not have."""
+
+    code = "C010"
+
+
+class UnknownDestinationError(CollectionNameError):
+    """A destination the target does not accept (the message lists the valid ones)."""
+
+    code = "C011"
+
+
+class EachWithoutParentError(CollectionError):
+    """``each`` in a collection without ``parent`` (only a child iterates its parent's items)."""
+
+    code = "C012"
+
+
+class NotADestinationError(CollectionError):
+    """``duplicate_check`` or ``requires_one_of`` names a field that is not a destination of the collection."""
+
+    code = "C014"
+
+
+class LetHidesNameError(CollectionError):
+    """A ``let`` name hides a source field or a scope name."""
+
+    code = "C015"
+
+
+class StaticTooLongError(CollectionError):
+    """A static value longer than its row's ``max_length``."""
+
+    code = "C016"
+
+
+class YamlLimitError(CollectionError):
+    """The document is too large, too deep, or expands too far through aliases."""
+
+    code = "C017"
+
+
+class YamlTagError(CollectionError):
+    """A tag other than YAML's plain types (``!!python/object``, ``!foo``, ``!!binary``...)."""
+
+    code = "C018"
+
+
+class YamlEncodingError(CollectionError):
+    """The file is not UTF-8 text."""
+
+    code = "C019"
+
+
+class UnknownCollectionError(CollectionError):
+    """No loaded collection has the title or file name asked for (the message lists the known ones)."""
+
+    code = "C020"
+
+
+class NoCollectionFilesError(CollectionError):
+    """The paths given hold no collection file."""
+
+    code = "C021"
 
 
 class CollectionSetError(CollectionError):
@@ -152,6 +326,45 @@ class CollectionSetError(CollectionError):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+class CollectionWarning(KlaviyoSyncError):
+    """Not an error: something to review before go-live (``validate --strict`` fails on it)."""
+
+    code = "W000"
+
+
+class SubscribeProfileUnmappedWarning(CollectionWarning):
+    """An enabled outbound profile collection does not map ``SubscribeProfile``: every profile it
+    sends is unsubscribed."""
+
+    code = "W001"
+
+
+class PlaceholderWarning(CollectionWarning):
+    """A placeholder the specification says to replace before go-live ("Example values", a
+    template list flag, a fixed ``SubscribeProfile: true``)."""
+
+    code = "W002"
+
+
+class ScopeNotGrantedWarning(CollectionWarning):
+    """``validate --config``: the OAuth connection stored in the hub lacks a scope a collection needs."""
+
+    code = "W020"
+
+
+class RevisionPastSupportWarning(CollectionWarning):
+    """``validate --config``: the settings' ``api_revision`` is past Klaviyo's support window."""
+
+    code = "W021"
+
+
+class PayloadError(KlaviyoSyncError):
+    """A mapped event payload lacks a value Klaviyo needs, or holds one of the wrong type
+    (engine/payloads.py); the order flow logs it as O008."""
+
+    code = "O008"
 
 
 class FormulaError(KlaviyoSyncError):
@@ -389,7 +602,36 @@ __all__ = [
     "Location",
     "KlaviyoSyncError",
     "CollectionError",
+    "CollectionReadError",
+    "YamlSyntaxError",
+    "CollectionSchemaError",
+    "YamlDuplicateKeyError",
+    "CollectionReferenceError",
+    "UnknownParentError",
+    "ParentCycleError",
+    "DuplicateTitleError",
+    "ParentDirectionError",
+    "DuplicateDestinationError",
+    "UnsupportedSourceError",
+    "CollectionNameError",
+    "UnknownNameError",
+    "UnknownDestinationError",
+    "EachWithoutParentError",
+    "NotADestinationError",
+    "LetHidesNameError",
+    "StaticTooLongError",
+    "YamlLimitError",
+    "YamlTagError",
+    "YamlEncodingError",
+    "UnknownCollectionError",
+    "NoCollectionFilesError",
     "CollectionSetError",
+    "CollectionWarning",
+    "SubscribeProfileUnmappedWarning",
+    "PlaceholderWarning",
+    "ScopeNotGrantedWarning",
+    "RevisionPastSupportWarning",
+    "PayloadError",
     "FormulaError",
     "FormulaSyntaxError",
     "FormulaRuntimeError",

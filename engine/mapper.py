@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.collection import Collection, Row, _formula_location
+from engine.collection import ROW_KINDS, Collection, Row, formula_location
 from engine.errors import KlaviyoSyncError, Location, MappingError, PathNotFoundError
 from engine.formula import helpers
 from engine.formula.guards import shorten
@@ -40,6 +40,7 @@ class _Missing:
 
 MISSING: Any = _Missing()
 _STATIC, _READ, _READ2, _FORMULA = object(), object(), object(), object()
+_STEPS = {"constant": _STATIC, "read": _READ, "formula": _FORMULA}  # a RowPlan's step
 
 _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
@@ -165,14 +166,10 @@ class Mapper:
         # are path reads; static rows are constants; only real formulas reach the interpreter.
         self._plan: list[tuple[Row, object, Any, str | None, bool]] = []
         for row in collection.rows:
-            if row.type == "static":
-                kind, arg = _STATIC, row.value
-            elif row.type == "field":
-                kind, arg = _READ, row.source_path
-            elif not overridden and row.formula is not None and (path := row.formula.read_path) is not None:
-                kind, arg = _READ, path
-            else:
-                kind, arg = _FORMULA, row.formula
+            step, arg = ROW_KINDS[row.type].plan(row)
+            if step == "formula" and not overridden and (path := arg.read_path) is not None:
+                step, arg = "read", path
+            kind = _STEPS[step]
             if kind is _READ and len(arg) == 2 and all(type(a) is str for a in arg):
                 kind = _READ2  # the common "location.city" / existing.FirstName read, inlined
             key = row.dest_path[0] if len(row.dest_path) == 1 else None
@@ -210,7 +207,7 @@ class Mapper:
         line = col = None
         if origin is not None:
             # the failing node's position inside the formula, as a position in the YAML file
-            loc = _formula_location(c.file, origin, exc, None)  # type: ignore[arg-type]
+            loc = formula_location(c.file, origin, exc, None)  # type: ignore[arg-type]
             line, col = loc.line, loc.column
         return Problem(
             code=code, message=message, row=row.label if row else where,
@@ -321,7 +318,7 @@ class Mapper:
                     # a mapping error (M007, at the row)
                     line, column = row.location.line, row.location.column
                     if kind is _FORMULA and row.formula_origin is not None:
-                        at = _formula_location(c.file, row.formula_origin, MappingError(""), None)  # type: ignore[arg-type]
+                        at = formula_location(c.file, row.formula_origin, MappingError(""), None)  # type: ignore[arg-type]
                         line, column = at.line or line, at.column or column
                     problems.append(Problem(
                         "F205" if kind is _FORMULA else "M007",

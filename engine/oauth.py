@@ -52,7 +52,7 @@ with warnings.catch_warnings():
     from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from engine import catalog
-from engine.errors import AuthConfigError, AuthError, AuthorizationError, KlaviyoSyncError
+from engine.errors import AuthConfigError, AuthError, AuthorizationError, KlaviyoSyncError, ScopeNotGrantedWarning
 from engine.hub._redact import redact, secret_forms
 from engine.klaviyo import scopes as klaviyo_scopes
 from engine.settings import Settings
@@ -567,8 +567,6 @@ def scope_warnings(settings: Settings, hub: Any, collections: Any) -> list[Klavi
     the OAuth connection stored in ``hub`` was not granted, located at the first row (or
     collection) that needs it.  None without a stored connection (a private key's scopes
     are not visible to the engine)."""
-    from engine.collection import CollectionWarning  # lazy, as above
-
     status = connection_status(settings, hub, collections=collections)
     out: list[KlaviyoSyncError] = []
     for scope in status.missing_scopes:
@@ -578,10 +576,10 @@ def scope_warnings(settings: Settings, hub: Any, collections: Any) -> list[Klavi
         first = located or reasons[0]
         others = [r.text for r in reasons if r is not first]
         what = f"collection '{first.collection}' {first.why}" if first.collection and first.why else first.text
-        out.append(CollectionWarning(
+        out.append(ScopeNotGrantedWarning(
             f"the OAuth connection stored in the hub was not granted the scope {scope}: Klaviyo will answer "
             f"403 permission_denied when {what}; run `klaviyo-sync auth login` to grant it",
-            code="W020", location=first.location,
+            location=first.location,
             detail=("also needed by: " + "; ".join(others[:3])
                     + (f" (and {len(others) - 3} more)" if len(others) > 3 else ""))
             if others else None))

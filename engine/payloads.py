@@ -24,6 +24,9 @@ Events (:func:`event_request`)
     (``"Example event field"``, ``ValueCurrency``...) is merged into the event
     properties under its own name.  The result's :meth:`EventRequest.client_kwargs`
     are the arguments of :meth:`engine.klaviyo.KlaviyoClient.create_event`.
+
+The names with a meaning are the table of Klaviyo destinations in :mod:`engine.vocab`, which
+the collection compiler checks destinations against too.
 """
 
 from __future__ import annotations
@@ -31,18 +34,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
+from engine.errors import PayloadError
 from engine.formula.helpers import to_bool, to_float
+from engine.vocab import EVENT_KEYS, REQUIRED_EVENT_KEYS, SUBSCRIBE_FLAG, UCLIST_PREFIX, Consent, EventKey, list_flag
 
-LIST_PREFIX = "LIST_"
-UCLIST_PREFIX = "UCLIST_"
-SUBSCRIBE_FLAG = "SubscribeProfile"
+SUBSCRIBE: Final[Consent] = "subscribe"
+UNSUBSCRIBE: Final[Consent] = "unsubscribe"
 
-SUBSCRIBE, UNSUBSCRIBE = "subscribe", "unsubscribe"
-
-#: Event payload keys with a meaning of their own; any other key becomes an event property.
-EVENT_KEYS = frozenset({"ProfileId", "EventProperties", "MetricName", "UniqueId", "NumericValue", "Time"})
+#: The event values a request cannot do without: the required ones, but for EventProperties (none is an
+#: empty body; the order flow has already refused an event whose properties are all empty).
+_REQUEST_NEEDS: Final[tuple[EventKey, ...]] = tuple(k for k in REQUIRED_EVENT_KEYS if k != "EventProperties")
 
 
 def strip_nulls(value: Any) -> Any:
@@ -83,7 +86,7 @@ class ProfileRequest:
     attributes: dict[str, Any]
     subscribe_lists: tuple[str, ...] = ()
     add_lists: tuple[str, ...] = ()
-    consent: str | None = UNSUBSCRIBE
+    consent: Consent | None = UNSUBSCRIBE
     problems: tuple[str, ...] = field(default=())
 
     @property
@@ -114,7 +117,7 @@ def profile_request(payload: Mapping[str, Any]) -> ProfileRequest:
     subscribe_lists: list[str] = []
     add_lists: list[str] = []
     problems: list[str] = []
-    consent: str | None = UNSUBSCRIBE  # unmapped SubscribeProfile unsubscribes (seed 000)
+    consent: Consent | None = UNSUBSCRIBE  # unmapped SubscribeProfile unsubscribes (seed 000)
     for key, value in payload.items():
         if key == SUBSCRIBE_FLAG:
             if value is None:
@@ -125,9 +128,8 @@ def profile_request(payload: Mapping[str, Any]) -> ProfileRequest:
                 problems.append(f"{SUBSCRIBE_FLAG} must be true or false, got {value!r}: consent left unchanged")
             else:
                 consent = SUBSCRIBE if flag else UNSUBSCRIBE
-        elif key.startswith(UCLIST_PREFIX) or key.startswith(LIST_PREFIX):
-            prefix = UCLIST_PREFIX if key.startswith(UCLIST_PREFIX) else LIST_PREFIX
-            name = key[len(prefix):]
+        elif (list_key := list_flag(key)) is not None:
+            prefix, name = list_key
             flag = _flag(value) if value is not None else False
             if flag is None:
                 problems.append(f"{key} must be true or false, got {value!r}: list {name!r} skipped")
@@ -156,10 +158,6 @@ class EventRequest:
                 "value": self.value, "unique_id": self.unique_id, "time": self.time}
 
 
-class PayloadError(ValueError):
-    """A mapped event payload lacks a value Klaviyo needs, or holds one of the wrong type."""
-
-
 def event_request(payload: Mapping[str, Any]) -> EventRequest:
     """Turn a mapped event payload into an :class:`EventRequest`.
 
@@ -168,7 +166,7 @@ def event_request(payload: Mapping[str, Any]) -> EventRequest:
             dict, or NumericValue is not a number.  (The collections mark these rows
             required, so the mapper normally reports them first.)
     """
-    missing = [k for k in ("ProfileId", "MetricName", "UniqueId") if payload.get(k) in (None, "")]
+    missing = [k for k in _REQUEST_NEEDS if payload.get(k) in (None, "")]
     if missing:
         raise PayloadError(f"no value for {', '.join(missing)}")
     props = payload.get("EventProperties")
@@ -194,6 +192,6 @@ def event_request(payload: Mapping[str, Any]) -> EventRequest:
 
 
 __all__ = [
-    "EventRequest", "PayloadError", "ProfileRequest", "SUBSCRIBE", "UNSUBSCRIBE", "event_request",
+    "EventRequest", "ProfileRequest", "SUBSCRIBE", "UNSUBSCRIBE", "event_request",
     "profile_request", "strip_nulls",
 ]

@@ -271,8 +271,8 @@ def test_broken_collections_are_reported_like_validate_and_nothing_is_written(tm
     (broken / "bad.yaml").write_text(text, encoding="utf-8")
     line = text.splitlines().index("    formula: frist_name") + 1
     out = tmp_path / "out"
-    done = cli("docs", str(broken), "--out", str(out), cwd=tmp_path)
-    checked = cli("validate", str(broken), cwd=tmp_path)
+    done = cli("docs", "collections", "--out", str(out), cwd=tmp_path)  # problems name the folder as given
+    checked = cli("validate", "collections", cwd=tmp_path)
     assert (1, 1) == (done.returncode, checked.returncode)
     assert "" == done.stdout
     errors = [line for line in checked.stderr.splitlines() if ": C0" in line]
@@ -282,7 +282,7 @@ def test_broken_collections_are_reported_like_validate_and_nothing_is_written(tm
     assert not out.exists()
     record = tmp_path / "record.json"
     record.write_text('{"email": "ann@example.com"}', encoding="utf-8")
-    mapped = cli("map", "--collections", str(broken), "add-profile-to-hub", str(record), cwd=tmp_path)
+    mapped = cli("map", "--collections", "collections", "add-profile-to-hub", str(record), cwd=tmp_path)
     assert (1, "", errors) == (mapped.returncode, mapped.stdout, mapped.stderr.splitlines())
 
 

@@ -26,9 +26,7 @@ def _json(path: Path):
 
 @pytest.fixture(scope="module")
 def shipped():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(GOLDEN.parent.parent)
-        report = load_collections()
+    report = load_collections()
     assert report.errors == []
     return report.collections
 
@@ -40,9 +38,8 @@ def test_every_shipped_collection_has_golden_cases(shipped) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{p.parent.name}/{p.name}" for p in CASES])
-def test_golden_case(case: Path, shipped, data_regression, monkeypatch) -> None:
+def test_golden_case(case: Path, shipped, data_regression) -> None:
     """The collection maps the case's record to the reviewed expected outcome."""
-    monkeypatch.chdir(GOLDEN.parent.parent)  # problems name files relative to the project root
     coll = shipped.find(case.parent.name)
     record = _json(case / "record.json")
     if coll.direction == "to_hub":
@@ -54,14 +51,13 @@ def test_golden_case(case: Path, shipped, data_regression, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{p.parent.name}/{p.name}" for p in CASES])
-def test_map_command_prints_the_golden_outcome(case: Path, monkeypatch) -> None:
+def test_map_command_prints_the_golden_outcome(case: Path) -> None:
     """`klaviyo-sync map` prints the same outcome as the golden file, exit 1 only when invalid."""
     import yaml
     from click.testing import CliRunner
 
     from engine.cli import main
 
-    monkeypatch.chdir(GOLDEN.parent.parent)
     args = ["map", case.parent.name, str(case / "record.json")]
     for option, name in (("--existing", "existing.json"), ("--links", "links.json"), ("--parent", "parent.json"),
                          ("--parent-mapped", "parent_mapped.json")):

@@ -6,10 +6,10 @@ from decimal import Decimal
 
 import pytest
 
+from engine.errors import PayloadError
 from engine.payloads import (
     SUBSCRIBE,
     UNSUBSCRIBE,
-    PayloadError,
     event_request,
     profile_request,
     strip_nulls,
@@ -69,4 +69,4 @@ def test_event_request_refuses_incomplete_payloads(payload: dict, message: str) 
     """A payload Klaviyo cannot take raises PayloadError naming the value."""
     with pytest.raises(PayloadError) as err:
         event_request(payload)
-    assert message == str(err.value)
+    assert ("O008", message) == (err.value.code, err.value.message)

@@ -12,7 +12,7 @@ import click
 from engine.cli._auth import validate_scopes
 from engine.cli._output import emit_json
 from engine.collection import CollectionSet, load_collections
-from engine.errors import KlaviyoSyncError, Location
+from engine.errors import KlaviyoSyncError, Location, RevisionPastSupportWarning
 from engine.formula.helpers import bind_helpers
 from engine.klaviyo import revision as rev
 from engine.runner import INVALID, Runner, flatten_jsonapi
@@ -122,7 +122,7 @@ def revision_warnings(config: str | None, hub_path: str | None) -> list[KlaviyoS
             if line.startswith("api_revision:"):
                 location = Location(file=str(settings.source), line=n, column=1)
                 break
-    return [KlaviyoSyncError(text, code="W021", location=location)]
+    return [RevisionPastSupportWarning(text, location=location)]
 
 
 @click.command("validate")

@@ -19,11 +19,11 @@ import ast
 from dataclasses import dataclass
 
 from engine import catalog
-from engine.collection import Collection
-from engine.flows._outbound_orders import REQUIRED_EVENT_VALUES
+from engine.collection import ROW_KINDS, Collection
 from engine.formula import CompiledFormula
 from engine.klaviyo.revision import CAPABILITIES
-from engine.payloads import LIST_PREFIX, SUBSCRIBE_FLAG, UCLIST_PREFIX, profile_request
+from engine.payloads import profile_request
+from engine.vocab import LIST_PREFIX, REQUIRED_EVENT_KEYS, SUBSCRIBE_FLAG, list_flag
 
 #: What follows a Klaviyo error's text in the log (Klaviyo's own detail, or the transport's).
 _HTTP_TAIL = " (HTTP <status>): <Klaviyo's detail>"
@@ -121,7 +121,7 @@ def _mapping_messages(c: Collection, out: _Messages) -> None:
             out.add(f"source {row.source} could not be read",
                     f"the row {row.destination} (on_missing: error) finds nothing", "M010")
     for row in c.rows:
-        if row.type == "static":
+        if ROW_KINDS[row.type].plan(row).step == "constant":
             continue  # a fixed value passes its checks on every record, or fails the load (C016)
         if row.expect:
             out.add(f"{row.destination} must be {row.expect}", f"{row.destination} has a value of another type",
@@ -155,7 +155,7 @@ def _flow_messages(c: Collection, out: _Messages) -> None:
                 "its email (a possible duplicate)", "O006", level="warning")
         _consent_messages(c, out)
     elif c.klaviyo_resource == "event":
-        required = f"one of {', '.join(REQUIRED_EVENT_VALUES)} has no value (a row removed counts as none)"
+        required = f"one of {', '.join(REQUIRED_EVENT_KEYS)} has no value (a row removed counts as none)"
         if c.parent is None:  # the order's own event
             out.add(catalog.PROFILE_NOT_RESOLVED, "no link, no profile with the Transaction's email, and no "
                     "Customer to transfer first", "O005")
@@ -180,7 +180,7 @@ def _consent_messages(c: Collection, out: _Messages) -> None:
     """The list and consent rows' messages (engine/payloads.py words the flag problems itself;
     engine/flows/_outbound_consent.py logs the list ones)."""
     flags = [r.destination for r in c.rows if r.destination == SUBSCRIBE_FLAG
-             or any(r.destination.startswith(p) and len(r.destination) > len(p) for p in (LIST_PREFIX, UCLIST_PREFIX))]
+             or ((flag := list_flag(r.destination)) is not None and flag[1])]
     for dest in flags:
         (text,) = profile_request({dest: _Shown()}).problems
         out.add(text, f"{dest} is not true or false", "O002")

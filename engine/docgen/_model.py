@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.collection import Collection, CollectionSet, Row
+from engine.collection import ROW_KINDS, Collection, CollectionSet, Row
 from engine.docgen._messages import LoggedMessage, logged_messages
 
-#: The specification's names of the row types.
-MAPPING_TYPES = {"field": "Field", "static": "Static", "formula": "Dynamic Formula"}
 _SYSTEMS = {"hub": "Hub", "klaviyo": "Klaviyo"}
 _ON_MISSING = {"null": "A missing value is sent as null.", "error": "A missing value makes the record invalid."}
 
@@ -104,17 +102,18 @@ def _row_description(row: Row) -> str:
 
 def _row(row: Row) -> RowDoc:
     description = _row_description(row)
-    kind = MAPPING_TYPES[row.type]
-    if row.type == "field":
-        return RowDoc(kind, row.source or "", False, row.destination, description)
-    if row.type == "static":
-        return RowDoc(kind, _value(row.value), True, row.destination, description)
+    kind = ROW_KINDS[row.type]
+    step, _ = kind.plan(row)
+    if step == "read":
+        return RowDoc(kind.title, row.source or "", False, row.destination, description)
+    if step == "constant":
+        return RowDoc(kind.title, _value(row.value), True, row.destination, description)
     assert row.formula is not None  # a compiled formula row always has its formula
     source = row.formula.source.strip("\n")
     if "\n" in source.strip():
-        return RowDoc(kind, f"See {row.destination} formula below", False, row.destination, description,
+        return RowDoc(kind.title, f"See {row.destination} formula below", False, row.destination, description,
                       formula=source.rstrip())
-    return RowDoc(kind, source.strip(), True, row.destination, description)
+    return RowDoc(kind.title, source.strip(), True, row.destination, description)
 
 
 def _value(value: Any) -> str:

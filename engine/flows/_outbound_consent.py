@@ -41,6 +41,7 @@ from engine.flows._outbound_records import (
 )
 from engine.klaviyo import KlaviyoClient
 from engine.payloads import SUBSCRIBE, UNSUBSCRIBE, ProfileRequest
+from engine.vocab import LIST_PREFIX, UCLIST_PREFIX
 
 SUBSCRIBE_BATCH = 100
 LIST_BATCH = 1000
@@ -114,8 +115,8 @@ class ConsentBatch:
         """Record one profile's list and consent wishes (list names resolved now)."""
         ident = {"id": profile_id, **request.identifiers()}
         item: Item = (result, flow, ident)
-        subscribe_ids = await self._list_ids(result, flow, request.subscribe_lists, "LIST_")
-        join_ids = await self._list_ids(result, flow, request.add_lists, "UCLIST_")
+        subscribe_ids = await self._list_ids(result, flow, request.subscribe_lists, LIST_PREFIX)
+        join_ids = await self._list_ids(result, flow, request.add_lists, UCLIST_PREFIX)
         if request.consent == UNSUBSCRIBE:
             if len(ident) > 1:
                 self._unsubscribe.append(item)

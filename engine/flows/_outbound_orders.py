@@ -46,7 +46,7 @@ from typing import Any
 
 from engine import catalog
 from engine.collection import Collection
-from engine.errors import KlaviyoSyncError
+from engine.errors import KlaviyoSyncError, PayloadError
 from engine.flows._outbound_records import (
     CODE_CUSTOMER_PREREQ,
     CODE_EVENT_PAYLOAD,
@@ -55,8 +55,9 @@ from engine.flows._outbound_records import (
 )
 from engine.klaviyo import KlaviyoClient
 from engine.mapper import Problem
-from engine.payloads import EventRequest, PayloadError, event_request, strip_nulls
+from engine.payloads import EventRequest, event_request, strip_nulls
 from engine.runner import OK, Outcome, Runner
+from engine.vocab import REQUIRED_EVENT_KEYS
 
 
 class AnswerResolver:
@@ -93,7 +94,7 @@ def log_problems(result: RecordResult, flow: str, problems: list[Problem], *, en
 #: the ProfileId, EventProperties, MetricName, and UniqueId mappings all resolve to values."  The
 #: Ordered Product collection requires the same four.  Checked on the mapped payload, so a row that
 #: was deleted from a collection counts as missing just like a row that resolved to nothing.
-REQUIRED_EVENT_VALUES = ("ProfileId", "EventProperties", "MetricName", "UniqueId")
+REQUIRED_EVENT_VALUES: tuple[str, ...] = REQUIRED_EVENT_KEYS
 #: The mapper's code for a required value that is missing (the same code when the row is gone).
 CODE_REQUIRED_MISSING = "M002"
 
@@ -190,7 +191,7 @@ def plan_line(child: Outcome) -> LinePlan:
     try:
         plan.request = event_request(child.payload or {})
     except PayloadError as exc:
-        plan.error = str(exc)
+        plan.error = exc.message
     return plan
 
 
@@ -348,7 +349,7 @@ class OrderFlow:
             return
         if isinstance(plan, PayloadError):
             result.outcome = "invalid"
-            result.log(self.placed.title, message, code=CODE_EVENT_PAYLOAD, detail=str(plan))
+            result.log(self.placed.title, message, code=CODE_EVENT_PAYLOAD, detail=plan.message)
             return
         digest = plan.digest()
         if latest is None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from engine.errors import Location
 from engine.klaviyo import revision as rev
+from engine.vocab import LIST_PREFIX, SUBSCRIBE_FLAG, UCLIST_PREFIX
 
 #: The client's operations (the ``op`` of every ``_send``) and the endpoint each calls,
 #: written without the trailing slash; the scopes come from the spec, not from here.
@@ -225,7 +226,7 @@ def required_scopes(collections: Iterable[Any], settings: Any) -> dict[str, list
             continue
         for op, why in _profile_ops(revision):
             need(op, why, head, head_loc, coll.title)
-        subscribe_row = next((r for r in coll.rows if r.destination == "SubscribeProfile"), None)
+        subscribe_row = next((r for r in coll.rows if r.destination == SUBSCRIBE_FLAG), None)
         if subscribe_row is None:
             need("unsubscribe_profiles", "SubscribeProfile is not mapped, so every profile is unsubscribed",
                  head, head_loc, coll.title)
@@ -235,11 +236,11 @@ def required_scopes(collections: Iterable[Any], settings: Any) -> dict[str, list
             need("unsubscribe_profiles", "unsubscribes the profile when false or empty", where, loc, coll.title)
         for row in coll.rows:
             dest = row.destination
-            if dest.startswith("UCLIST_"):
+            if dest.startswith(UCLIST_PREFIX):
                 where, loc = _where(coll, row)
                 need("get_lists", "finds the list by name", where, loc, coll.title)
                 need("add_profiles_to_list", "adds the profile to the list", where, loc, coll.title)
-            elif dest.startswith("LIST_"):
+            elif dest.startswith(LIST_PREFIX):
                 where, loc = _where(coll, row)
                 need("get_lists", "finds the list by name", where, loc, coll.title)
                 need("subscribe_profiles", "subscribes the profile to the list", where, loc, coll.title)
