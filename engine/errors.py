@@ -3,8 +3,12 @@
 Every error the engine raises on purpose derives from :class:`KlaviyoSyncError`.
 Each carries a stable ``code`` (golden files and docs name it), a one-line
 ``message``, and the parts that say *where* (``file``, ``line``, ``column``,
-``row``, ``record_id``) as attributes.  Layers add their part on the way up
-with :meth:`KlaviyoSyncError.at`.  CLI-facing errors carry an ``exit_code``.
+``row``, ``destination``, ``source``, ``record_id``: one :class:`Location`).  Layers add their
+part on the way up with :meth:`KlaviyoSyncError.at`.  CLI-facing errors carry an ``exit_code``.
+
+It is also the one diagnostic type: a record's mapping problems and warnings are these errors,
+returned rather than raised, and :meth:`KlaviyoSyncError.format` renders any of them for the
+CLI and the hub error log (``to_dict`` for JSON).
 
 Tree::
 
@@ -15,8 +19,19 @@ Tree::
     │   ├── FormulaSyntaxError    refused when the collection loads (syntax, forbidden node/name)
     │   └── FormulaRuntimeError   raised while evaluating (exception, limit exceeded)
     │       └── FormulaLimitError time / size / loop limit exceeded
-    ├── MappingError              a record could not be mapped (missing source, required row)  M0xx
-    │   └── PathNotFoundError     get(obj, "a.b[0]") found nothing at the path           M010
+    │           └── FormulaDepthError  a formula row's value is nested too deeply           F205
+    ├── MappingError              a record could not be mapped (a problem of its outcome)  M0xx
+    │   ├── NotAnObjectError      the source record is not a JSON object                 M001
+    │   ├── MissingValueError     a required row has no value                            M002
+    │   ├── WrongTypeError        a value is not of the row's ``expect`` type            M003
+    │   ├── TooLongError          a text is longer than the row's ``max_length``         M004
+    │   ├── RequiresOneOfError    none of ``requires_one_of`` has a value                M005
+    │   ├── ChildItemsError       a child's ``each`` is not a list                       M006
+    │   ├── TooDeepError          a field row's value is nested too deeply               M007
+    │   ├── UnreadableSourceError a source could not be read (``on_missing: error``)     M010
+    │   │   └── PathNotFoundError get(obj, "a.b[0]") found nothing at the path           M010
+    │   └── UnexpectedMappingError  an exception nobody expected while mapping           M020
+    ├── MappingWarning            a helper's warning on one row; the record still maps    W0xx
     ├── SettingsError             the subscription settings file is invalid          S0xx
     │   └── SettingsErrors        several settings problems, reported together
     ├── HubError                  the hub store refused a write or read              H0xx
@@ -45,33 +60,61 @@ Tree::
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 
 @dataclass(frozen=True)
 class Location:
-    """Where something happened. Every part is optional; ``str()`` joins what is known."""
+    """Where something happened. Every part is optional; ``str()`` joins what is known.
+
+    ``file``/``line``/``column`` name a position (a collection or settings file), ``row`` the
+    collection row (``"rows[2] EmailAddress"``, ``"filter"``, ``"let total"``), ``destination`` and
+    ``source`` that row's destination and source path, ``record_id`` the record being handled.
+    """
 
     file: str | None = None
     line: int | None = None  # 1-based
     column: int | None = None  # 1-based
     row: str | None = None  # e.g. "rows[2] EmailAddress"
     record_id: str | None = None
+    destination: str | None = None  # the row's destination, e.g. "EmailAddress"
+    source: str | None = None  # the row's source path, e.g. "location.city"
+
+    @property
+    def position(self) -> str:
+        """``file:line:col`` as far as known; empty without a file."""
+        if not self.file:
+            return ""
+        pos = self.file
+        if self.line is not None:
+            pos += f":{self.line}"
+            if self.column is not None:
+                pos += f":{self.column}"
+        return pos
 
     def __str__(self) -> str:
         parts: list[str] = []
         if self.file:
-            pos = self.file
-            if self.line is not None:
-                pos += f":{self.line}"
-                if self.column is not None:
-                    pos += f":{self.column}"
-            parts.append(pos)
+            parts.append(self.position)
         if self.row:
             parts.append(self.row)
         if self.record_id is not None:
             parts.append(f"record {self.record_id}")
         return " ".join(parts)
+
+
+#: The renderings of a diagnostic (:meth:`KlaviyoSyncError.format`):
+#:
+#: - ``"text"``: the CLI's ``file:line:col: CODE message (in row, record id)``, the detail
+#:   indented on the next line (what ``str()`` gives);
+#: - ``"inbound-log"``: the hub error log's detail for a record of the inbound flows (poll,
+#:   Manual Sync): ``detail at file:line:col (row)``;
+#: - ``"outbound-log"``: the same for the outbound flows (dispatch, push, backfill):
+#:   ``detail; row; file:line:col``.
+#:
+#: The two log forms differ only because their flows were written apart; error logs already
+#: stored and the tests read them, so each keeps its words.
+Style = Literal["text", "inbound-log", "outbound-log"]
 
 
 class KlaviyoSyncError(Exception):
@@ -111,9 +154,21 @@ class KlaviyoSyncError(Exception):
             self.location = replace(current, **updates)
         return self
 
-    def __str__(self) -> str:
+    def format(self, style: Style = "text") -> str:
+        """This diagnostic as text, the one rendering every output uses (see :data:`Style`).
+
+        The message itself is not part of the two log forms: the error log keeps it in its own
+        column, and the rendered text is the entry's detail.
+        """
         loc = self.location
-        pos = str(Location(file=loc.file, line=loc.line, column=loc.column))
+        if style == "inbound-log":
+            where = loc.position
+            parts = [self.detail or "", f"at {where}" if where else "", f"({loc.row})" if loc.row else ""]
+            return " ".join(x for x in parts if x)
+        if style == "outbound-log":
+            where = ":".join(str(x) for x in (loc.file, loc.line, loc.column) if x is not None)
+            return "; ".join(x for x in (self.detail, loc.row, where) if x)
+        pos = loc.position
         text = f"{pos}: {self.code} {self.message}" if pos else f"{self.code} {self.message}"
         context = [p for p in (f"in {loc.row}" if loc.row else "",
                                f"record {loc.record_id}" if loc.record_id is not None else "") if p]
@@ -123,8 +178,23 @@ class KlaviyoSyncError(Exception):
             text += f"\n  {self.detail}"
         return text
 
-    def to_dict(self) -> dict[str, Any]:
+    def __str__(self) -> str:
+        return self.format()
+
+    def to_dict(self, *, compact: bool = False) -> dict[str, Any]:
+        """A JSON-ready view.
+
+        The full form (``--json`` errors) has ``code, message, detail, file, line, column, row,
+        record_id``, each even when unknown.  ``compact=True`` (a record's problems and warnings in
+        an outcome, golden files) has only the known parts, in the order a reader takes them in:
+        ``code, message, row, destination, source, detail, file, line, column, record_id``.
+        """
         loc = self.location
+        if compact:
+            parts = {"code": self.code, "message": self.message, "row": loc.row, "destination": loc.destination,
+                     "source": loc.source, "detail": self.detail, "file": loc.file, "line": loc.line,
+                     "column": loc.column, "record_id": loc.record_id}
+            return {k: v for k, v in parts.items() if v is not None}
         return {
             "code": self.code,
             "message": self.message,
@@ -179,7 +249,61 @@ class MappingError(KlaviyoSyncError):
     code = "M000"
 
 
-class PathNotFoundError(MappingError):
+# -- one record's mapping problems (engine/mapper.py, engine/runner.py) -------------------------
+# The mapper does not raise these: it returns them in ``MapResult.problems`` (``warnings``), each
+# located at its collection file, line, column, row, destination and source.
+
+
+class NotAnObjectError(MappingError):
+    """The source record is not a JSON object."""
+
+    code = "M001"
+
+
+class MissingValueError(MappingError):
+    """A required row has no value; the message is the collection's required message."""
+
+    code = "M002"
+
+
+class WrongTypeError(MappingError):
+    """A row's value is not of the row's ``expect`` type."""
+
+    code = "M003"
+
+
+class TooLongError(MappingError):
+    """A row's text is longer than the row's ``max_length``."""
+
+    code = "M004"
+
+
+class RequiresOneOfError(MappingError):
+    """None of the collection's ``requires_one_of`` destinations has a value."""
+
+    code = "M005"
+
+
+class ChildItemsError(MappingError):
+    """A child collection's ``each`` path holds something other than a list."""
+
+    code = "M006"
+
+
+class TooDeepError(MappingError):
+    """A field row's value is nested deeper than a payload may hold (a formula row's is F205)."""
+
+    code = "M007"
+
+
+class UnreadableSourceError(MappingError):
+    """A source could not be read: a row with ``on_missing: error`` found no value; the message is
+    the collection's ``unreadable_message`` when it has one."""
+
+    code = "M010"
+
+
+class PathNotFoundError(UnreadableSourceError):
     """``get(obj, path)`` found no value at ``path``; ``step`` names the first missing part."""
 
     code = "M010"
@@ -188,6 +312,25 @@ class PathNotFoundError(MappingError):
         super().__init__(message, **kw)
         self.path = path
         self.step = step
+
+
+class UnexpectedMappingError(MappingError):
+    """An exception nobody expected while mapping the record (a RecursionError, a helper's bug)."""
+
+    code = "M020"
+
+
+class FormulaDepthError(FormulaLimitError):
+    """A formula's value is nested deeper than a payload may hold."""
+
+    code = "F205"
+
+
+class MappingWarning(KlaviyoSyncError):
+    """A helper's warning about one row (W010: a phone number too long to parse); the record still
+    maps.  The code is the helper's (data), so it is passed in."""
+
+    code = "W000"
 
 
 class SettingsError(KlaviyoSyncError):
@@ -204,8 +347,8 @@ class SettingsErrors(SettingsError):
         self.errors = list(errors)
         super().__init__(f"{len(self.errors)} problem(s) in settings")
 
-    def __str__(self) -> str:
-        return "\n".join(str(e) for e in self.errors)
+    def format(self, style: Style = "text") -> str:
+        return "\n".join(e.format(style) for e in self.errors)
 
 
 # One class a code (docstring, ``code``, at times ``exit_code``): the families below are alike in shape only.
@@ -395,7 +538,18 @@ __all__ = [
     "FormulaRuntimeError",
     "FormulaLimitError",
     "MappingError",
+    "NotAnObjectError",
+    "MissingValueError",
+    "WrongTypeError",
+    "TooLongError",
+    "RequiresOneOfError",
+    "ChildItemsError",
+    "TooDeepError",
+    "UnreadableSourceError",
     "PathNotFoundError",
+    "UnexpectedMappingError",
+    "FormulaDepthError",
+    "MappingWarning",
     "SettingsError",
     "SettingsErrors",
     "HubError",

@@ -131,7 +131,7 @@ def test_filter_false_is_filtered_and_filter_error_is_invalid(tmp_path: Path) ->
     assert "ok" == r.run("T", {"id": "2", "email": "a@keep.com"}).status
     bad = r.run("T", {"id": "3"})
     assert "invalid" == bad.status
-    assert bad.problems[0].row == "filter"
+    assert bad.problems[0].location.row == "filter"
 
 
 def test_mapping_never_mutates_the_input(tmp_path: Path) -> None:

@@ -54,7 +54,6 @@ from engine.flows._outbound_records import (
     RecordResult,
 )
 from engine.klaviyo import KlaviyoClient
-from engine.mapper import Problem
 from engine.payloads import EventRequest, PayloadError, event_request, strip_nulls
 from engine.runner import OK, Outcome, Runner
 
@@ -83,7 +82,7 @@ class AnswerResolver:
 EnsureCustomer = Callable[[dict[str, Any]], Awaitable[tuple[RecordResult, bool]]]
 
 
-def log_problems(result: RecordResult, flow: str, problems: list[Problem], *, entity: str | None = None,
+def log_problems(result: RecordResult, flow: str, problems: list[KlaviyoSyncError], *, entity: str | None = None,
                  hub_id: int | None = None) -> None:
     """Log each mapping problem with its catalog text, code and where it happened."""
     result.log_problems(flow, problems, entity=entity, hub_id=hub_id)

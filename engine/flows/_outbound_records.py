@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.errors import KlaviyoApiError, KlaviyoConnectionError, KlaviyoSyncError
 from engine.flows._failures import CODE_UNEXPECTED, is_auth_failure, unexpected_failure
 from engine.flows._outbound_dryrun import RecordedRequest
-
-if TYPE_CHECKING:
-    from engine.mapper import Problem
 
 #: Codes of the outbound flows' own log entries (the catalog texts keep their flow's code).
 CODE_LIST_MISSING = "O001"        # a LIST_/UCLIST_ list name matches no Klaviyo list
@@ -46,7 +43,6 @@ class LogEntry:
     detail: str | None = None
     code: str | None = None
 
-    # The same one-liner as mapper.Problem.to_dict: two record types, nothing worth a shared helper.
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
@@ -109,14 +105,13 @@ class RecordResult:
                                   self.hub_id if hub_id is None else hub_id,
                                   klaviyo_id or self.klaviyo_id, detail, code))
 
-    def log_problems(self, flow: str, problems: Iterable[Problem], *, level: str = "error",
+    def log_problems(self, flow: str, problems: Iterable[KlaviyoSyncError], *, level: str = "error",
                      entity: str | None = None, hub_id: int | None = None) -> None:
         """Log each mapping problem (or warning) with its catalog text, code and where it happened
         (row, collection file:line:col)."""
         for p in problems:
-            where = ":".join(str(x) for x in (p.file, p.line, p.column) if x is not None)
             self.log(flow, p.message, level=level, code=p.code, entity=entity, hub_id=hub_id,
-                     detail="; ".join(x for x in (p.detail, p.row, where) if x))
+                     detail=p.format("outbound-log"))
 
     def log_exception(self, flow: str, exc: KlaviyoSyncError, *, detail: str | None = None,
                       entity: str | None = None, hub_id: int | None = None) -> None:
