@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 from authlib.integrations.base_client.errors import OAuthError
 
-from engine.errors import AuthError, KlaviyoConnectionError, ReauthorizationRequired
+from engine.errors import AuthError, KlaviyoConnectionError, ReauthorizationRequired, RefreshError
 from engine.oauth import PROVIDER, _http_detail, log_auth_error, oauth_client, oauth_endpoints, scrub, store_tokens
 from engine.settings import Settings
 
@@ -174,9 +174,9 @@ class HubTokenSource:
                                                    refresh_token=refresh_token)
         except OAuthError as exc:
             if exc.error == "invalid_client":
-                failure: AuthError = AuthError(
+                failure: AuthError = RefreshError(
                     "The Klaviyo access token could not be refreshed: Klaviyo rejected the client "
-                    "credentials; check oauth.client_id and oauth.client_secret.", code="A021",
+                    "credentials; check oauth.client_id and oauth.client_secret.",
                     detail="Klaviyo answered invalid_client")
             else:
                 failure = ReauthorizationRequired(
@@ -189,8 +189,8 @@ class HubTokenSource:
             log_auth_error(self.hub, conn)
             raise conn from None
         if not token.get("access_token"):
-            failure = AuthError("The Klaviyo access token could not be refreshed: the answer held no "
-                                "access token.", code="A021")
+            failure = RefreshError("The Klaviyo access token could not be refreshed: the answer held no "
+                                   "access token.")
             log_auth_error(self.hub, failure)
             raise failure
         store_tokens(self.hub, token, previous=stored)

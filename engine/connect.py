@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.errors import SettingsError
+from engine.errors import NoCredentialsError
 from engine.hub import SqliteHub
 from engine.klaviyo import KlaviyoClient
 from engine.settings import Settings
@@ -72,9 +72,9 @@ def open_client(settings: Settings, hub: Any = None, **overrides: Any) -> Klaviy
         kwargs["api_key"] = settings.api_key.reveal()
     kwargs.update(overrides)
     if "api_key" not in kwargs and "token_source" not in kwargs:
-        raise SettingsError(
+        raise NoCredentialsError(
             "no Klaviyo credentials: set api_key in the settings file (or the KLAVIYO_API_KEY "
-            "environment variable), or connect with `klaviyo-sync auth login`", code="S100")
+            "environment variable), or connect with `klaviyo-sync auth login`")
     return KlaviyoClient(**kwargs)
 
 

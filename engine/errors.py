@@ -33,7 +33,9 @@ Tree::
     │   └── UnexpectedMappingError  an exception nobody expected while mapping           M020
     ├── MappingWarning            a helper's warning on one row; the record still maps    W0xx
     ├── SettingsError             the subscription settings file is invalid          S0xx
-    │   └── SettingsErrors        several settings problems, reported together
+    │   ├── SettingsErrors        several settings problems, reported together
+    │   ├── NoCredentialsError    no API key and no OAuth connection                 S100
+    │   └── BackfillRevisionError backfill at a revision without bulk import jobs     S020
     ├── HubError                  the hub store refused a write or read              H0xx
     │   ├── HubRecordError        a record is malformed (missing required field, wrong type)  H001
     │   ├── EmailExistsError      "Email address already exists"; ``existing_id`` names it    H002
@@ -42,19 +44,33 @@ Tree::
     │   ├── HubVersionError       the hub file was written by a newer release                 H004
     │   ├── HubFileError          the hub path is a folder or not a SQLite database           H005
     │   └── ExportTargetError     an export would overwrite a database, or its folder is missing  H006
+    ├── RefusedRecordsError       several records of one hub API request refused together   H0xx
     ├── KlaviyoError              talking to Klaviyo                                 K0xx
     │   ├── KlaviyoApiError       Klaviyo answered with an error ("Error calling Klaviyo")
     │   │   └── KlaviyoAuthError  401/403 or a failed OAuth refresh: credentials, not the record  K003
+    │   │       ├── OAuthRefreshError         the token source failed (also an AuthError)  A0xx
+    │   │       └── OAuthReauthorizationError the refresh token was rejected (also ReauthorizationRequired)  A020
     │   └── KlaviyoConnectionError transport failure ("An error occurred while contacting Klaviyo")
     ├── InboundError              the inbound flows (poll, Manual Sync)               I0xx
-    │   └── ProfileNotFoundError  Manual Sync of a profile id Klaviyo does not have   I003
+    │   ├── ProfileIdError        ``sync profile`` text that is not a profile id      I002
+    │   ├── ProfileNotFoundError  Manual Sync of a profile id Klaviyo does not have   I003
+    │   └── SinceError            a ``--since`` that is not a date or time            I004
     ├── AuthError                 OAuth connection problems                          A0xx
     │   ├── AuthConfigError       Client ID / Client Secret / Redirect URL missing      A001-A004
+    │   │   ├── ClientIdMissingError, ClientSecretMissingError, RedirectUrlMissingError  A001-A003
+    │   │   └── RedirectUrlError  not a loopback http URL, or cannot listen on it      A004
     │   ├── AuthorizationError    authorisation data/code missing, token exchange failed A010-A012
-    │   └── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
+    │   │   └── AuthorizationDataError, AuthorizationCodeError, TokenExchangeError     A010-A012
+    │   ├── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
+    │   ├── RefreshError          the access token could not be refreshed              A021
+    │   └── RevocationError       logged out locally, not revoked at Klaviyo           A030
+    ├── ScopeWarning              the OAuth connection lacks a scope a collection needs  W020
     ├── DemoFolderError           ``demo --dir`` names a folder holding files the demo did not write  D001
     ├── DocsTargetError           ``docs --out`` would replace files it did not write, or two pages collide  G001-G002
     └── ServiceError              the ``serve`` process or one request to it (``status`` = HTTP)  V0xx
+
+Outside the tree (see their section): the sandbox's ``SandboxApiError``, ``SandboxOAuthError``,
+``FilterError`` and ``SandboxStateFileError``, and the Klaviyo client's ``MalformedAnswerError``.
 """
 
 from __future__ import annotations
@@ -351,6 +367,21 @@ class SettingsErrors(SettingsError):
         return "\n".join(e.format(style) for e in self.errors)
 
 
+# -- settings a command cannot run with (engine/connect.py, engine/flows/backfill.py) --------
+
+
+class NoCredentialsError(SettingsError):
+    """Neither an API key nor a stored OAuth connection: the Klaviyo client cannot be opened."""
+
+    code = "S100"
+
+
+class BackfillRevisionError(SettingsError):
+    """``backfill customers`` at an ``api_revision`` without bulk profile import jobs."""
+
+    code = "S020"
+
+
 # One class a code (docstring, ``code``, at times ``exit_code``): the families below are alike in shape only.
 class HubError(KlaviyoSyncError):
     code = "H000"
@@ -473,6 +504,79 @@ class ReauthorizationRequired(AuthError):
     code = "A020"
 
 
+# -- OAuth, one class a code (engine/oauth/) --------------------------------------------------
+
+
+class ClientIdMissingError(AuthConfigError):
+    """``oauth.client_id`` is not set."""
+
+    code = "A001"
+
+
+class ClientSecretMissingError(AuthConfigError):
+    """``oauth.client_secret`` is not set."""
+
+    code = "A002"
+
+
+class RedirectUrlMissingError(AuthConfigError):
+    """``oauth.redirect_url`` is not set."""
+
+    code = "A003"
+
+
+class RedirectUrlError(AuthConfigError):
+    """``oauth.redirect_url`` is not a loopback ``http://`` URL, or ``auth login`` cannot listen on it."""
+
+    code = "A004"
+
+
+class AuthorizationDataError(AuthorizationError):
+    """No redirect came back from Klaviyo in time, or it carried no parameters."""
+
+    code = "A010"
+
+
+class AuthorizationCodeError(AuthorizationError):
+    """The redirect carried an error, a foreign ``state`` or no ``code``."""
+
+    code = "A011"
+
+
+class TokenExchangeError(AuthorizationError):
+    """Klaviyo refused to exchange the code for tokens, or its answer held no access token."""
+
+    code = "A012"
+
+
+class RefreshError(AuthError):
+    """The access token could not be refreshed although the refresh token may still be good
+    (Klaviyo rejected the client credentials, or its answer held no access token)."""
+
+    code = "A021"
+
+
+class RevocationError(AuthError):
+    """``auth logout`` removed the tokens locally but Klaviyo did not revoke them."""
+
+    code = "A030"
+
+
+class OAuthRefreshError(KlaviyoAuthError, AuthError):
+    """The OAuth token source could not give a usable token, as the Klaviyo client raises it: both a
+    :class:`KlaviyoAuthError` and the :class:`AuthError` it was (whose code it keeps, e.g. A021)."""
+
+
+class OAuthReauthorizationError(KlaviyoAuthError, ReauthorizationRequired):
+    """The stored refresh token was rejected (A020), as the Klaviyo client raises it: run ``auth login`` again."""
+
+
+class ScopeWarning(KlaviyoSyncError):
+    """``validate``: the stored OAuth connection lacks a scope an enabled collection needs."""
+
+    code = "W020"
+
+
 class DemoFolderError(KlaviyoSyncError):
     """``demo --dir`` names a folder that holds files the demo did not write; nothing is touched."""
 
@@ -493,16 +597,28 @@ class DocsTargetError(KlaviyoSyncError):
 
 
 class InboundError(KlaviyoSyncError):
-    """An inbound poll or Manual Sync problem: I001 a profile could not be written (unexpected
-    failure), I002 not a profile id, I004 a bad ``--since``."""
+    """An inbound poll or Manual Sync problem (I001, a profile that could not be written, is an
+    error-log code only)."""
 
     code = "I000"
+
+
+class ProfileIdError(InboundError):
+    """``sync profile`` was given text that cannot be a Klaviyo profile id (never sent to Klaviyo)."""
+
+    code = "I002"
 
 
 class ProfileNotFoundError(InboundError):
     """Manual Sync of a profile id Klaviyo answers 404 for."""
 
     code = "I003"
+
+
+class SinceError(InboundError):
+    """``poll --since`` is not a date or an ISO time."""
+
+    code = "I004"
 
 
 class ServiceError(KlaviyoSyncError):
@@ -526,6 +642,60 @@ class ServiceError(KlaviyoSyncError):
     def __init__(self, message: str, *, code: str | None = None, status: int = 400, **kw: Any) -> None:
         super().__init__(message, code=code, **kw)
         self.status = status
+
+
+# -- the hub API (engine/service/_api.py) ---------------------------------------------------
+
+
+class RefusedRecordsError(KlaviyoSyncError):
+    """Several located record errors of one hub API request, answered together (422); nothing was
+    stored.  ``errors`` holds each; the code is the first one's."""
+
+    code = "H001"
+
+    def __init__(self, errors: list[HubError]) -> None:
+        self.errors = errors
+        super().__init__(f"{len(errors)} record(s) refused; nothing was stored", code=errors[0].code)
+
+
+# -- outside the tree ---------------------------------------------------------------------------
+# The sandbox plays Klaviyo: its errors are Klaviyo's answers (an HTTP status and Klaviyo's or
+# OAuth's own error code, which are data), not diagnostics of the engine, so they are not
+# KlaviyoSyncErrors.  MalformedAnswerError never leaves the Klaviyo client: it becomes a
+# KlaviyoApiError there.
+
+
+class SandboxApiError(Exception):
+    """A Klaviyo-shaped rejection; the sandbox renders it as a JSON:API ``errors`` body."""
+
+    def __init__(
+        self, status: int, code: str, title: str, detail: str, *,
+        pointer: str | None = None, parameter: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.title, self.detail = status, code, title, detail
+        self.pointer, self.parameter, self.meta = pointer, parameter, meta or {}
+
+
+class SandboxOAuthError(Exception):
+    """An OAuth token-endpoint rejection of the sandbox (``error`` is OAuth's code, e.g. ``invalid_grant``)."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.error, self.description = status, error, description
+
+
+class FilterError(ValueError):
+    """A sandbox ``filter`` query is malformed or uses a field/operator the endpoint does not allow
+    (answered as Klaviyo's 400 ``invalid``)."""
+
+
+class SandboxStateFileError(ValueError):
+    """The sandbox's ``state_file`` cannot be loaded (unreadable, not JSON, not a saved sandbox state)."""
+
+
+class MalformedAnswerError(ValueError):
+    """An answer is not the one Klaviyo gives; ``str()`` says what is wrong with it."""
 
 
 __all__ = [
@@ -573,5 +743,27 @@ __all__ = [
     "AuthorizationError",
     "ReauthorizationRequired",
     "ServiceError",
+    "NoCredentialsError",
+    "BackfillRevisionError",
+    "ClientIdMissingError",
+    "ClientSecretMissingError",
+    "RedirectUrlMissingError",
+    "RedirectUrlError",
+    "AuthorizationDataError",
+    "AuthorizationCodeError",
+    "TokenExchangeError",
+    "RefreshError",
+    "RevocationError",
+    "OAuthRefreshError",
+    "OAuthReauthorizationError",
+    "ScopeWarning",
+    "ProfileIdError",
+    "SinceError",
+    "RefusedRecordsError",
+    "SandboxApiError",
+    "SandboxOAuthError",
+    "FilterError",
+    "SandboxStateFileError",
+    "MalformedAnswerError",
 ]
 

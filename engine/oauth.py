@@ -52,7 +52,20 @@ with warnings.catch_warnings():
     from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from engine import catalog
-from engine.errors import AuthConfigError, AuthError, AuthorizationError, KlaviyoSyncError
+from engine.errors import (
+    AuthConfigError,
+    AuthError,
+    AuthorizationCodeError,
+    AuthorizationDataError,
+    ClientIdMissingError,
+    ClientSecretMissingError,
+    KlaviyoSyncError,
+    RedirectUrlError,
+    RedirectUrlMissingError,
+    RevocationError,
+    ScopeWarning,
+    TokenExchangeError,
+)
 from engine.hub._redact import redact, secret_forms
 from engine.klaviyo import scopes as klaviyo_scopes
 from engine.settings import Settings
@@ -141,11 +154,11 @@ def client_credentials(settings: Settings, hub: Any) -> tuple[str, str]:
     client_id = settings.oauth.client_id
     secret = settings.oauth.client_secret.reveal() if settings.oauth.client_secret else ""
     if not client_id:
-        raise _failed(hub, AuthConfigError(catalog.AUTH_CLIENT_ID_NOT_CONFIGURED, code="A001",
-                                           detail="set oauth.client_id in the settings file"))
+        raise _failed(hub, ClientIdMissingError(catalog.AUTH_CLIENT_ID_NOT_CONFIGURED,
+                                                detail="set oauth.client_id in the settings file"))
     if not secret:
-        raise _failed(hub, AuthConfigError(catalog.AUTH_CLIENT_SECRET_NOT_CONFIGURED, code="A002",
-                                           detail="set oauth.client_secret (e.g. ${KLAVIYO_CLIENT_SECRET})"))
+        raise _failed(hub, ClientSecretMissingError(catalog.AUTH_CLIENT_SECRET_NOT_CONFIGURED,
+                                                    detail="set oauth.client_secret (e.g. ${KLAVIYO_CLIENT_SECRET})"))
     return client_id, secret
 
 
@@ -165,13 +178,13 @@ def _loopback_redirect(settings: Settings, hub: Any) -> tuple[str, str, int | No
     """``(redirect_url, host, port, path)`` of a usable loopback redirect URL, else the error."""
     url = settings.oauth.redirect_url
     if not url:
-        raise _failed(hub, AuthConfigError(catalog.AUTH_REDIRECT_URL_NOT_CONFIGURED, code="A003",
-                                           detail="set oauth.redirect_url, e.g. http://127.0.0.1:8765/callback"))
+        raise _failed(hub, RedirectUrlMissingError(catalog.AUTH_REDIRECT_URL_NOT_CONFIGURED,
+                                                   detail="set oauth.redirect_url, e.g. http://127.0.0.1:8765/callback"))
     parts = urlsplit(url)
     if parts.scheme != "http" or (parts.hostname or "") not in LOOPBACK_HOSTS:
-        raise _failed(hub, AuthConfigError(
+        raise _failed(hub, RedirectUrlError(
             f"auth login listens on this machine, so oauth.redirect_url must be a loopback http URL "
-            f"such as http://127.0.0.1:8765/callback (got {url})", code="A004"))
+            f"such as http://127.0.0.1:8765/callback (got {url})"))
     return url, parts.hostname or "127.0.0.1", parts.port, parts.path or "/"
 
 
@@ -418,9 +431,8 @@ async def login(
     try:
         bound = await listener.start()
     except OSError as exc:
-        raise _failed(hub, AuthConfigError(
-            f"cannot listen for the redirect on {host}:{listener.port}: {exc.strerror or exc}",
-            code="A004")) from None
+        raise _failed(hub, RedirectUrlError(
+            f"cannot listen for the redirect on {host}:{listener.port}: {exc.strerror or exc}")) from None
     try:
         parts = urlsplit(redirect_url)
         netloc = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
@@ -440,8 +452,8 @@ async def login(
             try:
                 query = await asyncio.wait_for(asyncio.shield(listener.result), timeout)
             except TimeoutError:
-                raise _failed(hub, AuthorizationError(
-                    catalog.AUTH_DATA_MISSING, code="A010",
+                raise _failed(hub, AuthorizationDataError(
+                    catalog.AUTH_DATA_MISSING,
                     detail=f"no redirect from Klaviyo reached {redirect_uri} within {timeout:g}s")) from None
             finally:
                 if opener is not None:
@@ -451,14 +463,14 @@ async def login(
                 token = await client.fetch_token(endpoints.token_url, grant_type="authorization_code",
                                                  code=code, code_verifier=verifier, redirect_uri=redirect_uri)
             except OAuthError as exc:
-                raise _failed(hub, AuthorizationError(
-                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012", detail=answered(settings, exc),
+                raise _failed(hub, TokenExchangeError(
+                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, detail=answered(settings, exc),
                 )) from None
             except (httpx.HTTPError, ValueError) as exc:
-                raise _failed(hub, AuthorizationError(
-                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012", detail=_http_detail(exc))) from None
+                raise _failed(hub, TokenExchangeError(
+                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, detail=_http_detail(exc))) from None
         if not token.get("access_token"):
-            raise _failed(hub, AuthorizationError(catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012",
+            raise _failed(hub, TokenExchangeError(catalog.AUTH_TOKEN_EXCHANGE_FAILED,
                                                   detail="the token answer held no access_token"))
         store_tokens(hub, token, requested=scopes)
         log.info("OAuth connection stored for client %s", client_id)
@@ -513,21 +525,21 @@ def _read_pasted(read: Callable[[], str | None], result: asyncio.Future[dict[str
 def _check_redirect(query: Mapping[str, str], state: str, hub: Any, settings: Settings) -> str:
     """The code from Klaviyo's redirect, or the catalog error that fits what came back."""
     if not query:
-        raise _failed(hub, AuthorizationError(catalog.AUTH_DATA_MISSING, code="A010",
-                                              detail="the redirect carried no parameters"))
+        raise _failed(hub, AuthorizationDataError(catalog.AUTH_DATA_MISSING,
+                                                  detail="the redirect carried no parameters"))
     if "error" in query:
         why = query.get("error_description")
-        raise _failed(hub, AuthorizationError(
-            catalog.AUTH_CODE_MISSING, code="A011",
+        raise _failed(hub, AuthorizationCodeError(
+            catalog.AUTH_CODE_MISSING,
             detail=scrub(settings, f"Klaviyo answered {query['error']}" + (f": {why}" if why else ""))))
     if query.get("state") != state:
-        raise _failed(hub, AuthorizationError(
-            catalog.AUTH_CODE_MISSING, code="A011",
+        raise _failed(hub, AuthorizationCodeError(
+            catalog.AUTH_CODE_MISSING,
             detail="the state value on the redirect does not match this login (a stale or foreign link)"))
     code = query.get("code")
     if not code:
-        raise _failed(hub, AuthorizationError(catalog.AUTH_CODE_MISSING, code="A011",
-                                              detail="the redirect carried no code"))
+        raise _failed(hub, AuthorizationCodeError(catalog.AUTH_CODE_MISSING,
+                                                  detail="the redirect carried no code"))
     return code
 
 
@@ -567,8 +579,6 @@ def scope_warnings(settings: Settings, hub: Any, collections: Any) -> list[Klavi
     the OAuth connection stored in ``hub`` was not granted, located at the first row (or
     collection) that needs it.  None without a stored connection (a private key's scopes
     are not visible to the engine)."""
-    from engine.collection import CollectionWarning  # lazy, as above
-
     status = connection_status(settings, hub, collections=collections)
     out: list[KlaviyoSyncError] = []
     for scope in status.missing_scopes:
@@ -578,10 +588,10 @@ def scope_warnings(settings: Settings, hub: Any, collections: Any) -> list[Klavi
         first = located or reasons[0]
         others = [r.text for r in reasons if r is not first]
         what = f"collection '{first.collection}' {first.why}" if first.collection and first.why else first.text
-        out.append(CollectionWarning(
+        out.append(ScopeWarning(
             f"the OAuth connection stored in the hub was not granted the scope {scope}: Klaviyo will answer "
             f"403 permission_denied when {what}; run `klaviyo-sync auth login` to grant it",
-            code="W020", location=first.location,
+            location=first.location,
             detail=("also needed by: " + "; ".join(others[:3])
                     + (f" (and {len(others) - 3} more)" if len(others) > 3 else ""))
             if others else None))
@@ -628,9 +638,9 @@ async def logout(settings: Settings, hub: Any, *,
     except httpx.HTTPError as exc:
         detail = f"not revoked at Klaviyo: {_http_detail(exc)}"
     if detail and revoked is False:
-        log_auth_error(hub, AuthError("The OAuth connection was removed locally but could not be "
-                                      "revoked at Klaviyo; remove the integration in Klaviyo "
-                                      "(Profile > Integrations).", code="A030", detail=detail))
+        log_auth_error(hub, RevocationError("The OAuth connection was removed locally but could not be "
+                                            "revoked at Klaviyo; remove the integration in Klaviyo "
+                                            "(Profile > Integrations).", detail=detail))
     deleted = hub.delete_token(PROVIDER)
     return LogoutResult(True, revoked, deleted, detail)
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.collection import CollectionSet
-from engine.errors import KlaviyoApiError, KlaviyoSyncError, SettingsError
+from engine.errors import BackfillRevisionError, KlaviyoApiError, KlaviyoSyncError
 from engine.flows._backfill_jobs import CODE_PROFILE_TOO_LARGE, JOB_KEY, JobFinisher, JobOutcome
 from engine.flows._failures import is_auth_failure
 from engine.flows._outbound_consent import ListResolver
@@ -71,19 +71,18 @@ FIRST_RECORDS = 3
 #: a pending job found in Klaviyo's list was created at most this long before it was recorded
 CLOCK_SLACK = datetime.timedelta(minutes=10)
 #: Code of the error that stops a backfill on a revision without bulk import
-CODE_REVISION = "S020"
+CODE_REVISION = BackfillRevisionError.code
 #: What the progress display is told: ``(records done, counts by name)``.
 OnProgress = Callable[[int, dict[str, int]], None]
 
 
-def revision_error(settings: Settings) -> SettingsError:
+def revision_error(settings: Settings) -> BackfillRevisionError:
     """The backfill cannot run at ``settings.api_revision`` (no bulk profile import before 2023-12-15)."""
     since = rev.CAPABILITIES["bulk_profile_import"]
     where = str(settings.source) if settings.source else "the settings"
-    return SettingsError(
+    return BackfillRevisionError(
         f"backfill needs Klaviyo's bulk profile import jobs, which start at API revision {since}; "
         f"api_revision is {settings.api_revision}",
-        code=CODE_REVISION,
         detail=f"set api_revision to {since} or later in {where} (for example {rev.LATEST_REVISION}); "
                "dispatch sends profiles one by one at any revision")
 
@@ -440,7 +439,7 @@ async def backfill_customers(settings: Settings, hub: Any, client: KlaviyoClient
         poll_initial / poll_max: the first wait between two polls of a job, and the longest.
 
     Raises:
-        SettingsError: the revision has no bulk profile import (:func:`revision_error`).
+        BackfillRevisionError: the revision has no bulk profile import (:func:`revision_error`).
     """
     run = Backfill(settings, hub, client, collections, include_linked=include_linked, dry_run=dry_run,
                    on_progress=on_progress, poll_initial=poll_initial, poll_max=poll_max)

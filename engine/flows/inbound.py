@@ -53,7 +53,9 @@ from engine.errors import (
     KlaviyoError,
     KlaviyoSyncError,
     Location,
+    ProfileIdError,
     ProfileNotFoundError,
+    SinceError,
 )
 from engine.flows._failures import auth_stop_error, is_auth_failure, unexpected_failure
 from engine.flows._inbound_cursor import PollCursor, PollRange, fingerprint, format_time, parse_time, updated_of
@@ -74,13 +76,13 @@ def check_profile_id(profile_id: str) -> str:
     Both forms the seeds give pass: ``01H8TVABCDEF1234567890`` and ``44552``.
 
     Raises:
-        InboundError: I002, the text cannot be a profile id (it is never sent to Klaviyo).
+        ProfileIdError: I002, the text cannot be a profile id (it is never sent to Klaviyo).
     """
     pid = (profile_id or "").strip()
     if not _PROFILE_ID.match(pid):
-        raise InboundError(
+        raise ProfileIdError(
             f"not a Klaviyo profile id: {pid[:70]!r} (expected letters and digits, e.g. "
-            "01H8TVABCDEF1234567890 or 44552)", code="I002", location=Location(record_id=pid[:70] or None))
+            "01H8TVABCDEF1234567890 or 44552)", location=Location(record_id=pid[:70] or None))
     return pid
 
 
@@ -419,7 +421,7 @@ class InboundFlow:
         """Transfer one profile now (the seeds' Manual Sync).
 
         Raises:
-            InboundError: I002, the id is not a profile id's form (logged).
+            ProfileIdError: I002, the id is not a profile id's form (logged).
             ProfileNotFoundError: I003, Klaviyo has no profile with this id (logged).
             KlaviyoAuthError: Klaviyo refused the credentials (logged once; nothing written).
             HubLockedError: the hub stayed locked past its busy timeout (nothing written).
@@ -459,7 +461,7 @@ class InboundFlow:
             result = ProfileResult(pid, "failed", flow=flow, messages=[str(failure)], retry=True)
         else:
             if resource is None:
-                err = ProfileNotFoundError(f"Klaviyo has no profile with id {pid}", code="I003",
+                err = ProfileNotFoundError(f"Klaviyo has no profile with id {pid}",
                                            location=Location(record_id=pid))
                 self.hub.errors.log(INBOUND_FLOW, err.message, entity="Customer", klaviyo_id=pid, code=err.code)
                 self.summary.errors += 1
@@ -515,13 +517,13 @@ def parse_since(text: str) -> datetime:
     """``--since``: a date (``2024-05-01``) or an ISO time; naive means UTC.
 
     Raises:
-        InboundError: I004, not a date or time.
+        SinceError: I004, not a date or time.
     """
     try:
         return parse_time(text if "T" in text or " " in text.strip() else f"{text.strip()}T00:00:00")
     except ValueError:
-        raise InboundError(f"--since must be a date or ISO time such as 2024-05-01 or 2024-05-01T10:00:00Z, "
-                           f"got {text!r}", code="I004") from None
+        raise SinceError(f"--since must be a date or ISO time such as 2024-05-01 or 2024-05-01T10:00:00Z, "
+                         f"got {text!r}") from None
 
 
 __all__ = ["ADDITIONAL_FIELDS", "InboundFlow", "PAGE_SIZE", "POLL_FLOW", "ProfileResult", "ProfileTransfer",

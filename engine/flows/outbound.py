@@ -392,7 +392,7 @@ async def push(settings: Settings, hub: Any, client: KlaviyoClient, collections:
     """
     getter = hub.get_customer if entity == "Customer" else hub.get_transaction
     if getter(hub_id) is None:
-        raise HubNotFoundError(f"{entity} {hub_id} is not in the hub", code="H003")
+        raise HubNotFoundError(f"{entity} {hub_id} is not in the hub")
     flows = Outbound(settings, hub, client, collections, dry_run=dry_run, on_record=on_record)
     summary = RunSummary(f"push {entity.lower()} {hub_id}" + (" (dry run)" if dry_run else ""))
     if entity == "Transaction" and not settings.generate_events:

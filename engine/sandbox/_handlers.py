@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.errors import FilterError
 from engine.klaviyo import revision as rev
 from engine.sandbox import _filters as flt
 from engine.sandbox._render import (
@@ -79,7 +80,7 @@ def _conditions(request: web.Request, allowed: dict[str, set[str]],
         return []
     try:
         conds = flt.parse(text, allowed, datetimes)
-    except flt.FilterError as exc:
+    except FilterError as exc:
         raise invalid(str(exc), parameter="filter") from None
     return [flt.Condition(c.op, c.field, _lower(c.value)) if c.field == "email" else c for c in conds]
 

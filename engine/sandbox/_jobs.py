@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from engine.errors import SandboxApiError
 from engine.klaviyo import revision as rev
 from engine.sandbox import _filters as flt
 from engine.sandbox._handlers import STATE_KEY, Handler, _attrs_and_patch, _conditions, _data, _state
@@ -49,7 +50,7 @@ from engine.sandbox._render import (
     paginate,
     profile_resource,
 )
-from engine.sandbox._state import SandboxApiError, SandboxState, invalid, iso, not_found
+from engine.sandbox._state import SandboxState, invalid, iso, not_found
 
 if TYPE_CHECKING:
     from engine.sandbox._server import SandboxOptions

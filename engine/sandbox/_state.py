@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from engine.errors import SandboxApiError
 from engine.sandbox._filters import Condition, matches
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
@@ -36,18 +37,6 @@ PROFILE_FIELDS = (
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-class SandboxApiError(Exception):
-    """A Klaviyo-shaped rejection; the server renders it as a JSON:API ``errors`` body."""
-
-    def __init__(
-        self, status: int, code: str, title: str, detail: str, *,
-        pointer: str | None = None, parameter: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.title, self.detail = status, code, title, detail
-        self.pointer, self.parameter, self.meta = pointer, parameter, meta or {}
 
 
 def invalid(detail: str, *, pointer: str | None = None, parameter: str | None = None) -> SandboxApiError:
@@ -593,4 +582,4 @@ class SandboxState:
         return _jobs.drain(self, limit)
 
 
-__all__ = ["SandboxState", "SandboxApiError", "invalid", "not_found", "iso", "now_utc"]
+__all__ = ["SandboxState", "invalid", "not_found", "iso", "now_utc"]

@@ -19,7 +19,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from engine.errors import HubError, HubNotFoundError, HubRecordError, KlaviyoSyncError, Location, ServiceError
+from engine.errors import (
+    HubError,
+    HubNotFoundError,
+    HubRecordError,
+    Location,
+    RefusedRecordsError,
+    ServiceError,
+)
 from engine.hub import SqliteHub
 from engine.hub._records import check_customer, check_transaction
 from engine.klaviyo import revision as rev
@@ -161,7 +168,7 @@ async def _write(request: web.Request, kind: str, *, record_id: int | None = Non
                 items = [{**body, "Id": record_id}]
     errors = _check_items(items, checker, single, partial=partial)
     if errors:
-        raise _Many(errors)
+        raise RefusedRecordsError(errors)
     stored = await svc.db(_store, svc.hub_api, entity, items, single, record_id if partial else None)
     queued = await svc.db(svc.hub_api.queue_length)
     if any(outcome != "unchanged" for _, outcome in stored):
@@ -177,16 +184,6 @@ async def _write(request: web.Request, kind: str, *, record_id: int | None = Non
 
 def _with_link(hub: SqliteHub, entity: str, record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "KlaviyoId": hub.get_klaviyo_id(entity, int(record["Id"]))}
-
-
-class _Many(KlaviyoSyncError):
-    """Several located record errors, answered together (422)."""
-
-    code = "H001"
-
-    def __init__(self, errors: list[HubError]) -> None:
-        self.errors = errors
-        super().__init__(f"{len(errors)} record(s) refused; nothing was stored", code=errors[0].code)
 
 
 async def create_customers(request: web.Request) -> web.Response:
