@@ -21,12 +21,12 @@ from typing import Any
 from engine.errors import NoCredentialsError
 from engine.hub import SqliteHub
 from engine.klaviyo import KlaviyoClient
+from engine.oauth import token_source_for
 from engine.settings import Settings
 
 #: Factories tried in order by :func:`open_client`; each takes (settings, hub) and returns a
-#: token source or None. The OAuth module registers one; the API key is the fallback.
-TOKEN_SOURCES: list[Callable[[Settings, Any], Any]] = []
-TOKEN_SOURCES.append(__import__("engine._oauth_source", fromlist=["_"]).token_source_for)  # OAuth in the hub
+#: token source or None: the OAuth connection stored in the hub; the API key is the fallback.
+TOKEN_SOURCES: list[Callable[[Settings, Any], Any]] = [token_source_for]
 
 
 def open_hub(settings: Settings, path: str | Path | None = None) -> SqliteHub:

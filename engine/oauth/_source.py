@@ -1,4 +1,4 @@
-"""The OAuth token source the Klaviyo client calls (``TokenSource`` in ``engine.klaviyo._transport``).
+"""The OAuth token source the Klaviyo client calls (:class:`~engine.klaviyo.TokenSource`).
 
 Contract, as the client uses it:
 
@@ -40,7 +40,15 @@ import httpx
 from authlib.integrations.base_client.errors import OAuthError
 
 from engine.errors import AuthError, KlaviyoConnectionError, ReauthorizationRequired, RefreshError
-from engine.oauth import PROVIDER, _http_detail, log_auth_error, oauth_client, oauth_endpoints, scrub, store_tokens
+from engine.oauth._client import (
+    PROVIDER,
+    http_detail,
+    log_auth_error,
+    oauth_client,
+    oauth_endpoints,
+    scrub,
+    store_tokens,
+)
 from engine.settings import Settings
 
 log = logging.getLogger("engine.oauth")
@@ -185,7 +193,7 @@ class HubTokenSource:
         except (httpx.HTTPError, ValueError) as exc:
             conn = KlaviyoConnectionError(
                 f"An error occurred while contacting Klaviyo: refreshing the OAuth access token failed "
-                f"({_http_detail(exc)})")
+                f"({http_detail(exc)})")
             log_auth_error(self.hub, conn)
             raise conn from None
         if not token.get("access_token"):
