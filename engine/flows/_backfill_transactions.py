@@ -13,20 +13,20 @@ so running again retries it.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any
 
 from engine.collection import CollectionSet
 from engine.flows._outbound_dryrun import DryRunTransport
-from engine.flows.outbound import DEFAULT_BATCH, NO_EVENTS_NOTE, OnRecord, Outbound, OutboundReport, _calls
+from engine.flows.outbound import DEFAULT_BATCH, NO_EVENTS_NOTE, OnRecord, Outbound, OutboundReport, calls_of
 from engine.flows.summary import RunSummary
-from engine.klaviyo import KlaviyoClient
+from engine.hub import HubStore
+from engine.klaviyo import KlaviyoApi
 from engine.settings import Settings
 
 #: the hub state key holding the Id of the last Transaction a backfill handled
 STATE_KEY = "backfill:transactions"
 
 
-async def backfill_transactions(settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, *,
+async def backfill_transactions(settings: Settings, hub: HubStore, client: KlaviyoApi, collections: CollectionSet, *,
                                 batch_size: int = DEFAULT_BATCH, dry_run: DryRunTransport | None = None,
                                 concurrency: int = 32, on_record: OnRecord | None = None) -> OutboundReport:
     """Send every hub Transaction after the stored position (see the module docstring)."""
@@ -67,7 +67,7 @@ async def backfill_transactions(settings: Settings, hub: Any, client: KlaviyoCli
             break
     if flows.auth_error is not None:
         flows.stop_error(report, f"the backfill stopped; it goes on after Transaction {after} when run again")
-    summary.finish(calls=_calls(client))
+    summary.finish(calls=calls_of(client))
     return report
 
 

@@ -51,6 +51,7 @@ from engine.collection import Collection, CollectionSet
 from engine.errors import EmailExistsError, HubLockedError, HubRecordError, KlaviyoSyncError
 from engine.flows.summary import RunSummary
 from engine.formula.helpers import bind_helpers
+from engine.hub import HubStore, Level
 from engine.runner import FILTERED, INVALID, OK, Outcome, Runner, flatten_jsonapi
 
 #: Flow name in the error log for problems before a collection was chosen.
@@ -89,7 +90,7 @@ class ProfileResult:
 class HubResolver:
     """Answers the formula helpers ``get_external_id``/``get_customer_id_by_email`` from the hub."""
 
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: HubStore) -> None:
         self.hub = hub
 
     def get_external_id(self, entity: str, hub_id: Any) -> str | None:
@@ -146,7 +147,7 @@ class ProfileTransfer:
         formula_settings: the plain, secret-free ``settings`` dict formulas see.
     """
 
-    def __init__(self, hub: Any, collections: CollectionSet, *, summary: RunSummary | None = None,
+    def __init__(self, hub: HubStore, collections: CollectionSet, *, summary: RunSummary | None = None,
                  formula_settings: Mapping[str, Any] | None = None) -> None:
         self.hub = hub
         self.collections = collections
@@ -378,7 +379,7 @@ class ProfileTransfer:
 
     # -- logging -------------------------------------------------------------------------
 
-    def _log(self, flow: str, message: str, pid: str, hub_id: int | None, *, level: str = "error",
+    def _log(self, flow: str, message: str, pid: str, hub_id: int | None, *, level: Level = "error",
              code: str | None = None, detail: str | None = None, result: ProfileResult | None = None) -> None:
         self.hub.errors.log(flow, message, level=level, entity="Customer", hub_id=hub_id,
                             klaviyo_id=pid or None, detail=detail, code=code)

@@ -53,7 +53,8 @@ from engine.flows._outbound_records import (
     CODE_PROFILE_UNRESOLVED,
     RecordResult,
 )
-from engine.klaviyo import KlaviyoClient
+from engine.hub import HubStore
+from engine.klaviyo import KlaviyoApi
 from engine.payloads import EventRequest, PayloadError, event_request, strip_nulls
 from engine.runner import OK, Outcome, Runner
 
@@ -208,8 +209,8 @@ class OrderFlow:
     """
 
     # Plain attribute assignments: alike the formula and klaviyo/_transport.py constructors in shape only.
-    def __init__(self, client: KlaviyoClient, runner: Runner, resolver: AnswerResolver, placed: Collection,
-                 hub: Any, ensure_customer: EnsureCustomer, generate_events: bool) -> None:
+    def __init__(self, client: KlaviyoApi, runner: Runner, resolver: AnswerResolver, placed: Collection,
+                 hub: HubStore, ensure_customer: EnsureCustomer, generate_events: bool) -> None:
         self.client = client
         self.runner = runner
         self.resolver = resolver

@@ -17,6 +17,7 @@ from typing import Any
 from engine.errors import KlaviyoApiError, KlaviyoConnectionError, KlaviyoSyncError
 from engine.flows._failures import CODE_UNEXPECTED, is_auth_failure, unexpected_failure
 from engine.flows._outbound_dryrun import RecordedRequest
+from engine.hub import Level
 
 #: Codes of the outbound flows' own log entries (the catalog texts keep their flow's code).
 CODE_LIST_MISSING = "O001"        # a LIST_/UCLIST_ list name matches no Klaviyo list
@@ -36,7 +37,7 @@ class LogEntry:
 
     flow: str
     message: str
-    level: str = "error"
+    level: Level = "error"
     entity: str | None = None
     hub_id: int | None = None
     klaviyo_id: str | None = None
@@ -97,7 +98,7 @@ class RecordResult:
     prerequisites: list[RecordResult] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
 
-    def log(self, flow: str, message: str, *, level: str = "error", detail: str | None = None,
+    def log(self, flow: str, message: str, *, level: Level = "error", detail: str | None = None,
             code: str | None = None, klaviyo_id: str | None = None, entity: str | None = None,
             hub_id: int | None = None) -> None:
         """Queue an error-log entry for this record (written at commit)."""
@@ -105,7 +106,7 @@ class RecordResult:
                                   self.hub_id if hub_id is None else hub_id,
                                   klaviyo_id or self.klaviyo_id, detail, code))
 
-    def log_problems(self, flow: str, problems: Iterable[KlaviyoSyncError], *, level: str = "error",
+    def log_problems(self, flow: str, problems: Iterable[KlaviyoSyncError], *, level: Level = "error",
                      entity: str | None = None, hub_id: int | None = None) -> None:
         """Log each mapping problem (or warning) with its catalog text, code and where it happened
         (row, collection file:line:col)."""

@@ -61,6 +61,8 @@ from engine.flows._failures import auth_stop_error, is_auth_failure, unexpected_
 from engine.flows._inbound_cursor import PollCursor, PollRange, fingerprint, format_time, parse_time, updated_of
 from engine.flows._inbound_transfer import INBOUND_FLOW, ProfileResult, ProfileTransfer, inbound_collection
 from engine.flows.summary import RunSummary
+from engine.hub import HubStore
+from engine.klaviyo import KlaviyoApi
 
 PAGE_SIZE = 100
 PROFILES_TIER = "L"  # GET /api/profiles
@@ -91,7 +93,7 @@ class InboundFlow:
 
     Args:
         hub: the hub store.
-        client: an open :class:`~engine.klaviyo.KlaviyoClient`.
+        client: an open Klaviyo client (:class:`~engine.klaviyo.KlaviyoApi`).
         collections: the loaded collections.
         summary: counts go here (a fresh ``RunSummary("poll")`` when omitted).
         formula_settings: the secret-free ``settings`` dict formulas see.
@@ -103,9 +105,10 @@ class InboundFlow:
             profiles' tier in flight, which follows the tier's rate and the measured latency).
     """
 
-    def __init__(self, hub: Any, client: Any, collections: CollectionSet, *, summary: RunSummary | None = None,
-                 formula_settings: Mapping[str, Any] | None = None, page_size: int = PAGE_SIZE,
-                 overlap: float = 2.0, cursor_name: str = "profiles", parallel: int | None = None) -> None:
+    def __init__(self, hub: HubStore, client: KlaviyoApi, collections: CollectionSet, *,
+                 summary: RunSummary | None = None, formula_settings: Mapping[str, Any] | None = None,
+                 page_size: int = PAGE_SIZE, overlap: float = 2.0, cursor_name: str = "profiles",
+                 parallel: int | None = None) -> None:
         self.hub = hub
         self.client = client
         self.collections = collections

@@ -167,7 +167,7 @@ class SandboxState:
 
     # -- ids -------------------------------------------------------------------------
 
-    def _ulid(self) -> str:
+    def new_id(self) -> str:
         """A 26-character, time-ordered id like Klaviyo's profile ids."""
         self._counter += 1
         ms = int(datetime.now(UTC).timestamp() * 1000)
@@ -323,7 +323,7 @@ class SandboxState:
             if dup is not None:
                 raise self.duplicate(dup)
             now = self.clock()
-            p: dict[str, Any] = {"id": self._ulid(), "attributes": {"location": {}, "properties": {}}, "created": now,
+            p: dict[str, Any] = {"id": self.new_id(), "attributes": {"location": {}, "properties": {}}, "created": now,
                  "updated": now, "subscriptions": _default_subscriptions(), "last_event_date": None}
             self._apply(p, attrs, patch)
             self.profiles[p["id"]] = p
@@ -515,7 +515,7 @@ class SandboxState:
                 return False
             self._event_keys.add(key)
             self.events.append({
-                "id": self._ulid(), "metric_id": metric["id"], "profile_id": profile["id"],
+                "id": self.new_id(), "metric_id": metric["id"], "profile_id": profile["id"],
                 "properties": properties, "datetime": when, "value": value, "unique_id": uid,
             })
             if profile["last_event_date"] is None or when > profile["last_event_date"]:

@@ -71,7 +71,7 @@ def too_large(limit: int) -> ServiceError:
                         code="V413", status=413, location=Location(file=BODY))
 
 
-def _int(request: web.Request, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
+def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
     text = request.query.get(name)
     if text is None or text == "":
         return default
@@ -85,7 +85,7 @@ def _int(request: web.Request, name: str, default: int, *, low: int = 0, high: i
     return value
 
 
-def _path_id(request: web.Request, name: str = "id") -> int:
+def path_id(request: web.Request, name: str = "id") -> int:
     text = request.match_info[name]
     try:
         return int(text)
@@ -191,11 +191,11 @@ async def create_customers(request: web.Request) -> web.Response:
 
 
 async def put_customer(request: web.Request) -> web.Response:
-    return await _write(request, "customers", record_id=_path_id(request))
+    return await _write(request, "customers", record_id=path_id(request))
 
 
 async def patch_customer(request: web.Request) -> web.Response:
-    return await _write(request, "customers", record_id=_path_id(request), partial=True)
+    return await _write(request, "customers", record_id=path_id(request), partial=True)
 
 
 async def create_transactions(request: web.Request) -> web.Response:
@@ -203,12 +203,12 @@ async def create_transactions(request: web.Request) -> web.Response:
 
 
 async def put_transaction(request: web.Request) -> web.Response:
-    return await _write(request, "transactions", record_id=_path_id(request))
+    return await _write(request, "transactions", record_id=path_id(request))
 
 
 async def _get(request: web.Request, entity: str) -> web.Response:
     svc = _service(request)
-    hub_id = _path_id(request)
+    hub_id = path_id(request)
     view = await svc.db(record_view, svc.hub_api, entity, hub_id)
     if view is None:
         raise HubNotFoundError(f"no {entity} with Id {hub_id}", code="H003", location=Location(record_id=str(hub_id)))
@@ -238,25 +238,25 @@ def error_filter(query: Mapping[str, str]) -> ErrorFilter:
 async def list_errors(request: web.Request) -> web.Response:
     svc = _service(request)
     flt = error_filter(request.query)
-    limit = _int(request, "limit", 50, low=1, high=MAX_PAGE)
-    offset = _int(request, "offset", 0)
+    limit = query_int(request, "limit", 50, low=1, high=MAX_PAGE)
+    offset = query_int(request, "offset", 0)
     entries, total = await svc.db(search_errors, svc.hub_api, flt, limit=limit, offset=offset)
     return ok({"total": total, "limit": limit, "offset": offset, "filter": flt.to_dict(), "entries": entries})
 
 
 async def resolve_error(request: web.Request) -> web.Response:
     svc = _service(request)
-    return ok(await svc.db(svc.hub_api.errors.resolve, _path_id(request)))
+    return ok(await svc.db(svc.hub_api.errors.resolve, path_id(request)))
 
 
 async def retry_error(request: web.Request) -> web.Response:
     svc = _service(request)
-    return ok(await svc.retry(_path_id(request)))
+    return ok(await svc.retry(path_id(request)))
 
 
 async def get_queue(request: web.Request) -> web.Response:
     svc = _service(request)
-    limit = _int(request, "limit", 100, low=1, high=MAX_PAGE)
+    limit = query_int(request, "limit", 100, low=1, high=MAX_PAGE)
     changes = await svc.db(svc.hub_api.pending_changes, limit)
     length = await svc.db(svc.hub_api.queue_length)
     return ok({"length": length, "dispatching": svc.dispatching, "changes": [asdict(c) for c in changes]})
