@@ -203,13 +203,14 @@ class KlaviyoSyncError(Exception):
         The full form (``--json`` errors) has ``code, message, detail, file, line, column, row,
         record_id``, each even when unknown.  ``compact=True`` (a record's problems and warnings in
         an outcome, golden files) has only the known parts, in the order a reader takes them in:
-        ``code, message, row, destination, source, detail, file, line, column, record_id``.
+        ``code, message, row, destination, source, detail, file, line, column``; not the record id,
+        which the outcome holding them states once.
         """
         loc = self.location
         if compact:
             parts = {"code": self.code, "message": self.message, "row": loc.row, "destination": loc.destination,
                      "source": loc.source, "detail": self.detail, "file": loc.file, "line": loc.line,
-                     "column": loc.column, "record_id": loc.record_id}
+                     "column": loc.column}
             return {k: v for k, v in parts.items() if v is not None}
         return {
             "code": self.code,

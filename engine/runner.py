@@ -96,6 +96,8 @@ class Runner:
         try:
             result = self._mappers[coll.title].map(record, parent=parent, parent_mapped=parent_mapped,
                                                    existing=existing)
+            for diagnostic in (*result.problems, *result.warnings):
+                diagnostic.at(record_id=rid)  # the mapper said where in the collection; this says which record
             out = Outcome(coll.title, rid, result.status, result.payload, result.problems, source=record,
                           warnings=result.warnings)
             if result.status != OK or not with_children:
@@ -106,7 +108,8 @@ class Runner:
                 out.children.extend(self.run_children(child, record, result.payload or {}, rid))
             return out
         except Exception as exc:  # noqa: BLE001 - one record's failure is that record's alone
-            return Outcome(coll.title, rid, INVALID, problems=[unexpected_problem(coll, exc)], source=record)
+            return Outcome(coll.title, rid, INVALID, problems=[unexpected_problem(coll, exc).at(record_id=rid)],
+                           source=record)
 
     def run_children(self, child: Collection, parent_record: Mapping[str, Any],
                      parent_payload: Mapping[str, Any], parent_id: str | None) -> list[Outcome]:
@@ -116,9 +119,10 @@ class Runner:
             if items is MISSING or items is None:
                 return []
             if not isinstance(items, list):
-                return [Outcome(child.title, f"{parent_id}/{child.each}", INVALID, problems=[ChildItemsError(
+                rid = f"{parent_id}/{child.each}"
+                return [Outcome(child.title, rid, INVALID, problems=[ChildItemsError(
                     f"{child.each} must be a list to expand {child.title!r}, got {type(items).__name__}",
-                    location=Location(file=child.file))])]
+                    location=Location(file=child.file, record_id=rid))])]
             outs = []
             for i, item in enumerate(items):
                 ident = record_identity(item, f"{i}") if isinstance(item, Mapping) else f"{i}"
