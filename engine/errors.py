@@ -71,6 +71,9 @@ Tree::
 
 Outside the tree (see their section): the sandbox's ``SandboxApiError``, ``SandboxOAuthError``,
 ``FilterError`` and ``SandboxStateFileError``, and the Klaviyo client's ``MalformedAnswerError``.
+Private signals that never leave the one module raising and catching them (the mapper's
+``_TooDeep``, the transport's ``_TooLarge`` and ``_NoRefresh``, the inbound transfer's
+``_Invalid``) are not errors anyone sees, so they stay beside their code.
 """
 
 from __future__ import annotations

@@ -100,16 +100,16 @@ class _TooDeep(Exception):
     pass
 
 
-def copy_data(value: Any, depth: int = 0) -> Any:
+def _copy_data(value: Any, depth: int = 0) -> Any:
     """A plain copy of JSON-like data (dicts, lists, scalars), so a payload never shares an object
     with the caller's record. Scalars are not recursed into (most payload values are scalars).
     Raises :class:`_TooDeep` past :data:`MAX_VALUE_DEPTH` levels."""
     if depth >= MAX_VALUE_DEPTH:
         raise _TooDeep
     if isinstance(value, dict):
-        return {k: v if type(v) in _LEAVES else copy_data(v, depth + 1) for k, v in value.items()}
+        return {k: v if type(v) in _LEAVES else _copy_data(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [v if type(v) in _LEAVES else copy_data(v, depth + 1) for v in value]
+        return [v if type(v) in _LEAVES else _copy_data(v, depth + 1) for v in value]
     return value
 
 
@@ -321,7 +321,7 @@ class Mapper:
                     continue
             if isinstance(value, (dict, list)):
                 try:
-                    value = copy_data(value)
+                    value = _copy_data(value)
                 except _TooDeep:
                     # a formula's value is a formula limit (F205, at the formula); a field's value
                     # a mapping error (M007, at the row)
@@ -352,4 +352,4 @@ class Mapper:
         return MapResult("ok", payload=payload, warnings=warnings)
 
 
-__all__ = ["MISSING", "MapResult", "Mapper", "copy_data", "read_path", "row_location"]
+__all__ = ["MISSING", "MapResult", "Mapper", "read_path", "row_location"]
