@@ -68,19 +68,23 @@ class InboundEnv:
         return flow
 
     async def poll_stopped_after(self, count: int, **kwargs: Any) -> InboundFlow:
-        """One poll asked to stop (as Ctrl-C does) once ``count`` profiles were handled."""
-        holder: list[InboundFlow] = []
+        """One poll asked to stop (as Ctrl-C does, in the middle of a page) once ``count`` profiles
+        were transferred."""
         handled = [0]
-
-        def stop_after(_result: object) -> None:
-            handled[0] += 1
-            if handled[0] == count:
-                holder[0].request_stop()
 
         async with self.client() as client:
             flow = InboundFlow(self.hub, client, self.collections, summary=RunSummary("poll"), **kwargs)
-            holder.append(flow)
-            await flow.poll(on_profile=stop_after)
+            transfer = flow.transfer.transfer
+
+            def stop_after(resource: Any) -> Any:
+                result = transfer(resource)
+                handled[0] += 1
+                if handled[0] == count:
+                    flow.request_stop()
+                return result
+
+            flow.transfer.transfer = stop_after  # type: ignore[method-assign]
+            await flow.poll()
         return flow
 
     async def sync(self, profile_id: str, client_options: dict[str, Any] | None = None) -> tuple[InboundFlow, Any]:

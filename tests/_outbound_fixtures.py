@@ -4,6 +4,7 @@ the shipped collections, and helpers to dispatch / push and read Klaviyo back th
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +35,17 @@ class OutboundEnv:
 
     def with_settings(self, **changes: Any) -> OutboundEnv:
         return replace(self, settings=replace(self.settings, **changes))
+
+    def remap_lists_away(self) -> None:
+        """Collections without list rows (a private copy beside the hub): for a sandbox with no lists."""
+        copy = self.settings.hub_path.parent / f"collections-{self.settings.hub_path.stem}"
+        shutil.copytree(self.settings.collections_dir, copy)
+        for path in copy.glob("*-from-hub.yaml"):
+            path.write_text(path.read_text(encoding="utf-8").replace("LIST_Sms Subscribers", "properties.sms")
+                            .replace("UCLIST_Preview List", "properties.preview"), encoding="utf-8")
+        report = load_collections([copy])
+        assert [] == report.errors, report.errors
+        self.collections = report.collections
 
     def dispatch(self, **kw: Any) -> OutboundReport:
         """Run :func:`engine.flows.outbound.dispatch` to the end (``dry_run=True`` for a dry run)."""

@@ -63,6 +63,25 @@ def test_backfill_imports_links_lists_and_consent(outbound_factory) -> None:
     assert env.hub.get_state("backfill:customers") is None
 
 
+def test_a_large_job_is_read_back_by_email_lookups_beside_its_profiles_pages(outbound_factory) -> None:
+    """A job of 1,500 profiles: its ``profiles`` pages (tier M) and email lookups (tier L) are read
+    at once, from both ends, and stop once every Customer has its profile (before the last page);
+    each Customer is linked to the profile holding its email."""
+    env = outbound_factory(revision=REVISION, lists=())
+    for n in range(1, 1501):
+        env.hub.add_customer({"EmailAddress": f"many{n}@example.com", "CustomerNumber": f"M{n}"})
+    env.remap_lists_away()
+    report = _backfill(env)
+    calls = report.summary.calls
+    assert 1 == calls["bulk_import_profiles"]
+    assert calls.get("get_profiles", 0) >= 1  # email lookups ran
+    assert calls["get_bulk_import_job_profiles"] < 15, calls  # of its 15 pages
+    assert {"Add Klaviyo Profile FROM Hub": {"linked": 1500}} == report.summary.to_dict()["flows"]
+    profiles = {p["attributes"]["email"]: p["id"] for p in env.all_profiles()}
+    assert 1500 == len(profiles) == env.hub.link_count("Customer")
+    assert all(profiles[f"many{n}@example.com"] == env.hub.get_klaviyo_id("Customer", n) for n in range(1, 1501))
+
+
 def test_a_rerun_sends_only_customers_not_yet_linked_and_all_sends_every_one(outbound_factory) -> None:
     """A second backfill has nothing to send; --all updates every linked profile by its id."""
     env = outbound_factory(revision=REVISION)
@@ -172,14 +191,53 @@ def _job_stored(hub_file: Path) -> bool:
         return bool(hub.get_state("backfill:customers:pending") or (hub.get_state("backfill:customers") or {}).get("jobs"))
 
 
-def test_killed_backfill_resumes_and_imports_each_customer_once(tmp_path) -> None:
-    """SIGKILL at random points of `backfill customers`, then reruns: every Customer imported once and linked."""
+def _event_ids(url: str) -> Counter[tuple[str, str]]:
+    """(metric name, unique id) of every event in the sandbox."""
+    found: Counter[tuple[str, str]] = Counter()
+    with httpx.Client(base_url=url, headers={"Authorization": f"Klaviyo-API-Key {OUTBOUND_KEY}",
+                                             "revision": REVISION}) as http:
+        params: dict[str, Any] = {"include": "metric"}
+        while True:
+            body = http.get("/api/events", params=params).json()
+            names = {m["id"]: m["attributes"]["name"] for m in body.get("included", [])}
+            found.update((names[e["relationships"]["metric"]["data"]["id"]],
+                          e["attributes"]["event_properties"]["$event_id"]) for e in body["data"])
+            nxt = (body.get("links") or {}).get("next")
+            if not nxt:
+                return found
+            params["page[cursor]"] = httpx.URL(nxt).params["page[cursor]"]
+
+
+def _killed_runs(settings: Path, command: str, rng: random.Random, wait: Any = None) -> int:
+    """Three runs of ``backfill <command>``, each SIGKILLed at a random moment (the last one once
+    ``wait()`` says it got somewhere); returns how many were killed before they finished."""
+    kills = 0
+    for last in (False, False, True):
+        proc = _cli(settings, "backfill", command, "--json")
+        time.sleep(rng.uniform(0.2, 1.5))
+        while last and wait is not None and proc.poll() is None and not wait():
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=120)
+    return kills
+
+
+def test_killed_backfills_resume_and_send_each_customer_and_order_once(tmp_path) -> None:
+    """SIGKILL at random points of `backfill customers` (20,000 Customers) and then of `backfill
+    transactions` (2,000 orders), then reruns: the sandbox holds every Customer's profile once and
+    every order's events once, and every Customer is linked."""
     server, url = _serve(tmp_path)
     try:
-        customers = 3000
+        customers, orders = 20_000, 2_000
         with SqliteHub(tmp_path / "hub.db") as hub, hub.transaction():
             for n in range(1, customers + 1):
                 hub.add_customer({"EmailAddress": f"bulk{n}@example.com", "CustomerNumber": str(n)})
+            for t in range(1, orders + 1):
+                hub.upsert_transaction({"TransactionNumber": f"K-{t}", "CustomerId": 1 + (7 * t) % customers,
+                                        "Total": 1.0 * t, "Lines": [{"Sku": f"S{t}", "Description": "Item", "Qty": 1,
+                                                                     "UnitPrice": 1.0, "ExtendedPrice": 1.0}]})
         settings = _settings_file(tmp_path, url, REVISION)
         (tmp_path / "collections").mkdir()
         for src in (ROOT / "collections").glob("*-from-hub.yaml"):  # no lists in the sandbox: keep it plain
@@ -189,18 +247,9 @@ def test_killed_backfill_resumes_and_imports_each_customer_once(tmp_path) -> Non
         with settings.open("a") as fh:
             fh.write(f"collections: {tmp_path / 'collections'}\n")
         rng = random.Random(17)
-        kills = 0
-        for wait_for_a_job in (False, False, True):
-            proc = _cli(settings, "backfill", "customers", "--json")
-            time.sleep(rng.uniform(0.2, 1.5))
-            while wait_for_a_job and proc.poll() is None and not _job_stored(tmp_path / "hub.db"):
-                time.sleep(0.01)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.communicate(timeout=60)
+        kills = _killed_runs(settings, "customers", rng, wait=lambda: _job_stored(tmp_path / "hub.db"))
         final = _cli(settings, "backfill", "customers", "--json")
-        out, err = final.communicate(timeout=120)
+        out, err = final.communicate(timeout=600)
         assert 0 == final.returncode, err
         report = json.loads(out)
         assert (0, True, 3) == (report["errors"], report["resumed"], kills), report["notes"]
@@ -209,6 +258,21 @@ def test_killed_backfill_resumes_and_imports_each_customer_once(tmp_path) -> Non
         with SqliteHub(tmp_path / "hub.db") as hub:
             assert customers == hub.link_count("Customer")
             assert hub.get_state("backfill:customers") is None
+
+        def some_sent() -> bool:
+            with SqliteHub(tmp_path / "hub.db") as hub:
+                return bool(hub.get_state("backfill:transactions"))
+
+        tx_kills = _killed_runs(settings, "transactions", rng, wait=some_sent)
+        final = _cli(settings, "backfill", "transactions", "--json")
+        out, err = final.communicate(timeout=600)
+        assert 0 == final.returncode, err
+        assert (0, True) == (json.loads(out)["errors"], tx_kills > 0)
+        events = _event_ids(url)
+        assert {1} == set(events.values())  # no event twice
+        placed = sorted(uid for metric, uid in events if metric == "Placed Order")
+        assert (orders, orders) == (len(placed), sum(1 for metric, _ in events if metric == "Ordered Product"))
+        assert len(emails) == len(_emails(url))  # the orders went to the linked profiles: none was added
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(10)

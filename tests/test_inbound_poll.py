@@ -76,18 +76,22 @@ async def test_profile_changed_during_a_poll_is_picked_up_by_the_next(inbound):
 
 
 async def test_cursor_is_saved_after_each_page(inbound):
-    """After a page, the hub's cursor holds the watermark of the last profile handled."""
+    """Each page and the cursor's advance commit together: a profile is reported once it is
+    stored, and the saved watermark then already covers its page (and no later page)."""
     state = inbound.sandbox.state
     _seed(state, 12)
-    watermarks: list[object] = []
 
-    def look(_result: object) -> None:
-        watermarks.append(PollCursor.load(inbound.hub).watermark)
+    def look(result: object) -> None:
+        assert inbound.hub.get_hub_id("Customer", result.profile_id) is not None  # stored when reported
+        saved.append(PollCursor.load(inbound.hub).to_dict())
 
+    saved: list[dict[str, object]] = []
     await inbound.poll(page_size=5, on_profile=look)
-    assert None is watermarks[0]  # nothing saved before the first page completed
-    assert watermarks[5] is not None  # saved once the first page of 5 was done
-    assert PollCursor.load(inbound.hub).watermark is not None
+    assert 12 == len(saved)
+    assert None is not saved[0]["watermark"]  # the first page's commit saved the cursor with it
+    assert [saved[0]] * 5 == saved[:5]  # one save per page, not per profile
+    assert saved[4] != saved[5] != saved[10]  # each page moves it on
+    assert saved[5:10] == [saved[5]] * 5
 
 
 async def test_stop_request_finishes_profile_saves_cursor_and_next_poll_resumes(inbound):

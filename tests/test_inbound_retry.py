@@ -93,16 +93,16 @@ async def test_hub_locked_during_a_poll_stops_it_and_the_next_poll_stores_the_ch
     other = sqlite3.connect(env.hub.path, isolation_level=None, check_same_thread=False)
     handled: list[object] = []
 
-    def lock_after_first(result: object) -> None:
+    def lock_after_first_page(result: object) -> None:  # told once the page of 2 is committed
         handled.append(result)
         if len(handled) == 1:
             other.execute("BEGIN EXCLUSIVE")
 
-    locked = await env.poll(page_size=2, on_profile=lock_after_first)
+    locked = await env.poll(page_size=2, on_profile=lock_after_first_page)
     assert isinstance(locked.error, HubLockedError)
     assert f"the hub file {env.hub.path} is locked by another process; retry later" == locked.error.message
-    assert 1 == len(handled)
-    assert {pids[0]: "New0", pids[1]: "N1", pids[2]: "N2", pids[3]: "N3"} == _names(env)
+    assert 2 == len(handled)  # the first page; nothing of the second
+    assert {pids[0]: "New0", pids[1]: "New1", pids[2]: "N2", pids[3]: "N3"} == _names(env)
     other.execute("ROLLBACK")
     other.close()
     again = await env.poll(page_size=2)
@@ -129,3 +129,54 @@ async def test_hub_locked_when_a_poll_starts_ends_it_cleanly_with_the_retry_list
     await env.poll()
     assert "Queued" == _names(env)[pids[1]]
     assert [] == PollCursor.load(env.hub).retry
+
+
+async def test_a_page_the_hub_cannot_commit_is_stored_whole_by_the_next_poll(env: InboundEnv) -> None:
+    """A page's profiles and the cursor's advance commit together: when the hub refuses the cursor's
+    save (as a full disk would), nothing of that page is stored, the poll stops with the error, the
+    cursor stays where it was saved, and the next poll stores each profile once."""
+    pids = _seed(env, 6)
+    await env.poll(page_size=3)
+    before = PollCursor.load(env.hub).to_dict()
+    for n, pid in enumerate(pids):
+        env.sandbox.state.update_profile(pid, {"first_name": f"New{n}"})
+    other = sqlite3.connect(env.hub.path)
+    other.execute("CREATE TRIGGER refuse BEFORE UPDATE ON sync_state WHEN NEW.key LIKE '%profiles%' AND NEW.value != OLD.value "
+                  "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    other.commit()
+    told: list[object] = []
+    stopped = await env.poll(page_size=3, on_profile=told.append)
+    assert stopped.error is not None and "H000" == stopped.error.code
+    assert ("the hub could not store a page of 3 profiles: IntegrityError: database or disk is full"
+            == stopped.error.message)
+    assert ([], 1) == (told, stopped.summary.errors)  # nobody is told of a profile that was not stored
+    assert {} == stopped.summary.to_dict()["flows"]
+    assert [f"N{n}" for n in range(6)] == [_names(env)[pid] for pid in pids]  # nothing of the page
+    assert before == PollCursor.load(env.hub).to_dict()
+    other.execute("DROP TRIGGER refuse")
+    other.commit()
+    other.close()
+    again = await env.poll(page_size=3)
+    assert None is again.error
+    assert {"updated": 6} == again.summary.to_dict()["flows"][UPDATE]
+    assert [f"New{n}" for n in range(6)] == [_names(env)[pid] for pid in pids]
+    assert 6 == len(env.customers())
+
+
+async def test_a_cursor_the_hub_cannot_save_stops_the_poll_with_an_error(env: InboundEnv) -> None:
+    """The hub refusing every save of the cursor: the poll stops with H000 and the reason, no traceback."""
+    pids = _seed(env, 2)
+    await env.poll()
+    other = sqlite3.connect(env.hub.path)
+    other.execute("CREATE TRIGGER refuse BEFORE UPDATE ON sync_state WHEN NEW.key LIKE '%profiles%' "
+                  "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    other.commit()
+    env.sandbox.state.update_profile(pids[0], {"first_name": "Later"})
+    stopped = await env.poll()
+    assert stopped.error is not None and "H000" == stopped.error.code
+    assert "the hub could not save the poll's cursor: IntegrityError: disk I/O error" == stopped.error.message
+    assert "N0" == _names(env)[pids[0]]
+    other.execute("DROP TRIGGER refuse")
+    other.commit()
+    other.close()
+    assert "Later" == (await env.poll(), _names(env))[1][pids[0]]

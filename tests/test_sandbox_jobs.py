@@ -195,6 +195,19 @@ def test_subscribe_needs_the_channels_identifier_synchronously(held: SandboxHand
     assert 0 == held.state.drain_jobs()
 
 
+@pytest.mark.parametrize(("revision", "status"), [("2023-10-15", 400), ("2023-12-15", 202), ("2024-07-15", 202)])
+def test_a_subscribe_job_needs_a_list_only_before_2023_12_15(held: SandboxHandle, revision: str, status: int) -> None:
+    """Revisions 2023-12-15 to 2024-07-15 are checked against the 2023-10-15 spec, which requires the
+    list; Klaviyo made it optional at 2023-12-15, and so does the sandbox."""
+    resp = subscribe(held, [{"email": "nolist@example.com"}], revision)
+    assert status == resp.status_code, resp.text
+    if status == 400:
+        assert ("'relationships' is a required field.", "/data/relationships") == (
+            the_error(resp)["detail"], the_error(resp)["source"]["pointer"])
+    else:
+        assert 1 == held.state.drain_jobs()
+
+
 @pytest.mark.parametrize("revision", [OLD, NEW])
 def test_unsubscribe_from_a_list_only_removes_from_that_list(held: SandboxHandle, revision: str) -> None:
     """A member unsubscribed with a list leaves that list and gets a list suppression, but keeps its

@@ -32,6 +32,7 @@ lists, first records) and nothing is sent to Klaviyo or written to the hub.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ ENVELOPE_BYTES = 4_096
 FIRST_RECORDS = 3
 #: a pending job found in Klaviyo's list was created at most this long before it was recorded
 CLOCK_SLACK = datetime.timedelta(minutes=10)
+#: submitted jobs followed to the end at once, while later jobs are packed and submitted
+FINISHING_AT_ONCE = 4
 #: Code of the error that stops a backfill on a revision without bulk import
 CODE_REVISION = BackfillRevisionError.code
 #: What the progress display is told: ``(records done, counts by name)``.
@@ -166,6 +169,10 @@ class Backfill:
         self.progress: dict[str, int] = {}
         self.finisher = None if client is None or dry_run else JobFinisher(
             client, hub, lists=self.lists, poll_initial=poll_initial, poll_max=poll_max, on_poll=self._polled)
+        # Jobs are finished while later ones are packed and submitted (a few at once).
+        self._finishing: dict[str, asyncio.Task[None]] = {}
+        self._finish_slots = asyncio.Semaphore(FINISHING_AT_ONCE)
+        self._finish_failed: BaseException | None = None
 
     # -- progress and counting ------------------------------------------------------------
 
@@ -208,9 +215,12 @@ class Backfill:
         try:
             if not self.dry_run:
                 await self._resume()
+                for job_id in list(self.state["jobs"]):
+                    self._start_finishing(job_id)
             await self._stream()
             if not self.dry_run:
-                for job_id in list(self.state["jobs"]):
+                await self._all_finished()
+                for job_id in list(self.state["jobs"]):  # none left, unless a task ended without finishing
                     await self._finish_job(job_id)
                 self.hub.set_state(STATE_KEY, None)
         except KlaviyoSyncError as exc:
@@ -219,6 +229,8 @@ class Backfill:
             self.report.error = exc
             self.summary.errors += 1
             self.summary.note("stopped: the jobs submitted so far are kept in the hub; run backfill again to resume")
+        finally:
+            await self._stop_finishing()  # none is left after a run that went to its end
         return self._finish()
 
     def _finish(self) -> BackfillReport:
@@ -285,6 +297,8 @@ class Backfill:
         open_jobs: dict[tuple[str, ...], _Job] = {}
         last = int(self.state["cursor"])
         for chunk in chunks(self.hub.iter_customers(after=last), 500):
+            if self._finish_failed is not None:  # a job being finished met a failure that stops the run
+                raise self._finish_failed
             links = self.hub.klaviyo_ids("Customer", [int(c["Id"]) for c in chunk])
             for customer in chunk:
                 cid = int(customer["Id"])
@@ -368,6 +382,7 @@ class Backfill:
                 self._write_logs(result)
         self.report.jobs.append({"id": job_id, **{k: v for k, v in described.items() if k != "first_records"}})
         self._tick("jobs submitted")
+        self._start_finishing(job_id)
 
     async def _list_ids(self, job: _Job) -> list[str]:
         assert self.lists is not None
@@ -398,6 +413,38 @@ class Backfill:
             self.hub.set_state(PENDING_KEY, None)
 
     # -- finishing -------------------------------------------------------------------------------
+
+    def _start_finishing(self, job_id: str) -> None:
+        """Finish a submitted job in the background (at most FINISHING_AT_ONCE at a time)."""
+        if job_id in self._finishing:
+            return
+
+        async def finish() -> None:
+            async with self._finish_slots:
+                if self._finish_failed is not None:
+                    return
+                try:
+                    await self._finish_job(job_id)
+                except Exception as exc:  # noqa: BLE001 - raised again by the run, which reports it
+                    if self._finish_failed is None:
+                        self._finish_failed = exc
+
+        self._finishing[job_id] = asyncio.get_running_loop().create_task(finish())
+
+    async def _all_finished(self) -> None:
+        """Wait for every job being finished; raise the first failure one of them met."""
+        while self._finishing:
+            tasks = list(self._finishing.values())
+            await asyncio.gather(*tasks)
+            self._finishing = {k: t for k, t in self._finishing.items() if not t.done()}
+        if self._finish_failed is not None:
+            raise self._finish_failed
+
+    async def _stop_finishing(self) -> None:
+        for task in self._finishing.values():
+            task.cancel()
+        await asyncio.gather(*self._finishing.values(), return_exceptions=True)
+        self._finishing = {}
 
     async def _finish_job(self, job_id: str) -> None:
         assert self.finisher is not None

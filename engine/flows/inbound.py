@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +50,7 @@ from typing import Any
 from engine.catalog import ERROR_CALLING_KLAVIYO
 from engine.collection import CollectionSet
 from engine.errors import (
+    HubError,
     HubLockedError,
     InboundError,
     KlaviyoError,
@@ -126,6 +129,7 @@ class InboundFlow:
         self.most_at_once = 0
         self._stop = threading.Event()
         self._fatal = False  # credentials refused or hub locked: nothing more can be done this run
+        self._cursor_stale = False  # a page's commit failed: the in-memory cursor passed unstored profiles
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -155,7 +159,7 @@ class InboundFlow:
         """
         self.error = None
         self.stopped = False
-        self._fatal = False
+        self._fatal = self._cursor_stale = False
         if not self._runnable():
             return self.summary.finish(self._calls())
         cursor = PollCursor.load(self.hub, self.cursor_name, overlap=self.overlap)
@@ -279,12 +283,44 @@ class InboundFlow:
 
     def _handle_page(self, page: list[dict[str, Any]], rng: PollRange, cursor: PollCursor,
                      on_profile: Callable[[ProfileResult | None], None] | None) -> None:
-        """Transfer each profile of a range's page (worker thread), then save the cursor."""
-        for resource in page:
-            if self._halted():
-                break
-            self._handle(resource, cursor, on_profile, advance=True, rng=rng)
-        self._save(cursor)
+        """Transfer each profile of a range's page, then save the cursor: one hub transaction (worker thread).
+
+        The page's writes, its error-log rows and the cursor's advance commit together, so a
+        crash before the commit loses all of them and the next poll fetches the page again:
+        each profile is still stored exactly once, at one commit per page instead of one per
+        profile.  Each profile keeps its own savepoint (a bad one undoes only itself).
+        ``on_profile`` hears of the page's profiles once they are committed.  A commit the hub
+        refuses (disk full, I/O error) stops the poll with the cursor as last saved.
+        """
+        done: list[ProfileResult | None] = []
+        counts = {flow: Counter(c) for flow, c in self.summary.counts.items()}
+        try:
+            with self.hub.transaction():
+                for resource in page:
+                    if self._halted():
+                        break
+                    self._handle(resource, cursor, done.append, advance=True, rng=rng)
+                cursor.prune()
+                cursor.save(self.hub)
+        except HubLockedError as exc:  # the page's first write waited in vain: nothing is written
+            self._hub_locked(exc)
+            return
+        except (sqlite3.Error, OSError) as exc:
+            self.summary.counts = counts  # nothing of the page is stored
+            self._not_stored(f"the hub could not store a page of {len(page)} profiles: {type(exc).__name__}: {exc}",
+                             "nothing of the page was written; the next poll fetches it again")
+            return
+        if on_profile:
+            for result in done:
+                on_profile(result)
+
+    def _not_stored(self, message: str, detail: str) -> None:
+        """The hub refused a write (disk full, I/O error): stop, keep the cursor as last saved."""
+        self._fatal = self._cursor_stale = True
+        self.error = HubError(message, detail=detail)
+        self.summary.errors += 1
+        self.summary.note("stopped: the hub could not store what the poll read; the cursor stays as last saved, "
+                          "so the next poll goes on from there")
 
     def _handle(self, resource: Mapping[str, Any], cursor: PollCursor,
                 on_profile: Callable[[ProfileResult | None], None] | None, *, advance: bool,
@@ -328,11 +364,17 @@ class InboundFlow:
 
     def _save(self, cursor: PollCursor) -> None:
         """Save the cursor; with the hub locked the saved one stands (it never passed an unstored profile)."""
+        if self._cursor_stale:  # a page it passed was not stored
+            return
         cursor.prune()
         try:
             cursor.save(self.hub)
         except HubLockedError as exc:
             self._hub_locked(exc)
+        except (sqlite3.Error, OSError) as exc:
+            self._not_stored(f"the hub could not save the poll's cursor: {type(exc).__name__}: {exc}",
+                             "every profile stored stays stored; the next poll reads again from the cursor "
+                             "last saved")
 
     async def _retry_failed(self, cursor: PollCursor,
                             on_profile: Callable[[ProfileResult | None], None] | None) -> None:

@@ -116,6 +116,11 @@ class KlaviyoApi(Protocol):
         """Record an event for a profile id or identifier attributes; returns the ``unique_id`` used."""
         ...
 
+    async def bulk_create_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Up to 1,000 events (``create_event``'s arguments, ``unique_id`` required) in one job,
+        from revision 2024-05-15; one event Klaviyo refuses fails the whole request."""
+        ...
+
     # Bulk profile import jobs
     async def start_bulk_import(self, entries: Sequence[Mapping[str, Any]], *,
                                 list_ids: Sequence[str] = ()) -> Resource:

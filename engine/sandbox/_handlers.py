@@ -367,15 +367,22 @@ async def get_list_profiles(request: web.Request) -> web.Response:
 # -- events --------------------------------------------------------------------------
 
 
-def _event_profile(state: SandboxState, prof: dict[str, Any]) -> dict[str, Any]:
+def _event_profile_named(state: SandboxState, prof: dict[str, Any], pointer: str = "/data/attributes/profile/data"
+                         ) -> dict[str, Any]:
+    """The identifier attributes of an event's profile, checked: one identifier at least, an id that exists."""
     pattrs = dict(prof.get("attributes") or {})
     pattrs.pop("meta", None)
     if not prof.get("id") and not any(pattrs.get(k)
                                       for k in ("email", "phone_number", "external_id", "anonymous_id", "_kx")):
         raise invalid("An identifier (id, email, phone_number, external_id or anonymous_id) "
-                      "is required for the profile.",
-                      pointer="/data/attributes/profile/data/attributes")
-    return state.resolve_profile(prof.get("id"), pattrs)
+                      "is required for the profile.", pointer=pointer + "/attributes")
+    if prof.get("id") and prof["id"] not in state.profiles:
+        raise invalid(f"A profile with id {prof['id']} does not exist.", pointer=pointer + "/id")
+    return pattrs
+
+
+def _event_profile(state: SandboxState, prof: dict[str, Any]) -> dict[str, Any]:
+    return state.resolve_profile(prof.get("id"), _event_profile_named(state, prof))
 
 
 def _event_time(state: SandboxState, raw: Any, revision: str, pointer: str) -> datetime | None:
@@ -435,6 +442,9 @@ async def bulk_create_events(request: web.Request) -> web.Response:
                              request[REVISION_KEY])
                     for j, ev in enumerate(entry["attributes"]["events"]["data"])]
                    for i, entry in enumerate(entries)]
+        for i, entry in enumerate(entries):  # and every profile it names, before one is created or changed
+            _event_profile_named(state, entry["attributes"]["profile"]["data"],
+                                 f"/data/attributes/events-bulk-create/data/{i}/attributes/profile/data")
         for entry, entry_checked in zip(entries, checked, strict=True):
             profile = _event_profile(state, entry["attributes"]["profile"]["data"])
             for ev, ev_checked in zip(entry["attributes"]["events"]["data"], entry_checked, strict=True):

@@ -307,7 +307,8 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
         if not isinstance(body, dict) or "data" not in body:
             raise invalid("'data' is a required field.", pointer="/data")
         if spec is not None:
-            spec.validate_body(request.method, template, _without_nulls(body) if request.method == "PATCH" else body)
+            spec.validate_body(request.method, template, _without_nulls(body) if request.method == "PATCH" else body,
+                               request[REVISION_KEY])
         request[BODY_KEY] = body
 
     app = web.Application(middlewares=[_jobs.payload_limit, pipeline], client_max_size=_jobs.CLIENT_MAX_SIZE)

@@ -87,15 +87,23 @@ class Spec:
             self._validators[key] = jsonschema.Draft7Validator(schema, registry=self._registry)
         return self._validators[key]
 
-    def validate_body(self, method: str, template: str, body: Any) -> None:
-        """Raise Klaviyo's 400 naming the field when ``body`` breaks the spec."""
+    def validate_body(self, method: str, template: str, body: Any, revision: str | None = None) -> None:
+        """Raise Klaviyo's 400 naming the field when ``body`` breaks the spec.
+
+        ``revision`` is the one the request was sent with, where it differs from the spec's: what
+        Klaviyo relaxed between the two (:data:`RELAXED`) is not refused.
+        """
         op = self.operation(method, template)
         if op is None or "requestBody" not in op:
             return
         validator = self._validator(method, template, op)
         if validator is None:
             return
-        err = jsonschema.exceptions.best_match(validator.iter_errors(body))
+        errors = validator.iter_errors(body)
+        relaxed = [r for r in RELAXED.get((method, template), ()) if revision and rev.supports(revision, r[0])]
+        if relaxed:
+            errors = (e for e in validator.iter_errors(body) if not any(_relaxes(r, e) for r in relaxed))
+        err = jsonschema.exceptions.best_match(errors)
         if err is None:
             return
         path = "/" + "/".join(str(p) for p in err.absolute_path)
@@ -139,6 +147,23 @@ class Spec:
             elif schema.get("enum") and raw not in schema["enum"]:
                 raise invalid(f"'{raw}' is not a valid choice for '{name}'. "
                               f"Valid choices: {', '.join(schema['enum'])}.", parameter=name)
+
+
+#: What a later revision than the stored spec's allows: (method, template) -> (capability, the
+#: JSON pointer of the object, the property it no longer requires).  Revisions 2023-12-15 to
+#: 2024-07-15 are checked against the 2023-10-15 spec, whose subscribe jobs require a list.
+RELAXED: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {
+    ("POST", "/api/profile-subscription-bulk-create-jobs"): (
+        ("optional_subscribe_list", "/data", "relationships"),
+        ("optional_subscribe_list", "/data/relationships", "list"),
+    ),
+}
+
+
+def _relaxes(rule: tuple[str, str, str], err: jsonschema.ValidationError) -> bool:
+    _capability, at, name = rule
+    where = "/" + "/".join(str(p) for p in err.absolute_path)
+    return err.validator == "required" and where == at and f"'{name}' is a required property" == err.message
 
 
 @cache
