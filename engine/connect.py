@@ -18,15 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.errors import SettingsError
+from engine.errors import NoCredentialsError
 from engine.hub import SqliteHub
 from engine.klaviyo import KlaviyoClient
+from engine.oauth import token_source_for
 from engine.settings import Settings
 
 #: Factories tried in order by :func:`open_client`; each takes (settings, hub) and returns a
-#: token source or None. The OAuth module registers one; the API key is the fallback.
-TOKEN_SOURCES: list[Callable[[Settings, Any], Any]] = []
-TOKEN_SOURCES.append(__import__("engine._oauth_source", fromlist=["_"]).token_source_for)  # OAuth in the hub
+#: token source or None: the OAuth connection stored in the hub; the API key is the fallback.
+TOKEN_SOURCES: list[Callable[[Settings, Any], Any]] = [token_source_for]
 
 
 def open_hub(settings: Settings, path: str | Path | None = None) -> SqliteHub:
@@ -72,9 +72,9 @@ def open_client(settings: Settings, hub: Any = None, **overrides: Any) -> Klaviy
         kwargs["api_key"] = settings.api_key.reveal()
     kwargs.update(overrides)
     if "api_key" not in kwargs and "token_source" not in kwargs:
-        raise SettingsError(
+        raise NoCredentialsError(
             "no Klaviyo credentials: set api_key in the settings file (or the KLAVIYO_API_KEY "
-            "environment variable), or connect with `klaviyo-sync auth login`", code="S100")
+            "environment variable), or connect with `klaviyo-sync auth login`")
     return KlaviyoClient(**kwargs)
 
 

@@ -3,8 +3,12 @@
 Every error the engine raises on purpose derives from :class:`KlaviyoSyncError`.
 Each carries a stable ``code`` (golden files and docs name it), a one-line
 ``message``, and the parts that say *where* (``file``, ``line``, ``column``,
-``row``, ``record_id``) as attributes.  Layers add their part on the way up
-with :meth:`KlaviyoSyncError.at`.  CLI-facing errors carry an ``exit_code``.
+``row``, ``destination``, ``source``, ``record_id``: one :class:`Location`).  Layers add their
+part on the way up with :meth:`KlaviyoSyncError.at`.  CLI-facing errors carry an ``exit_code``.
+
+It is also the one diagnostic type: a record's mapping problems and warnings are these errors,
+returned rather than raised, and :meth:`KlaviyoSyncError.format` renders any of them for the
+CLI and the hub error log (``to_dict`` for JSON).
 
 Tree::
 
@@ -44,10 +48,23 @@ Tree::
     │   ├── FormulaSyntaxError    refused when the collection loads (syntax, forbidden node/name)
     │   └── FormulaRuntimeError   raised while evaluating (exception, limit exceeded)
     │       └── FormulaLimitError time / size / loop limit exceeded
-    ├── MappingError              a record could not be mapped (missing source, required row)  M0xx
-    │   └── PathNotFoundError     get(obj, "a.b[0]") found nothing at the path           M010
+    │           └── FormulaDepthError  a formula row's value is nested too deeply           F205
+    ├── MappingError              a record could not be mapped (a problem of its outcome)  M0xx
+    │   ├── NotAnObjectError      the source record is not a JSON object                 M001
+    │   ├── MissingValueError     a required row has no value                            M002
+    │   ├── WrongTypeError        a value is not of the row's ``expect`` type            M003
+    │   ├── TooLongError          a text is longer than the row's ``max_length``         M004
+    │   ├── RequiresOneOfError    none of ``requires_one_of`` has a value                M005
+    │   ├── ChildItemsError       a child's ``each`` is not a list                       M006
+    │   ├── TooDeepError          a field row's value is nested too deeply               M007
+    │   ├── UnreadableSourceError a source could not be read (``on_missing: error``)     M010
+    │   │   └── PathNotFoundError get(obj, "a.b[0]") found nothing at the path           M010
+    │   └── UnexpectedMappingError  an exception nobody expected while mapping           M020
+    ├── MappingWarning            a helper's warning on one row; the record still maps    W0xx
     ├── SettingsError             the subscription settings file is invalid          S0xx
-    │   └── SettingsErrors        several settings problems, reported together
+    │   ├── SettingsErrors        several settings problems, reported together
+    │   ├── NoCredentialsError    no API key and no OAuth connection                 S100
+    │   └── BackfillRevisionError backfill at a revision without bulk import jobs     S020
     ├── HubError                  the hub store refused a write or read              H0xx
     │   ├── HubRecordError        a record is malformed (missing required field, wrong type)  H001
     │   ├── EmailExistsError      "Email address already exists"; ``existing_id`` names it    H002
@@ -56,51 +73,95 @@ Tree::
     │   ├── HubVersionError       the hub file was written by a newer release                 H004
     │   ├── HubFileError          the hub path is a folder or not a SQLite database           H005
     │   └── ExportTargetError     an export would overwrite a database, or its folder is missing  H006
+    ├── RefusedRecordsError       several records of one hub API request refused together   H0xx
     ├── KlaviyoError              talking to Klaviyo                                 K0xx
     │   ├── KlaviyoApiError       Klaviyo answered with an error ("Error calling Klaviyo")
     │   │   └── KlaviyoAuthError  401/403 or a failed OAuth refresh: credentials, not the record  K003
+    │   │       ├── OAuthRefreshError         the token source failed (also an AuthError)  A0xx
+    │   │       └── OAuthReauthorizationError the refresh token was rejected (also ReauthorizationRequired)  A020
     │   └── KlaviyoConnectionError transport failure ("An error occurred while contacting Klaviyo")
     ├── InboundError              the inbound flows (poll, Manual Sync)               I0xx
-    │   └── ProfileNotFoundError  Manual Sync of a profile id Klaviyo does not have   I003
+    │   ├── ProfileIdError        ``sync profile`` text that is not a profile id      I002
+    │   ├── ProfileNotFoundError  Manual Sync of a profile id Klaviyo does not have   I003
+    │   └── SinceError            a ``--since`` that is not a date or time            I004
     ├── AuthError                 OAuth connection problems                          A0xx
     │   ├── AuthConfigError       Client ID / Client Secret / Redirect URL missing      A001-A004
+    │   │   ├── ClientIdMissingError, ClientSecretMissingError, RedirectUrlMissingError  A001-A003
+    │   │   └── RedirectUrlError  not a loopback http URL, or cannot listen on it      A004
     │   ├── AuthorizationError    authorisation data/code missing, token exchange failed A010-A012
-    │   └── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
+    │   │   └── AuthorizationDataError, AuthorizationCodeError, TokenExchangeError     A010-A012
+    │   ├── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
+    │   ├── RefreshError          the access token could not be refreshed              A021
+    │   └── RevocationError       logged out locally, not revoked at Klaviyo           A030
     ├── DemoFolderError           ``demo --dir`` names a folder holding files the demo did not write  D001
     ├── DocsTargetError           ``docs --out`` would replace files it did not write, or two pages collide  G001-G002
     └── ServiceError              the ``serve`` process or one request to it (``status`` = HTTP)  V0xx
+
+Outside the tree (see their section): the sandbox's ``SandboxApiError``, ``SandboxOAuthError``,
+``FilterError`` and ``SandboxStateFileError``, and the Klaviyo client's ``MalformedAnswerError``.
+Private signals that never leave the one module raising and catching them (the mapper's
+``_TooDeep``, the transport's ``_TooLarge`` and ``_NoRefresh``, the inbound transfer's
+``_Invalid``) are not errors anyone sees, so they stay beside their code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 
 @dataclass(frozen=True)
 class Location:
-    """Where something happened. Every part is optional; ``str()`` joins what is known."""
+    """Where something happened. Every part is optional; ``str()`` joins what is known.
+
+    ``file``/``line``/``column`` name a position (a collection or settings file), ``row`` the
+    collection row (``"rows[2] EmailAddress"``, ``"filter"``, ``"let total"``), ``destination`` and
+    ``source`` that row's destination and source path, ``record_id`` the record being handled.
+    """
 
     file: str | None = None
     line: int | None = None  # 1-based
     column: int | None = None  # 1-based
     row: str | None = None  # e.g. "rows[2] EmailAddress"
     record_id: str | None = None
+    destination: str | None = None  # the row's destination, e.g. "EmailAddress"
+    source: str | None = None  # the row's source path, e.g. "location.city"
+
+    @property
+    def position(self) -> str:
+        """``file:line:col`` as far as known; empty without a file."""
+        if not self.file:
+            return ""
+        pos = self.file
+        if self.line is not None:
+            pos += f":{self.line}"
+            if self.column is not None:
+                pos += f":{self.column}"
+        return pos
 
     def __str__(self) -> str:
         parts: list[str] = []
         if self.file:
-            pos = self.file
-            if self.line is not None:
-                pos += f":{self.line}"
-                if self.column is not None:
-                    pos += f":{self.column}"
-            parts.append(pos)
+            parts.append(self.position)
         if self.row:
             parts.append(self.row)
         if self.record_id is not None:
             parts.append(f"record {self.record_id}")
         return " ".join(parts)
+
+
+#: The renderings of a diagnostic (:meth:`KlaviyoSyncError.format`):
+#:
+#: - ``"text"``: the CLI's ``file:line:col: CODE message (in row, record id)``, the detail
+#:   indented on the next line (what ``str()`` gives);
+#: - ``"inbound-log"``: the hub error log's detail for a record of the inbound flows (poll,
+#:   Manual Sync): ``detail at file:line:col (row)``;
+#: - ``"outbound-log"``: the same for the outbound flows (dispatch, push, backfill):
+#:   ``detail; row; file:line:col``.
+#:
+#: The two log forms differ only because their flows were written apart; error logs already
+#: stored and the tests read them, so each keeps its words.
+Style = Literal["text", "inbound-log", "outbound-log"]
 
 
 class KlaviyoSyncError(Exception):
@@ -140,9 +201,21 @@ class KlaviyoSyncError(Exception):
             self.location = replace(current, **updates)
         return self
 
-    def __str__(self) -> str:
+    def format(self, style: Style = "text") -> str:
+        """This diagnostic as text, the one rendering every output uses (see :data:`Style`).
+
+        The message itself is not part of the two log forms: the error log keeps it in its own
+        column, and the rendered text is the entry's detail.
+        """
         loc = self.location
-        pos = str(Location(file=loc.file, line=loc.line, column=loc.column))
+        if style == "inbound-log":
+            where = loc.position
+            parts = [self.detail or "", f"at {where}" if where else "", f"({loc.row})" if loc.row else ""]
+            return " ".join(x for x in parts if x)
+        if style == "outbound-log":
+            where = ":".join(str(x) for x in (loc.file, loc.line, loc.column) if x is not None)
+            return "; ".join(x for x in (self.detail, loc.row, where) if x)
+        pos = loc.position
         text = f"{pos}: {self.code} {self.message}" if pos else f"{self.code} {self.message}"
         context = [p for p in (f"in {loc.row}" if loc.row else "",
                                f"record {loc.record_id}" if loc.record_id is not None else "") if p]
@@ -152,8 +225,24 @@ class KlaviyoSyncError(Exception):
             text += f"\n  {self.detail}"
         return text
 
-    def to_dict(self) -> dict[str, Any]:
+    def __str__(self) -> str:
+        return self.format()
+
+    def to_dict(self, *, compact: bool = False) -> dict[str, Any]:
+        """A JSON-ready view.
+
+        The full form (``--json`` errors) has ``code, message, detail, file, line, column, row,
+        record_id``, each even when unknown.  ``compact=True`` (a record's problems and warnings in
+        an outcome, golden files) has only the known parts, in the order a reader takes them in:
+        ``code, message, row, destination, source, detail, file, line, column``; not the record id,
+        which the outcome holding them states once.
+        """
         loc = self.location
+        if compact:
+            parts = {"code": self.code, "message": self.message, "row": loc.row, "destination": loc.destination,
+                     "source": loc.source, "detail": self.detail, "file": loc.file, "line": loc.line,
+                     "column": loc.column}
+            return {k: v for k, v in parts.items() if v is not None}
         return {
             "code": self.code,
             "message": self.message,
@@ -392,7 +481,61 @@ class MappingError(KlaviyoSyncError):
     code = "M000"
 
 
-class PathNotFoundError(MappingError):
+# -- one record's mapping problems (engine/mapper.py, engine/runner.py) -------------------------
+# The mapper does not raise these: it returns them in ``MapResult.problems`` (``warnings``), each
+# located at its collection file, line, column, row, destination and source.
+
+
+class NotAnObjectError(MappingError):
+    """The source record is not a JSON object."""
+
+    code = "M001"
+
+
+class MissingValueError(MappingError):
+    """A required row has no value; the message is the collection's required message."""
+
+    code = "M002"
+
+
+class WrongTypeError(MappingError):
+    """A row's value is not of the row's ``expect`` type."""
+
+    code = "M003"
+
+
+class TooLongError(MappingError):
+    """A row's text is longer than the row's ``max_length``."""
+
+    code = "M004"
+
+
+class RequiresOneOfError(MappingError):
+    """None of the collection's ``requires_one_of`` destinations has a value."""
+
+    code = "M005"
+
+
+class ChildItemsError(MappingError):
+    """A child collection's ``each`` path holds something other than a list."""
+
+    code = "M006"
+
+
+class TooDeepError(MappingError):
+    """A field row's value is nested deeper than a payload may hold (a formula row's is F205)."""
+
+    code = "M007"
+
+
+class UnreadableSourceError(MappingError):
+    """A source could not be read: a row with ``on_missing: error`` found no value; the message is
+    the collection's ``unreadable_message`` when it has one."""
+
+    code = "M010"
+
+
+class PathNotFoundError(UnreadableSourceError):
     """``get(obj, path)`` found no value at ``path``; ``step`` names the first missing part."""
 
     code = "M010"
@@ -401,6 +544,25 @@ class PathNotFoundError(MappingError):
         super().__init__(message, **kw)
         self.path = path
         self.step = step
+
+
+class UnexpectedMappingError(MappingError):
+    """An exception nobody expected while mapping the record (a RecursionError, a helper's bug)."""
+
+    code = "M020"
+
+
+class FormulaDepthError(FormulaLimitError):
+    """A formula's value is nested deeper than a payload may hold."""
+
+    code = "F205"
+
+
+class MappingWarning(KlaviyoSyncError):
+    """A helper's warning about one row (W010: a phone number too long to parse); the record still
+    maps.  The code is the helper's (data), so it is passed in."""
+
+    code = "W000"
 
 
 class SettingsError(KlaviyoSyncError):
@@ -417,8 +579,23 @@ class SettingsErrors(SettingsError):
         self.errors = list(errors)
         super().__init__(f"{len(self.errors)} problem(s) in settings")
 
-    def __str__(self) -> str:
-        return "\n".join(str(e) for e in self.errors)
+    def format(self, style: Style = "text") -> str:
+        return "\n".join(e.format(style) for e in self.errors)
+
+
+# -- settings a command cannot run with (engine/connect.py, engine/flows/backfill.py) --------
+
+
+class NoCredentialsError(SettingsError):
+    """Neither an API key nor a stored OAuth connection: the Klaviyo client cannot be opened."""
+
+    code = "S100"
+
+
+class BackfillRevisionError(SettingsError):
+    """``backfill customers`` at an ``api_revision`` without bulk profile import jobs."""
+
+    code = "S020"
 
 
 # One class a code (docstring, ``code``, at times ``exit_code``): the families below are alike in shape only.
@@ -543,6 +720,73 @@ class ReauthorizationRequired(AuthError):
     code = "A020"
 
 
+# -- OAuth, one class a code (engine/oauth/) --------------------------------------------------
+
+
+class ClientIdMissingError(AuthConfigError):
+    """``oauth.client_id`` is not set."""
+
+    code = "A001"
+
+
+class ClientSecretMissingError(AuthConfigError):
+    """``oauth.client_secret`` is not set."""
+
+    code = "A002"
+
+
+class RedirectUrlMissingError(AuthConfigError):
+    """``oauth.redirect_url`` is not set."""
+
+    code = "A003"
+
+
+class RedirectUrlError(AuthConfigError):
+    """``oauth.redirect_url`` is not a loopback ``http://`` URL, or ``auth login`` cannot listen on it."""
+
+    code = "A004"
+
+
+class AuthorizationDataError(AuthorizationError):
+    """No redirect came back from Klaviyo in time, or it carried no parameters."""
+
+    code = "A010"
+
+
+class AuthorizationCodeError(AuthorizationError):
+    """The redirect carried an error, a foreign ``state`` or no ``code``."""
+
+    code = "A011"
+
+
+class TokenExchangeError(AuthorizationError):
+    """Klaviyo refused to exchange the code for tokens, or its answer held no access token."""
+
+    code = "A012"
+
+
+class RefreshError(AuthError):
+    """The access token could not be refreshed although the refresh token may still be good
+    (Klaviyo rejected the client credentials, or its answer held no access token)."""
+
+    code = "A021"
+
+
+class RevocationError(AuthError):
+    """``auth logout`` removed the tokens locally but Klaviyo did not revoke them."""
+
+    code = "A030"
+
+
+class OAuthRefreshError(KlaviyoAuthError, AuthError):
+    """The OAuth token source could not give a usable token, as the Klaviyo client raises it: both a
+    :class:`KlaviyoAuthError` and the :class:`AuthError` it was (whose code it keeps, e.g. A021)."""
+
+
+class OAuthReauthorizationError(KlaviyoAuthError, ReauthorizationRequired):
+    """The stored refresh token was rejected (A020), as the Klaviyo client raises it: run ``auth login`` again."""
+
+
 class DemoFolderError(KlaviyoSyncError):
     """``demo --dir`` names a folder that holds files the demo did not write; nothing is touched."""
 
@@ -563,16 +807,28 @@ class DocsTargetError(KlaviyoSyncError):
 
 
 class InboundError(KlaviyoSyncError):
-    """An inbound poll or Manual Sync problem: I001 a profile could not be written (unexpected
-    failure), I002 not a profile id, I004 a bad ``--since``."""
+    """An inbound poll or Manual Sync problem (I001, a profile that could not be written, is an
+    error-log code only)."""
 
     code = "I000"
+
+
+class ProfileIdError(InboundError):
+    """``sync profile`` was given text that cannot be a Klaviyo profile id (never sent to Klaviyo)."""
+
+    code = "I002"
 
 
 class ProfileNotFoundError(InboundError):
     """Manual Sync of a profile id Klaviyo answers 404 for."""
 
     code = "I003"
+
+
+class SinceError(InboundError):
+    """``poll --since`` is not a date or an ISO time."""
+
+    code = "I004"
 
 
 class ServiceError(KlaviyoSyncError):
@@ -596,6 +852,60 @@ class ServiceError(KlaviyoSyncError):
     def __init__(self, message: str, *, code: str | None = None, status: int = 400, **kw: Any) -> None:
         super().__init__(message, code=code, **kw)
         self.status = status
+
+
+# -- the hub API (engine/service/_api.py) ---------------------------------------------------
+
+
+class RefusedRecordsError(KlaviyoSyncError):
+    """Several located record errors of one hub API request, answered together (422); nothing was
+    stored.  ``errors`` holds each; the code is the first one's."""
+
+    code = "H001"
+
+    def __init__(self, errors: list[HubError]) -> None:
+        self.errors = errors
+        super().__init__(f"{len(errors)} record(s) refused; nothing was stored", code=errors[0].code)
+
+
+# -- outside the tree ---------------------------------------------------------------------------
+# The sandbox plays Klaviyo: its errors are Klaviyo's answers (an HTTP status and Klaviyo's or
+# OAuth's own error code, which are data), not diagnostics of the engine, so they are not
+# KlaviyoSyncErrors.  MalformedAnswerError never leaves the Klaviyo client: it becomes a
+# KlaviyoApiError there.
+
+
+class SandboxApiError(Exception):
+    """A Klaviyo-shaped rejection; the sandbox renders it as a JSON:API ``errors`` body."""
+
+    def __init__(
+        self, status: int, code: str, title: str, detail: str, *,
+        pointer: str | None = None, parameter: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.title, self.detail = status, code, title, detail
+        self.pointer, self.parameter, self.meta = pointer, parameter, meta or {}
+
+
+class SandboxOAuthError(Exception):
+    """An OAuth token-endpoint rejection of the sandbox (``error`` is OAuth's code, e.g. ``invalid_grant``)."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.error, self.description = status, error, description
+
+
+class FilterError(ValueError):
+    """A sandbox ``filter`` query is malformed or uses a field/operator the endpoint does not allow
+    (answered as Klaviyo's 400 ``invalid``)."""
+
+
+class SandboxStateFileError(ValueError):
+    """The sandbox's ``state_file`` cannot be loaded (unreadable, not JSON, not a saved sandbox state)."""
+
+
+class MalformedAnswerError(ValueError):
+    """An answer is not the one Klaviyo gives; ``str()`` says what is wrong with it."""
 
 
 __all__ = [
@@ -637,7 +947,18 @@ __all__ = [
     "FormulaRuntimeError",
     "FormulaLimitError",
     "MappingError",
+    "NotAnObjectError",
+    "MissingValueError",
+    "WrongTypeError",
+    "TooLongError",
+    "RequiresOneOfError",
+    "ChildItemsError",
+    "TooDeepError",
+    "UnreadableSourceError",
     "PathNotFoundError",
+    "UnexpectedMappingError",
+    "FormulaDepthError",
+    "MappingWarning",
     "SettingsError",
     "SettingsErrors",
     "HubError",
@@ -661,5 +982,26 @@ __all__ = [
     "AuthorizationError",
     "ReauthorizationRequired",
     "ServiceError",
+    "NoCredentialsError",
+    "BackfillRevisionError",
+    "ClientIdMissingError",
+    "ClientSecretMissingError",
+    "RedirectUrlMissingError",
+    "RedirectUrlError",
+    "AuthorizationDataError",
+    "AuthorizationCodeError",
+    "TokenExchangeError",
+    "RefreshError",
+    "RevocationError",
+    "OAuthRefreshError",
+    "OAuthReauthorizationError",
+    "ProfileIdError",
+    "SinceError",
+    "RefusedRecordsError",
+    "SandboxApiError",
+    "SandboxOAuthError",
+    "FilterError",
+    "SandboxStateFileError",
+    "MalformedAnswerError",
 ]
 

@@ -3,7 +3,9 @@
 ``map_record`` evaluates the collection's ``let`` formulas, then its filter,
 then every row in order, and returns a :class:`MapResult`: the mapped payload
 (native-typed values, never strings coerced afterwards) or the list of
-problems, each naming the row, its destination and its source.
+problems, each a :class:`~engine.errors.KlaviyoSyncError` (the one diagnostic type) whose
+:class:`~engine.errors.Location` names the collection file, line and column, the row, its
+destination and its source.
 
 Field and static rows never touch the formula interpreter: a field row is a
 path lookup, a static row a constant.  Formula rows run in the sandbox
@@ -26,7 +28,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.collection import ROW_KINDS, Collection, Row, formula_location
-from engine.errors import KlaviyoSyncError, Location, MappingError, PathNotFoundError
+from engine.errors import (
+    FormulaDepthError,
+    KlaviyoSyncError,
+    Location,
+    MappingError,
+    MappingWarning,
+    MissingValueError,
+    NotAnObjectError,
+    PathNotFoundError,
+    RequiresOneOfError,
+    TooDeepError,
+    TooLongError,
+    UnreadableSourceError,
+    WrongTypeError,
+)
 from engine.formula import helpers
 from engine.formula.guards import shorten
 
@@ -52,32 +68,27 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Why a record could not be mapped: code, message, and where."""
-
-    code: str
-    message: str
-    row: str | None = None
-    destination: str | None = None
-    source: str | None = None
-    detail: str | None = None
-    file: str | None = None
-    line: int | None = None
-    column: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
 @dataclass
 class MapResult:
-    """The outcome of mapping one record: ``status`` is ok, filtered or invalid."""
+    """The outcome of mapping one record: ``status`` is ok, filtered or invalid.
+
+    ``problems`` say why an invalid record could not be mapped, ``warnings`` what a helper
+    refused in a record that still maps; each is located at its row (see :func:`row_location`).
+    """
 
     status: str
     payload: dict[str, Any] | None = None
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
+    problems: list[KlaviyoSyncError] = field(default_factory=list)
+    warnings: list[KlaviyoSyncError] = field(default_factory=list)
+
+
+def row_location(row: Row, file: str | None, *, line: int | None = None, column: int | None = None,
+                 with_source: bool = True) -> Location:
+    """Where a row's problem is: ``file`` at the row's own line and column (or the ones given,
+    inside its formula), the row's label, destination and (unless ``with_source`` is false) source."""
+    return Location(file=file, line=row.location.line if line is None else line,
+                    column=row.location.column if column is None else column, row=row.label,
+                    destination=row.destination, source=row.source if with_source else None)
 
 
 #: Deepest value a row may place in a payload (deeper data is refused with M007).
@@ -90,16 +101,16 @@ class _TooDeep(Exception):
     pass
 
 
-def copy_data(value: Any, depth: int = 0) -> Any:
+def _copy_data(value: Any, depth: int = 0) -> Any:
     """A plain copy of JSON-like data (dicts, lists, scalars), so a payload never shares an object
     with the caller's record. Scalars are not recursed into (most payload values are scalars).
     Raises :class:`_TooDeep` past :data:`MAX_VALUE_DEPTH` levels."""
     if depth >= MAX_VALUE_DEPTH:
         raise _TooDeep
     if isinstance(value, dict):
-        return {k: v if type(v) in _LEAVES else copy_data(v, depth + 1) for k, v in value.items()}
+        return {k: v if type(v) in _LEAVES else _copy_data(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [v if type(v) in _LEAVES else copy_data(v, depth + 1) for v in value]
+        return [v if type(v) in _LEAVES else _copy_data(v, depth + 1) for v in value]
     return value
 
 
@@ -176,32 +187,30 @@ class Mapper:
             self._plan.append((row, kind, arg, key, bool(row.expect or row.max_length is not None)))
 
     @staticmethod
-    def _check(row: Row, value: Any) -> Problem | None:
+    def _check(row: Row, value: Any) -> KlaviyoSyncError | None:
         """The row's type and length checks on a present value."""
+        where = row_location(row, row.location.file)
         if row.expect and not _TYPE_CHECKS[row.expect](value):
-            message = f"{row.destination} must be {row.expect}, got {type(value).__name__} {_short(value)}"
-            code = "M003"
-        elif row.max_length is not None and isinstance(value, str) and len(value) > row.max_length:
-            message = f"{row.destination} is {len(value)} characters; at most {row.max_length} allowed"
-            code = "M004"
-        else:
-            return None
-        return Problem(code, message, row=row.label, destination=row.destination, source=row.source,
-                       file=row.location.file, line=row.location.line, column=row.location.column)
+            return WrongTypeError(f"{row.destination} must be {row.expect}, got {type(value).__name__} "
+                                  f"{_short(value)}", location=where)
+        if row.max_length is not None and isinstance(value, str) and len(value) > row.max_length:
+            return TooLongError(f"{row.destination} is {len(value)} characters; at most {row.max_length} allowed",
+                                location=where)
+        return None
 
     def _eval(self, formula: Any, scope: dict[str, Any]) -> Any:
         # the scope is this record's own dict, made in map() and dropped after it
         return formula.evaluate(scope, functions=self.functions, private=True)
 
     def _problem_from(self, exc: KlaviyoSyncError, row: Row | None, where: str,
-                       origin: Any = None) -> Problem:
+                      origin: Any = None) -> KlaviyoSyncError:
+        """The record's problem for an error a formula (of ``row``, or the filter or a let) raised:
+        the error itself, placed at the formula's failing node in the collection file."""
         c = self.collection
-        detail: str | None
+        problem: KlaviyoSyncError = exc
         if isinstance(exc, PathNotFoundError) and c.unreadable_message:
-            message, detail = c.unreadable_message, exc.message
-            code = exc.code
-        else:
-            message, detail, code = exc.message, exc.detail, exc.code
+            # the collection's own words for an unreadable source; get()'s message becomes the detail
+            problem = PathNotFoundError(c.unreadable_message, path=exc.path, step=exc.step, detail=exc.message)
         if origin is None:
             origin = row.formula_origin if row else (c.filter_origin if where == "filter" else None)
         line = col = None
@@ -209,12 +218,13 @@ class Mapper:
             # the failing node's position inside the formula, as a position in the YAML file
             loc = formula_location(c.file, origin, exc, None)  # type: ignore[arg-type]
             line, col = loc.line, loc.column
-        return Problem(
-            code=code, message=message, row=row.label if row else where,
-            destination=row.destination if row else None, source=row.source if row else None,
-            detail=detail, file=c.file, line=line or (row.location.line if row else None),
-            column=col or (row.location.column if row else None),
-        )
+        # The mapper knows where the formula is: its position replaces any the raiser gave.
+        if row is None:
+            problem.location = Location(file=c.file, line=line or None, column=col or None, row=where)
+        else:
+            problem.location = row_location(row, c.file, line=line or row.location.line,
+                                            column=col or row.location.column)
+        return problem
 
     def map(self, record: Mapping[str, Any], *, parent: Mapping[str, Any] | None = None,
             parent_mapped: Mapping[str, Any] | None = None,
@@ -235,10 +245,10 @@ class Mapper:
              parent_mapped: Mapping[str, Any] | None, existing: Mapping[str, Any] | None,
              sink: list[tuple[str, str]]) -> MapResult:
         c = self.collection
-        warnings: list[Problem] = []
+        warnings: list[KlaviyoSyncError] = []
         if type(record) is not dict and not isinstance(record, Mapping):
-            return MapResult("invalid", problems=[Problem(
-                "M001", f"a source record must be a JSON object, not {type(record).__name__}", file=c.file)])
+            return MapResult("invalid", problems=[NotAnObjectError(
+                f"a source record must be a JSON object, not {type(record).__name__}", location=Location(file=c.file))])
         # No copy here: the formula engine hands a formula that could mutate a value a private
         # copy of it, and values placed in the payload are copied below, so the caller's data is
         # never shared with the payload nor changed.
@@ -264,7 +274,7 @@ class Mapper:
                 return MapResult("filtered")
 
         payload: dict[str, Any] = {}
-        problems: list[Problem] = []
+        problems: list[KlaviyoSyncError] = []
         for row, kind, arg, key, checked in self._plan:
             if kind is _STATIC:
                 value = arg
@@ -280,29 +290,25 @@ class Mapper:
                     problems.append(self._problem_from(exc, row, "formula"))
                     continue
                 if sink:
-                    warnings.extend(Problem(code, message, row=row.label, destination=row.destination,
-                                            file=c.file, line=row.location.line, column=row.location.column)
-                                    for code, message in sink)
+                    at_row = row_location(row, c.file, with_source=False)
+                    warnings.extend(MappingWarning(message, code=code, location=at_row) for code, message in sink)
                     sink.clear()
             if value is MISSING or value is None:
                 if row.required:
-                    problems.append(Problem(
-                        "M002",
+                    problems.append(MissingValueError(
                         row.required_message or f"a value for required destination {row.destination} is missing",
-                        row=row.label, destination=row.destination, source=row.source,
                         detail=f"{row.destination} has no value"
                         + (f" (source {row.source} is absent)" if row.source else ""),
-                        file=c.file, line=row.location.line, column=row.location.column))
+                        location=row_location(row, c.file)))
                     continue
                 policy = row.on_missing
                 if policy == "omit":
                     continue
                 if policy == "error":
-                    problems.append(Problem(
-                        "M010", c.unreadable_message or f"source {row.source} could not be read",
-                        row=row.label, destination=row.destination, source=row.source,
+                    problems.append(UnreadableSourceError(
+                        c.unreadable_message or f"source {row.source} could not be read",
                         detail=f"{row.source or row.destination} is not on the source record",
-                        file=c.file, line=row.location.line, column=row.location.column))
+                        location=row_location(row, c.file)))
                     continue
                 value = None
             elif checked:
@@ -312,7 +318,7 @@ class Mapper:
                     continue
             if isinstance(value, (dict, list)):
                 try:
-                    value = copy_data(value)
+                    value = _copy_data(value)
                 except _TooDeep:
                     # a formula's value is a formula limit (F205, at the formula); a field's value
                     # a mapping error (M007, at the row)
@@ -320,11 +326,10 @@ class Mapper:
                     if kind is _FORMULA and row.formula_origin is not None:
                         at = formula_location(c.file, row.formula_origin, MappingError(""), None)  # type: ignore[arg-type]
                         line, column = at.line or line, at.column or column
-                    problems.append(Problem(
-                        "F205" if kind is _FORMULA else "M007",
+                    too_deep = FormulaDepthError if kind is _FORMULA else TooDeepError
+                    problems.append(too_deep(
                         f"value nested too deeply: the value for {row.destination} has more than "
-                        f"{MAX_VALUE_DEPTH} levels", row=row.label, destination=row.destination,
-                        source=row.source, file=c.file, line=line, column=column))
+                        f"{MAX_VALUE_DEPTH} levels", location=row_location(row, c.file, line=line, column=column)))
                     continue
             if key is not None:
                 payload[key] = value
@@ -332,21 +337,16 @@ class Mapper:
                 _put(payload, row.dest_path, value)
         if not problems and c.requires_one_of:
             if all(read_path(payload, tuple(d.split("."))) in (MISSING, None, "") for d in c.requires_one_of):
-                problems.append(Problem(
-                    "M005", c.requires_one_of_message or c.required_message
+                one_of = c.requires_one_of_location
+                problems.append(RequiresOneOfError(
+                    c.requires_one_of_message or c.required_message
                     or f"one of {', '.join(c.requires_one_of)} is required",
-                    detail="none of " + ", ".join(c.requires_one_of) + " has a value", file=c.file,
-                    line=c.requires_one_of_location.line if c.requires_one_of_location else None,
-                    column=c.requires_one_of_location.column if c.requires_one_of_location else None))
+                    detail="none of " + ", ".join(c.requires_one_of) + " has a value",
+                    location=Location(file=c.file, line=one_of.line if one_of else None,
+                                      column=one_of.column if one_of else None)))
         if problems:
             return MapResult("invalid", payload=None, problems=problems, warnings=warnings)
         return MapResult("ok", payload=payload, warnings=warnings)
 
 
-def problem_error(problem: Problem, record_id: str | None = None) -> MappingError:
-    """A :class:`MappingError` carrying one problem (for callers that raise)."""
-    return MappingError(problem.message, code=problem.code, detail=problem.detail, location=Location(
-        file=problem.file, line=problem.line, column=problem.column, row=problem.row, record_id=record_id))
-
-
-__all__ = ["MISSING", "MapResult", "Mapper", "Problem", "copy_data", "read_path", "problem_error"]
+__all__ = ["MISSING", "MapResult", "Mapper", "read_path", "row_location"]

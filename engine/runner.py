@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.collection import Collection, CollectionSet, parse_path
+from engine.errors import ChildItemsError, KlaviyoSyncError, Location, UnexpectedMappingError
 from engine.formula.guards import shorten_text
-from engine.mapper import MISSING, Mapper, Problem, read_path
+from engine.mapper import MISSING, Mapper, read_path
 
 OK, FILTERED, INVALID, FAILED = "ok", "filtered", "invalid", "failed"
 
@@ -37,10 +38,10 @@ class Outcome:
     record_id: str | None
     status: str
     payload: dict[str, Any] | None = None
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[KlaviyoSyncError] = field(default_factory=list)
     children: list[Outcome] = field(default_factory=list)
     source: Mapping[str, Any] | None = None
-    warnings: list[Problem] = field(default_factory=list)
+    warnings: list[KlaviyoSyncError] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (for ``map`` output and golden files)."""
@@ -48,9 +49,9 @@ class Outcome:
         if self.payload is not None:
             out["payload"] = self.payload
         if self.problems:
-            out["problems"] = [p.to_dict() for p in self.problems]
+            out["problems"] = [p.to_dict(compact=True) for p in self.problems]
         if self.warnings:
-            out["warnings"] = [w.to_dict() for w in self.warnings]
+            out["warnings"] = [w.to_dict(compact=True) for w in self.warnings]
         if self.children:
             out["children"] = [c.to_dict() for c in self.children]
         return out
@@ -95,6 +96,8 @@ class Runner:
         try:
             result = self._mappers[coll.title].map(record, parent=parent, parent_mapped=parent_mapped,
                                                    existing=existing)
+            for diagnostic in (*result.problems, *result.warnings):
+                diagnostic.at(record_id=rid)  # the mapper said where in the collection; this says which record
             out = Outcome(coll.title, rid, result.status, result.payload, result.problems, source=record,
                           warnings=result.warnings)
             if result.status != OK or not with_children:
@@ -105,7 +108,8 @@ class Runner:
                 out.children.extend(self.run_children(child, record, result.payload or {}, rid))
             return out
         except Exception as exc:  # noqa: BLE001 - one record's failure is that record's alone
-            return Outcome(coll.title, rid, INVALID, problems=[unexpected_problem(coll, exc)], source=record)
+            return Outcome(coll.title, rid, INVALID, problems=[unexpected_problem(coll, exc).at(record_id=rid)],
+                           source=record)
 
     def run_children(self, child: Collection, parent_record: Mapping[str, Any],
                      parent_payload: Mapping[str, Any], parent_id: str | None) -> list[Outcome]:
@@ -115,9 +119,10 @@ class Runner:
             if items is MISSING or items is None:
                 return []
             if not isinstance(items, list):
-                return [Outcome(child.title, f"{parent_id}/{child.each}", INVALID, problems=[Problem(
-                    "M006", f"{child.each} must be a list to expand {child.title!r}, got {type(items).__name__}",
-                    file=child.file)])]
+                rid = f"{parent_id}/{child.each}"
+                return [Outcome(child.title, rid, INVALID, problems=[ChildItemsError(
+                    f"{child.each} must be a list to expand {child.title!r}, got {type(items).__name__}",
+                    location=Location(file=child.file, record_id=rid))])]
             outs = []
             for i, item in enumerate(items):
                 ident = record_identity(item, f"{i}") if isinstance(item, Mapping) else f"{i}"
@@ -129,12 +134,12 @@ class Runner:
                          record_id=f"{parent_id}/{child.title}")]
 
 
-def unexpected_problem(coll: Collection, exc: BaseException) -> Problem:
+def unexpected_problem(coll: Collection, exc: BaseException) -> UnexpectedMappingError:
     """The record's error (M020) for an exception nobody expected while mapping it
     (a RecursionError from a deeply nested value, a MemoryError, a helper's bug)."""
     text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
-    return Problem("M020", f"the record could not be mapped: {type(exc).__name__}"
-                   + (f": {shorten_text(text)}" if text else ""), file=coll.file)
+    return UnexpectedMappingError(f"the record could not be mapped: {type(exc).__name__}"
+                                  + (f": {shorten_text(text)}" if text else ""), location=Location(file=coll.file))
 
 
 def flatten_jsonapi(resource: Mapping[str, Any]) -> dict[str, Any]:

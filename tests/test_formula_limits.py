@@ -113,10 +113,10 @@ def test_attack_ends_as_the_records_located_error(tmp_path: Path, name: str, blo
     assert code == problem.code
     assert fragment in problem.message
     assert len(problem.message) < 600
-    assert str(path) in problem.file or problem.file.endswith("attack.yaml")
+    assert str(path) in problem.location.file or problem.location.file.endswith("attack.yaml")
     lines = path.read_text().splitlines()
-    assert problem.line is not None and 10 <= problem.line <= len(lines)
-    assert problem.column is not None and problem.column >= 7
+    assert problem.location.line is not None and 10 <= problem.location.line <= len(lines)
+    assert problem.location.column is not None and problem.location.column >= 7
 
 
 def test_run_time_error_points_at_the_failing_node_in_the_yaml_file(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_run_time_error_points_at_the_failing_node_in_the_yaml_file(tmp_path: Pa
     [problem] = out.problems
     lines = path.read_text().splitlines()
     assert "F100" == problem.code
-    assert 'record["nope"]' == lines[problem.line - 1][problem.column - 1:problem.column + 13]
+    assert 'record["nope"]' == lines[problem.location.line - 1][problem.location.column - 1:problem.location.column + 13]
 
 
 def test_let_and_filter_errors_carry_their_position(tmp_path: Path) -> None:
@@ -154,8 +154,8 @@ def test_let_and_filter_errors_carry_their_position(tmp_path: Path) -> None:
     out = Runner(report.collections).run("LetFilter", {"id": "01L", "email": "a@b.c", "first_name": "x"})
     [problem] = out.problems
     lines = path.read_text().splitlines()
-    assert ("F100", 10) == (problem.code, problem.line)
-    assert "to_int(first_name)" == lines[9][problem.column - 1:problem.column + 17]
+    assert ("F100", 10) == (problem.code, problem.location.line)
+    assert "to_int(first_name)" == lines[9][problem.location.column - 1:problem.location.column + 17]
 
     path.write_text(path.read_text().replace("let:\n  total: |\n    n = 1\n    return n + to_int(first_name)\n",
                                              'filter: email != "" and to_int(first_name) > 1\n'))
@@ -163,7 +163,7 @@ def test_let_and_filter_errors_carry_their_position(tmp_path: Path) -> None:
     assert [] == report.errors
     out = Runner(report.collections).run("LetFilter", {"id": "01F", "email": "a@b.c", "first_name": "x"})
     [problem] = out.problems
-    assert (7, 25) == (problem.line, problem.column)
+    assert (7, 25) == (problem.location.line, problem.location.column)
     assert "to_int(first_name)" in path.read_text().splitlines()[6][24:]
 
 

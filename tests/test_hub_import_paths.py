@@ -187,7 +187,7 @@ def test_queue_rows_held_to_the_end_of_a_block_are_those_written_one_by_one(hub:
     """The import holds a batch's queue rows and writes them as the batch ends: the rows of a
     savepoint undone inside the block go with it, a second change coalesces as it would, and
     nothing is held when the block fails."""
-    with hub.transaction(), hub._queue_at_end():
+    with hub.transaction(), hub.queue_at_end():
         first = hub.add_customer({"EmailAddress": "a@example.com", "CustomerNumber": "A"})
         with pytest.raises(RuntimeError), hub.transaction():
             hub.add_customer({"EmailAddress": "b@example.com", "CustomerNumber": "B"})
@@ -195,10 +195,10 @@ def test_queue_rows_held_to_the_end_of_a_block_are_those_written_one_by_one(hub:
         hub.update_customer(first["Id"], {"FirstName": "Ann"})
         assert [] == _queued(hub)
     assert [("Customer", first["Id"], "add", 2)] == _queued(hub)
-    with pytest.raises(RuntimeError), hub.transaction(), hub._queue_at_end():
+    with pytest.raises(RuntimeError), hub.transaction(), hub.queue_at_end():
         hub.add_customer({"EmailAddress": "c@example.com", "CustomerNumber": "C"})
         raise RuntimeError("the whole block")
     assert [("Customer", first["Id"], "add", 2)] == _queued(hub)
     assert ["a@example.com"] == [c["EmailAddress"] for c in hub.iter_customers()]
-    with pytest.raises(RuntimeError, match="inside a transaction"), hub._queue_at_end():
+    with pytest.raises(RuntimeError, match="inside a transaction"), hub.queue_at_end():
         pass

@@ -131,7 +131,7 @@ def test_filter_false_is_filtered_and_filter_error_is_invalid(tmp_path: Path) ->
     assert "ok" == r.run("T", {"id": "2", "email": "a@keep.com"}).status
     bad = r.run("T", {"id": "3"})
     assert "invalid" == bad.status
-    assert bad.problems[0].row == "filter"
+    assert bad.problems[0].location.row == "filter"
 
 
 def test_mapping_never_mutates_the_input(tmp_path: Path) -> None:
@@ -244,3 +244,13 @@ def test_path_read_rows_match_the_interpreter(tmp_path: Path) -> None:
         p = r.run("T", rec).payload
         assert p.get("FirstName") == p.get("LastName")
         assert p.get("Company") == p.get("Comment")
+
+
+def test_a_problem_names_its_record_in_text_but_not_in_the_outcome_dict() -> None:
+    """Each problem's location holds the record id the runner added; the outcome's dict states it once."""
+    out = Runner(load_collections().collections).run("Add Klaviyo Profile FROM Hub", {"Id": 19, "CustomerNumber": "N-19"},
+                              with_children=False)
+    [problem] = out.problems
+    assert ("19", "19") == (out.record_id, problem.location.record_id)
+    assert "record 19" in str(problem)
+    assert "record_id" not in out.to_dict()["problems"][0]

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 from _oauth_helpers import CLIENT_ID, CLIENT_SECRET, follow, oauth_settings
 
-from engine._oauth_source import REAUTHORIZE, HubTokenSource
 from engine.errors import ReauthorizationRequired
 from engine.hub import SqliteHub
-from engine.oauth import FLOW, PROVIDER, connection_status, login
+from engine.oauth import FLOW, PROVIDER, REAUTHORIZE, HubTokenSource, connection_status, login
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 3

@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from _oauth_helpers import CLIENT_ID, CLIENT_SECRET, follow, oauth_settings
 
-from engine._oauth_source import REAUTHORIZE
 from engine.connect import open_client
 from engine.errors import ReauthorizationRequired
-from engine.oauth import FLOW, PROVIDER, connection_status, login, logout
+from engine.oauth import FLOW, PROVIDER, REAUTHORIZE, connection_status, login, logout
 
 
 @pytest.fixture
@@ -135,7 +134,7 @@ async def test_no_token_reaches_a_log_an_error_or_the_error_log(sandbox_factory,
 
 async def test_a_token_refreshed_by_another_process_is_adopted_not_refreshed_again(connected) -> None:
     """Two sources on one hub: after one refreshes (rotating the refresh token), the other takes its token."""
-    from engine._oauth_source import HubTokenSource
+    from engine.oauth import HubTokenSource
 
     handle, settings, hub = connected
     _expire_locally(hub)

@@ -63,7 +63,7 @@ def test_an_oversized_phone_is_refused_with_a_warning(shipped) -> None:
     [warning] = out.warnings
     assert "W010" == warning.code
     assert "20000 characters is longer than 64" in warning.message
-    assert warning.file.endswith("add-profile-from-hub.yaml") and warning.line
+    assert warning.location.file.endswith("add-profile-from-hub.yaml") and warning.location.line
 
 
 @pytest.mark.parametrize("phone", ["1" * (MAX_PHONE_LENGTH + 1), "(" * 30_000 + "1", "1 " * 40_000])

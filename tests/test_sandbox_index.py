@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.sandbox import SandboxApiError, SandboxState
+from engine.errors import SandboxApiError
+from engine.sandbox import SandboxState
 from engine.sandbox._filters import Condition
 
 

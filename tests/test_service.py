@@ -216,3 +216,16 @@ def test_stopping_at_random_moments_under_load_loses_and_duplicates_nothing(sand
         assert json.loads(json.dumps(hub.get_cursor("profiles"))) is not None
     finally:
         hub.close()
+
+
+def test_serve_counts_a_failed_send_as_an_attempt_of_its_change(tmp_path: Path) -> None:
+    """serve's dispatch gives back a change whose send failed for a reason that may pass with the attempt
+    counted, as dispatch does (it used to raise TypeError there, undoing the record's log entries)."""
+    from engine.service._runtime import _ClaimTracker
+
+    hub = SqliteHub(tmp_path / "hub.db", outbound_triggers={"Customer"})
+    hub.add_customer({"EmailAddress": "retry@example.com", "CustomerNumber": "R-1"})
+    tracker = _ClaimTracker(hub)
+    [change] = tracker.claim_changes()
+    tracker.release_change(change, delay=0.0, failed=True)
+    assert (1, {}) == (hub.pending_changes()[0].attempts, tracker.held)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import click
 
-from engine.cli._hub import _common, _open, _settings
+from engine.cli._hub import common_options, load_cli_settings, open_settings_hub
 from engine.cli._output import BoundedFloat, emit_json
 from engine.errors import KlaviyoSyncError
 from engine.hub import SqliteHub
@@ -42,7 +42,7 @@ def auth_group() -> None:
               help="Seconds to wait for the browser to come back.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the connection's status as JSON once connected (the URL and prompts go to standard error).")
-@_common
+@common_options
 def login_cmd(no_browser: bool, port: int | None, timeout: float, as_json: bool, config: str | None,
               hub_path: str | None) -> None:
     """Authorise klaviyo-sync in the browser and store the OAuth tokens in the hub.
@@ -51,7 +51,7 @@ def login_cmd(no_browser: bool, port: int | None, timeout: float, as_json: bool,
     anywhere, allow access, then paste here the address the browser was sent to (it
     holds code= and state=), unless the redirect reached this machine's listener itself.
     """
-    settings, store = _open(config, hub_path)
+    settings, store = open_settings_hub(config, hub_path)
 
     def show(url: str) -> None:
         click.echo("Open this URL to authorise klaviyo-sync with Klaviyo:", err=as_json)
@@ -114,10 +114,10 @@ def _pasted_redirect() -> str | None:
 
 @auth_group.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_common
+@common_options
 def status_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
     """How the engine connects to Klaviyo (OAuth or API key), token expiry and scopes; no secrets."""
-    settings, store = _open(config, hub_path)
+    settings, store = open_settings_hub(config, hub_path)
     with store:
         status = connection_status(settings, store)
     if as_json:
@@ -129,10 +129,10 @@ def status_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
 
 @auth_group.command("logout")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_common
+@common_options
 def logout_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Revoke the OAuth connection at Klaviyo and delete the tokens from the hub."""
-    settings, store = _open(config, hub_path)
+    settings, store = open_settings_hub(config, hub_path)
     with store:
         result = asyncio.run(logout(settings, store))
     if as_json:
@@ -157,7 +157,7 @@ def validate_scopes(config: str | None, hub_path: str | None, collections: Any,
     if config is None and hub_path is None:
         return [], []
     try:
-        settings = _settings(config)
+        settings = load_cli_settings(config)
     except KlaviyoSyncError as err:
         return [err], []
     path = Path(hub_path) if hub_path else settings.hub_path

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from engine.cli._hub import _common
-from engine.cli._outbound import _print_report as _print_outbound, _run
+from engine.cli._hub import common_options
+from engine.cli._outbound import print_report as _print_outbound, run_outbound
 from engine.cli._output import BoundedInt, emit_json, fail
 from engine.cli._progress import progress
 from engine.collection import load_collections
@@ -60,7 +60,7 @@ def backfill_group() -> None:
               help="Every Customer, linked ones too (default: only Customers not yet linked to a profile).")
 @click.option("--dry-run", is_flag=True, help="Show the jobs that would be sent; send and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_common
+@common_options
 def customers_cmd(include_linked: bool, dry_run: bool, as_json: bool, config: str | None,
                   hub_path: str | None) -> None:
     """Send hub Customers to Klaviyo in bulk profile import jobs and link each one.
@@ -119,7 +119,7 @@ __all__ = ["register"]
 @click.option("--batch", "batch_size", type=BoundedInt(1, 100_000), default=DEFAULT_BATCH, show_default=True,
               help="Transactions read and sent at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_common
+@common_options
 def transactions_cmd(dry_run: bool, batch_size: int, as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Send historical hub Transactions as Placed Order and Ordered Product events.
 
@@ -137,7 +137,7 @@ def transactions_cmd(dry_run: bool, batch_size: int, as_json: bool, config: str 
                                                concurrency=max(8, 2 * settings.throttling.max_concurrency),
                                                on_record=lambda r: bar.advance(r.outcome))
 
-    report = _run(config, hub_path, dry_run, work)
+    report = run_outbound(config, hub_path, dry_run, work)
     _print_outbound(report, as_json)
     if report.error is not None:
         fail(report.error)

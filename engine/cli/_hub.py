@@ -30,7 +30,7 @@ from engine.settings import Settings, load_settings
 KINDS = click.Choice(["customers", "transactions"])
 
 
-def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--config`` and ``--hub`` and turn our errors into ``fail()``."""
 
     @click.option("--config", "config", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_CONFIG",
@@ -47,12 +47,12 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _settings(config: str | None) -> Settings:
+def load_cli_settings(config: str | None) -> Settings:
     return load_settings(config)
 
 
-def _open(config: str | None, hub_path: str | None) -> tuple[Settings, SqliteHub]:
-    settings = _settings(config)
+def open_settings_hub(config: str | None, hub_path: str | None) -> tuple[Settings, SqliteHub]:
+    settings = load_cli_settings(config)
     path = Path(hub_path) if hub_path else settings.hub_path
     store = SqliteHub(path, outbound_triggers=settings.outbound_triggers.entities(), secrets=settings.secrets())
     return settings, store
@@ -85,7 +85,7 @@ def hub_group() -> None:
 @click.argument("kind", type=KINDS)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the counts and every skipped line's error as JSON.")
-@_common
+@common_options
 def import_cmd(kind: str, file: str, as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Import KIND (customers or transactions) from a JSONL FILE.
 
@@ -94,7 +94,7 @@ def import_cmd(kind: str, file: str, as_json: bool, config: str | None, hub_path
     rest import.  Re-importing a record updates it.  Exits 1 if any line was skipped.
     On a terminal a progress bar runs on standard error (lines read of the file's lines).
     """
-    _, store = _open(config, hub_path)
+    _, store = open_settings_hub(config, hub_path)
     with store, progress(f"hub import {kind}", as_json=as_json, total=lambda: count_lines(file)) as bar:
         result = import_jsonl(store, kind, file, on_progress=lambda line, so_far: bar.set(line, {
             "added": so_far.added, "updated": so_far.updated, "unchanged": so_far.unchanged,
@@ -115,10 +115,10 @@ def import_cmd(kind: str, file: str, as_json: bool, config: str | None, hub_path
 @click.argument("entity", type=click.Choice(["customer", "transaction"]))
 @click.argument("record_id", type=RECORD_ID)
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
-@_common
+@common_options
 def show_cmd(entity: str, record_id: int, as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Show one customer (with addresses) or transaction (with lines) and its Klaviyo link."""
-    _, store = _open(config, hub_path)
+    _, store = open_settings_hub(config, hub_path)
     with store:
         if entity == "customer":
             record = store.get_customer(record_id)
@@ -141,7 +141,7 @@ def show_cmd(entity: str, record_id: int, as_json: bool, config: str | None, hub
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True,
               help="With FILE: print what was written as JSON (without FILE, standard output carries the JSONL).")
-@_common
+@common_options
 def export_cmd(kind: str, file: str | None, as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Write every record of KIND as JSONL to FILE (default standard output).
 
@@ -155,8 +155,8 @@ def export_cmd(kind: str, file: str | None, as_json: bool, config: str | None, h
     if as_json and not file:
         raise click.UsageError("--json needs FILE: without one, standard output carries the JSONL records")
     if file:
-        _check_export_target(Path(file), Path(hub_path) if hub_path else _settings(config).hub_path)
-    _, store = _open(config, hub_path)
+        _check_export_target(Path(file), Path(hub_path) if hub_path else load_cli_settings(config).hub_path)
+    _, store = open_settings_hub(config, hub_path)
     with store:
         if file:
             count = _export_atomically(store, kind, Path(file))
@@ -215,11 +215,11 @@ def _export_atomically(store: SqliteHub, kind: str, target: Path) -> int:
 @click.option("--all", "show_all", is_flag=True, help="Include resolved entries.")
 @click.option("--limit", type=COUNT, default=50, show_default=True, help="At most this many entries.")
 @click.option("--resolve", "resolve_id", type=RECORD_ID, help="Mark entry ID resolved.")
-@_common
+@common_options
 def errors_cmd(as_json: bool, flow: str | None, level: str | None, show_all: bool, limit: int,
                resolve_id: int | None, config: str | None, hub_path: str | None) -> None:
     """List the error log (newest first; unresolved only unless --all), or resolve an entry."""
-    _, store = _open(config, hub_path)
+    _, store = open_settings_hub(config, hub_path)
     with store:
         if resolve_id is not None:
             entry = store.errors.resolve(resolve_id)
@@ -250,10 +250,10 @@ def errors_cmd(as_json: bool, flow: str | None, level: str | None, show_all: boo
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-@_common
+@common_options
 def status_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Counts, last polls, queue length and recent errors."""
-    settings, store = _open(config, hub_path)
+    settings, store = open_settings_hub(config, hub_path)
     with store:
         data: dict[str, Any] = {
             "hub": str(store.path),
@@ -300,10 +300,10 @@ def settings_group() -> None:
 
 @settings_group.command("show")
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
-@_common
+@common_options
 def settings_show_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Print every setting with its resolved value; secrets are masked."""
-    settings = _settings(config)
+    settings = load_cli_settings(config)
     data = settings.display()
     if hub_path:
         data["hub"] = hub_path

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import click
 
-from engine.cli._hub import _common, _settings
+from engine.cli._hub import common_options, load_cli_settings
 from engine.cli._output import add_signal_handlers, emit_json, report
 from engine.cli._progress import progress
 from engine.collection import CollectionSet, load_collections
@@ -103,7 +103,7 @@ async def _poll(settings: Settings, hub_path: str | None, since: datetime | None
 @click.option("--every", is_flag=False, flag_value="", default=None, metavar="INTERVAL",
               help="Keep polling every INTERVAL (30s, 5m, 1h; alone: the settings' poll_interval) until Ctrl-C.")
 @click.option("--json", "as_json", is_flag=True, help="Print each poll's summary as one JSON line.")
-@_common
+@common_options
 def poll_cmd(since: str | None, every: str | None, as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Transfer Klaviyo profiles updated since the last poll into hub Customers.
 
@@ -112,7 +112,7 @@ def poll_cmd(since: str | None, every: str | None, as_json: bool, config: str | 
     and its address child.  The cursor is saved after every page, so a stopped or
     failed poll loses nothing.  Exits 1 if Klaviyo did not answer.
     """
-    settings = _settings(config)
+    settings = load_cli_settings(config)
     since_dt = parse_since(since) if since else None
     interval: float | None = None
     if every is not None:
@@ -140,13 +140,13 @@ def sync_group() -> None:
 @sync_group.command("profile")
 @click.argument("profile_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@_common
+@common_options
 def sync_profile_cmd(profile_id: str, as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Transfer the Klaviyo profile PROFILE_ID into the hub (e.g. 01H8TVABCDEF1234567890 or 44552).
 
     Exits 1 if the id is unknown to Klaviyo or the transfer did not succeed.
     """
-    settings = _settings(config)
+    settings = load_cli_settings(config)
     collections = _collections(settings)
 
     async def run() -> tuple[ProfileResult, RunSummary]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from engine.cli._hub import _common
+from engine.cli._hub import common_options
 from engine.cli._output import COUNT, RECORD_ID, BoundedFloat, BoundedInt, emit_json, fail
 from engine.cli._progress import progress
 from engine.collection import load_collections
@@ -33,7 +33,7 @@ from engine.flows.outbound import (
 from engine.settings import load_settings
 
 
-def _print_report(report: OutboundReport, as_json: bool) -> None:
+def print_report(report: OutboundReport, as_json: bool) -> None:
     if as_json:
         emit_json(report.to_dict())
         return
@@ -58,7 +58,7 @@ def _print_report(report: OutboundReport, as_json: bool) -> None:
         click.echo(line)
 
 
-def _run(config: str | None, hub_path: str | None, dry_run: bool,
+def run_outbound(config: str | None, hub_path: str | None, dry_run: bool,
          work: Callable[..., Awaitable[OutboundReport]]) -> OutboundReport:
     settings = load_settings(config)
     loaded = load_collections([settings.collections_dir])
@@ -84,7 +84,7 @@ def _run(config: str | None, hub_path: str | None, dry_run: bool,
 @click.option("--lease", "lease_seconds", type=BoundedFloat(1, 86_400), default=DEFAULT_LEASE, show_default=True,
               help="Seconds a claimed change stays reserved; a crashed run's changes are reclaimable after it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_common
+@common_options
 def dispatch_cmd(dry_run: bool, limit: int | None, batch_size: int, lease_seconds: float, as_json: bool,
                  config: str | None, hub_path: str | None) -> None:
     """Send queued hub changes (Customers, Transactions) to Klaviyo.
@@ -104,8 +104,8 @@ def dispatch_cmd(dry_run: bool, limit: int | None, batch_size: int, lease_second
                                   concurrency=max(8, 2 * settings.throttling.max_concurrency),
                                   on_record=lambda r: bar.advance(r.outcome))
 
-    report = _run(config, hub_path, dry_run, work)
-    _print_report(report, as_json)
+    report = run_outbound(config, hub_path, dry_run, work)
+    print_report(report, as_json)
     if report.error is not None:
         fail(report.error)
 
@@ -119,15 +119,15 @@ def _push_command(entity: str) -> click.Command:
     @click.argument("record_id", type=RECORD_ID)
     @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and write nothing.")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-    @_common
+    @common_options
     def cmd(record_id: int, dry_run: bool, as_json: bool, config: str | None, hub_path: str | None) -> None:
         async def work(settings: Any, hub: Any, client: Any, collections: Any, transport: Any) -> OutboundReport:
             with progress(f"push {entity.lower()} {record_id}", as_json=as_json, total=1) as bar:
                 return await push(settings, hub, client, collections, entity, record_id, dry_run=transport,
                                   on_record=lambda r: bar.advance(r.outcome))
 
-        report = _run(config, hub_path, dry_run, work)
-        _print_report(report, as_json)
+        report = run_outbound(config, hub_path, dry_run, work)
+        print_report(report, as_json)
         if report.error is not None:
             fail(report.error)
         if report.results and report.results[0].outcome in ("failed", "invalid"):

@@ -21,8 +21,9 @@ from collections.abc import Callable
 import click
 
 from engine.cli._output import PORT_OR_ANY, SHARE, BoundedFloat, add_signal_handlers
+from engine.errors import SandboxStateFileError
 from engine.klaviyo.ratelimit import resolve_tiers
-from engine.sandbox import SandboxOptions, SandboxServer, SandboxStateFileError
+from engine.sandbox import SandboxOptions, SandboxServer
 
 
 def register(group: click.Group) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from engine.cli._hub import _common, _settings
+from engine.cli._hub import common_options, load_cli_settings
 
 
 @click.command("serve")
@@ -22,7 +22,7 @@ from engine.cli._hub import _common, _settings
 @click.option("--json", "as_json", is_flag=True,
               help='Once listening print one JSON line {"url", "pid", "hub"} on standard output; other messages '
                    "go to standard error.")
-@_common
+@common_options
 def serve_cmd(host: str | None, port: int | None, lease_seconds: float, as_json: bool, config: str | None,
               hub_path: str | None) -> None:
     """Run the integration: poll, dispatch, pages and the hub API, until Ctrl-C or SIGTERM.
@@ -36,7 +36,7 @@ def serve_cmd(host: str | None, port: int | None, lease_seconds: float, as_json:
     """
     from engine.service import serve
 
-    settings = _settings(config)
+    settings = load_cli_settings(config)
 
     def announce(line: str) -> None:
         click.echo(line, err=as_json)

@@ -222,7 +222,7 @@ def logged_messages(c: Collection) -> list[LoggedMessage]:
 
 
 #: The Authorization and Connection flow (no collection): the catalog's texts, logged by
-#: ``auth login`` and the OAuth refresh (engine/oauth.py).
+#: ``auth login`` and the OAuth refresh (engine/oauth/).
 AUTH_MESSAGES: tuple[str, ...] = (
     catalog.AUTH_DATA_MISSING,
     catalog.AUTH_CODE_MISSING,

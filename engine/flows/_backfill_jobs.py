@@ -32,7 +32,8 @@ from typing import Any
 from engine import catalog
 from engine.flows._outbound_consent import ConsentBatch, ListResolver
 from engine.flows._outbound_records import CODE_LINK_WARNING, RecordResult
-from engine.klaviyo import KlaviyoClient
+from engine.hub import HubStore
+from engine.klaviyo import KlaviyoApi
 from engine.klaviyo.client import EMAIL_LOOKUP_BATCH
 from engine.payloads import SUBSCRIBE, ProfileRequest
 
@@ -79,7 +80,7 @@ class JobFinisher:
         on_poll: called with ``(job id, job attributes)`` after each poll (a progress display).
     """
 
-    def __init__(self, client: KlaviyoClient, hub: Any, *, lists: ListResolver | None = None,
+    def __init__(self, client: KlaviyoApi, hub: HubStore, *, lists: ListResolver | None = None,
                  poll_initial: float = 1.0, poll_max: float = 30.0,
                  on_poll: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.client, self.hub = client, hub

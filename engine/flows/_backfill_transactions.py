@@ -15,21 +15,21 @@ so running again retries it.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any
 
 from engine.collection import CollectionSet
 from engine.flows._bulk_events import BulkEventClient
 from engine.flows._outbound_dryrun import DryRunTransport
-from engine.flows.outbound import DEFAULT_BATCH, NO_EVENTS_NOTE, OnRecord, Outbound, OutboundReport, _calls
+from engine.flows.outbound import DEFAULT_BATCH, NO_EVENTS_NOTE, OnRecord, Outbound, OutboundReport, calls_of
 from engine.flows.summary import RunSummary
-from engine.klaviyo import KlaviyoClient
+from engine.hub import HubStore
+from engine.klaviyo import KlaviyoApi
 from engine.settings import Settings
 
 #: the hub state key holding the Id of the last Transaction a backfill handled
 STATE_KEY = "backfill:transactions"
 
 
-async def backfill_transactions(settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, *,
+async def backfill_transactions(settings: Settings, hub: HubStore, client: KlaviyoApi, collections: CollectionSet, *,
                                 batch_size: int = DEFAULT_BATCH, dry_run: DryRunTransport | None = None,
                                 concurrency: int = 32, on_record: OnRecord | None = None) -> OutboundReport:
     """Send every hub Transaction after the stored position (see the module docstring)."""
@@ -41,7 +41,7 @@ async def backfill_transactions(settings: Settings, hub: Any, client: KlaviyoCli
     elif client.supports("bulk_events"):
         summary.note("dry run: each event is shown as its own call; the backfill sends them in bulk event jobs "
                      "of up to 1,000")
-    flows = Outbound(settings, hub, bulk or client, collections, dry_run=dry_run,  # type: ignore[arg-type]
+    flows = Outbound(settings, hub, bulk or client, collections, dry_run=dry_run,
                      concurrency=concurrency, on_record=on_record)
     if not settings.generate_events:
         summary.note(NO_EVENTS_NOTE)
@@ -82,7 +82,7 @@ async def backfill_transactions(settings: Settings, hub: Any, client: KlaviyoCli
         summary.note(f"{bulk.events_sent:,} events sent in {bulk.jobs_sent:,} bulk event jobs"
                      + (f"; {bulk.batches_refused:,} jobs Klaviyo refused were sent again one event per call"
                         if bulk.batches_refused else ""))
-    summary.finish(calls=_calls(client))
+    summary.finish(calls=calls_of(client))
     return report
 
 

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.errors import KlaviyoApiError
-from engine.klaviyo import KlaviyoClient
+from engine.klaviyo import KlaviyoApi
 from engine.klaviyo.client import event_attributes, json_size
 
 #: Klaviyo's limits for one bulk event job
@@ -53,7 +53,7 @@ class BulkEventClient:
     Every other method is the wrapped client's.  ``aclose()`` sends what is still open.
     """
 
-    def __init__(self, client: KlaviyoClient, *, max_events: int = MAX_EVENTS, max_bytes: int = MAX_BYTES,
+    def __init__(self, client: KlaviyoApi, *, max_events: int = MAX_EVENTS, max_bytes: int = MAX_BYTES,
                  linger: float = LINGER) -> None:
         self._client = client
         self.max_events = max_events

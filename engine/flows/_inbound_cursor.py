@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from engine.hub import HubStore
+
 #: Seen-set entries kept at most; past this the oldest are dropped (a dropped entry can
 #: only cause a harmless second transfer of an unchanged profile).
 MAX_SEEN = 50_000
@@ -169,7 +171,7 @@ class PollCursor:
     ranges: list[PollRange] = field(default_factory=list)
 
     @classmethod
-    def load(cls, hub: Any, name: str = "profiles", *, overlap: float = 2.0) -> PollCursor:
+    def load(cls, hub: HubStore, name: str = "profiles", *, overlap: float = 2.0) -> PollCursor:
         """Read the cursor from the hub's sync state (a fresh one when there is none)."""
         raw = hub.get_cursor(name)
         cursor = cls(name=name, overlap=max(1.0, overlap))
@@ -188,7 +190,7 @@ class PollCursor:
         cursor.ranges = [PollRange.from_list(r) for r in data.get("ranges") or []]
         return cursor
 
-    def save(self, hub: Any) -> None:
+    def save(self, hub: HubStore) -> None:
         """Write the cursor to the hub (one state value)."""
         hub.set_cursor(self.name, json.dumps(self.to_dict(), separators=(",", ":")))
 

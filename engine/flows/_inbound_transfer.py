@@ -51,7 +51,7 @@ from engine.collection import Collection, CollectionSet
 from engine.errors import EmailExistsError, HubLockedError, HubRecordError, KlaviyoSyncError
 from engine.flows.summary import RunSummary
 from engine.formula.helpers import bind_helpers
-from engine.mapper import Problem
+from engine.hub import HubStore, Level
 from engine.runner import FILTERED, INVALID, OK, Outcome, Runner, flatten_jsonapi
 
 #: Flow name in the error log for problems before a collection was chosen.
@@ -90,7 +90,7 @@ class ProfileResult:
 class HubResolver:
     """Answers the formula helpers ``get_external_id``/``get_customer_id_by_email`` from the hub."""
 
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: HubStore) -> None:
         self.hub = hub
 
     def get_external_id(self, entity: str, hub_id: Any) -> str | None:
@@ -136,19 +136,6 @@ class _Invalid(Exception):
         self.outcome = outcome
 
 
-def problem_detail(p: Problem) -> str:
-    """A problem's detail with where it comes from: ``detail at file:line:col (row)``."""
-    where = p.file or ""
-    if where and p.line is not None:
-        where += f":{p.line}" + (f":{p.column}" if p.column is not None else "")
-    parts = [p.detail or ""]
-    if where:
-        parts.append(f"at {where}")
-    if p.row:
-        parts.append(f"({p.row})")
-    return " ".join(x for x in parts if x)
-
-
 class ProfileTransfer:
     """Transfers Klaviyo profile resources into the hub through the inbound collections.
 
@@ -160,7 +147,7 @@ class ProfileTransfer:
         formula_settings: the plain, secret-free ``settings`` dict formulas see.
     """
 
-    def __init__(self, hub: Any, collections: CollectionSet, *, summary: RunSummary | None = None,
+    def __init__(self, hub: HubStore, collections: CollectionSet, *, summary: RunSummary | None = None,
                  formula_settings: Mapping[str, Any] | None = None) -> None:
         self.hub = hub
         self.collections = collections
@@ -353,7 +340,7 @@ class ProfileTransfer:
                 address = address or "skipped"
             elif child.status == INVALID:
                 counts.append((coll.title, "invalid"))
-                pending.extend(_Pending(coll.title, p.message, p.code, problem_detail(p)) for p in child.problems)
+                pending.extend(_Pending(coll.title, p.message, p.code, p.format("inbound-log")) for p in child.problems)
                 address = "invalid"
             elif child.status == OK and coll.hub_entity == "CustomerAddress":
                 try:
@@ -392,7 +379,7 @@ class ProfileTransfer:
 
     # -- logging -------------------------------------------------------------------------
 
-    def _log(self, flow: str, message: str, pid: str, hub_id: int | None, *, level: str = "error",
+    def _log(self, flow: str, message: str, pid: str, hub_id: int | None, *, level: Level = "error",
              code: str | None = None, detail: str | None = None, result: ProfileResult | None = None) -> None:
         self.hub.errors.log(flow, message, level=level, entity="Customer", hub_id=hub_id,
                             klaviyo_id=pid or None, detail=detail, code=code)
@@ -406,10 +393,11 @@ class ProfileTransfer:
     def _log_problems(self, outcome: Outcome, pid: str, hub_id: int | None, result: ProfileResult) -> None:
         """Log every problem of an invalid outcome (and of its invalid children)."""
         for p in outcome.problems:
-            self._log(outcome.collection, p.message, pid, hub_id, code=p.code, detail=problem_detail(p), result=result)
+            self._log(outcome.collection, p.message, pid, hub_id, code=p.code, detail=p.format("inbound-log"),
+                      result=result)
         for child in outcome.children:
             if child.status == INVALID:
                 self._log_problems(child, pid, hub_id, result)
 
 
-__all__ = ["INBOUND_FLOW", "HubResolver", "ProfileResult", "ProfileTransfer", "inbound_collection", "problem_detail"]
+__all__ = ["INBOUND_FLOW", "HubResolver", "ProfileResult", "ProfileTransfer", "inbound_collection"]

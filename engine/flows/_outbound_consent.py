@@ -39,7 +39,7 @@ from engine.flows._outbound_records import (
     CODE_SUBSCRIBE_NEEDS_LIST,
     RecordResult,
 )
-from engine.klaviyo import KlaviyoClient
+from engine.klaviyo import KlaviyoApi
 from engine.payloads import SUBSCRIBE, UNSUBSCRIBE, ProfileRequest
 from engine.vocab import LIST_PREFIX, UCLIST_PREFIX
 
@@ -51,7 +51,7 @@ class ListResolver:
     """List names -> Klaviyo list ids, remembered for the run (misses too, so a missing list
     costs one lookup per run, not one per profile)."""
 
-    def __init__(self, client: KlaviyoClient) -> None:
+    def __init__(self, client: KlaviyoApi) -> None:
         self.client = client
         self._lookups: dict[str, asyncio.Task[str | None]] = {}
 
@@ -82,7 +82,7 @@ Item = tuple[RecordResult, str, dict[str, Any]]  # (record, flow title, profile 
 class ConsentBatch:
     """Collects list and consent wishes of many profiles; :meth:`flush` sends them batched."""
 
-    def __init__(self, client: KlaviyoClient, lists: ListResolver, *, subscribe_batch: int = SUBSCRIBE_BATCH) -> None:
+    def __init__(self, client: KlaviyoApi, lists: ListResolver, *, subscribe_batch: int = SUBSCRIBE_BATCH) -> None:
         self.client = client
         self.lists = lists
         self.subscribe_batch = subscribe_batch

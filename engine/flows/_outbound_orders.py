@@ -53,8 +53,8 @@ from engine.flows._outbound_records import (
     CODE_PROFILE_UNRESOLVED,
     RecordResult,
 )
-from engine.klaviyo import KlaviyoClient
-from engine.mapper import Problem
+from engine.hub import HubStore
+from engine.klaviyo import KlaviyoApi
 from engine.payloads import EventRequest, event_request, strip_nulls
 from engine.runner import OK, Outcome, Runner
 from engine.vocab import REQUIRED_EVENT_KEYS
@@ -84,7 +84,7 @@ class AnswerResolver:
 EnsureCustomer = Callable[[dict[str, Any]], Awaitable[tuple[RecordResult, bool]]]
 
 
-def log_problems(result: RecordResult, flow: str, problems: list[Problem], *, entity: str | None = None,
+def log_problems(result: RecordResult, flow: str, problems: list[KlaviyoSyncError], *, entity: str | None = None,
                  hub_id: int | None = None) -> None:
     """Log each mapping problem with its catalog text, code and where it happened."""
     result.log_problems(flow, problems, entity=entity, hub_id=hub_id)
@@ -210,8 +210,8 @@ class OrderFlow:
     """
 
     # Plain attribute assignments: alike the formula and klaviyo/_transport.py constructors in shape only.
-    def __init__(self, client: KlaviyoClient, runner: Runner, resolver: AnswerResolver, placed: Collection,
-                 hub: Any, ensure_customer: EnsureCustomer, generate_events: bool) -> None:
+    def __init__(self, client: KlaviyoApi, runner: Runner, resolver: AnswerResolver, placed: Collection,
+                 hub: HubStore, ensure_customer: EnsureCustomer, generate_events: bool) -> None:
         self.client = client
         self.runner = runner
         self.resolver = resolver

@@ -48,7 +48,8 @@ from engine.flows._outbound_records import (
     CODE_LINK_WARNING,
     RecordResult,
 )
-from engine.klaviyo import KlaviyoClient
+from engine.hub import HubStore
+from engine.klaviyo import KlaviyoApi
 from engine.payloads import ProfileRequest, profile_request
 from engine.runner import OK, Runner
 
@@ -76,8 +77,8 @@ class ProfileFlow:
             (:meth:`KlaviyoClient.find_profile_ids_by_email`): such a Customer is patched at once.
     """
 
-    def __init__(self, client: KlaviyoClient, runner: Runner, add: Collection | None,
-                 update: Collection | None, consent: ConsentBatch, hub: Any = None,
+    def __init__(self, client: KlaviyoApi, runner: Runner, add: Collection | None,
+                 update: Collection | None, consent: ConsentBatch, hub: HubStore | None = None,
                  known: Mapping[str, str] | None = None) -> None:
         self.hub = hub
         self.known = known or {}
@@ -87,7 +88,7 @@ class ProfileFlow:
         self.update = update
         self.consent = consent
 
-    def _map(self, result: RecordResult, coll: Collection, customer: dict[str, Any]) -> ProfileRequest | None:
+    def map_customer(self, result: RecordResult, coll: Collection, customer: dict[str, Any]) -> ProfileRequest | None:
         """The collection's request for this Customer, or None (problems logged, outcome set)."""
         out = self.runner.run(coll, customer, record_id=str(result.hub_id))
         if out.status != OK:
@@ -129,7 +130,7 @@ class ProfileFlow:
 
     async def _send_linked(self, result: RecordResult, customer: dict[str, Any], link: str) -> bool:
         assert self.update is not None
-        request = self._map(result, self.update, customer)
+        request = self.map_customer(result, self.update, customer)
         if request is None:
             return True
         try:
@@ -171,12 +172,12 @@ class ProfileFlow:
                               "Customer would overwrite that profile: nothing was sent. Reconcile the two "
                               "Customers in the hub.")
             return
-        add_req = self._map(result, self.add, customer)
+        add_req = self.map_customer(result, self.add, customer)
         if add_req is None:
             return
         update_req = add_req
         if self.update is not None and self.update is not self.add:
-            mapped = self._map(result, self.update, customer)
+            mapped = self.map_customer(result, self.update, customer)
             if mapped is None:
                 return
             update_req = mapped

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.errors import KlaviyoApiError, KlaviyoConnectionError, KlaviyoSyncError
 from engine.flows._failures import CODE_UNEXPECTED, is_auth_failure, unexpected_failure
 from engine.flows._outbound_dryrun import RecordedRequest
-
-if TYPE_CHECKING:
-    from engine.mapper import Problem
+from engine.hub import Level
 
 #: Codes of the outbound flows' own log entries (the catalog texts keep their flow's code).
 CODE_LIST_MISSING = "O001"        # a LIST_/UCLIST_ list name matches no Klaviyo list
@@ -39,14 +37,13 @@ class LogEntry:
 
     flow: str
     message: str
-    level: str = "error"
+    level: Level = "error"
     entity: str | None = None
     hub_id: int | None = None
     klaviyo_id: str | None = None
     detail: str | None = None
     code: str | None = None
 
-    # The same one-liner as mapper.Problem.to_dict: two record types, nothing worth a shared helper.
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
@@ -101,7 +98,7 @@ class RecordResult:
     prerequisites: list[RecordResult] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
 
-    def log(self, flow: str, message: str, *, level: str = "error", detail: str | None = None,
+    def log(self, flow: str, message: str, *, level: Level = "error", detail: str | None = None,
             code: str | None = None, klaviyo_id: str | None = None, entity: str | None = None,
             hub_id: int | None = None) -> None:
         """Queue an error-log entry for this record (written at commit)."""
@@ -109,14 +106,13 @@ class RecordResult:
                                   self.hub_id if hub_id is None else hub_id,
                                   klaviyo_id or self.klaviyo_id, detail, code))
 
-    def log_problems(self, flow: str, problems: Iterable[Problem], *, level: str = "error",
+    def log_problems(self, flow: str, problems: Iterable[KlaviyoSyncError], *, level: Level = "error",
                      entity: str | None = None, hub_id: int | None = None) -> None:
         """Log each mapping problem (or warning) with its catalog text, code and where it happened
         (row, collection file:line:col)."""
         for p in problems:
-            where = ":".join(str(x) for x in (p.file, p.line, p.column) if x is not None)
             self.log(flow, p.message, level=level, code=p.code, entity=entity, hub_id=hub_id,
-                     detail="; ".join(x for x in (p.detail, p.row, where) if x))
+                     detail=p.format("outbound-log"))
 
     def log_exception(self, flow: str, exc: KlaviyoSyncError, *, detail: str | None = None,
                       entity: str | None = None, hub_id: int | None = None) -> None:

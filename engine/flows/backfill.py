@@ -8,8 +8,8 @@ background.  :func:`backfill_customers`:
 * **streams** the Customers not yet linked (all of them with ``include_linked``) from
   the hub by id, never holding more than the jobs being packed;
 * **maps** each through the same *Add* (unlinked) or *Update* (linked) Klaviyo Profile
-  FROM Hub collection dispatch uses (:meth:`ProfileFlow._map
-  <engine.flows._outbound_profiles.ProfileFlow._map>`, :func:`engine.payloads.profile_request`):
+  FROM Hub collection dispatch uses (:meth:`ProfileFlow.map_customer
+  <engine.flows._outbound_profiles.ProfileFlow.map_customer>`, :func:`engine.payloads.profile_request`):
   the same partial rules, no nulls sent.  A linked Customer's entry carries its profile id;
   the others are matched by Klaviyo on their identifiers (email first);
 * **packs** the entries into jobs of at most 10,000 profiles and 5 MB (split by size),
@@ -38,24 +38,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine._iter import chunks
 from engine.collection import CollectionSet
-from engine.errors import KlaviyoApiError, KlaviyoSyncError, SettingsError
+from engine.errors import BackfillRevisionError, KlaviyoApiError, KlaviyoSyncError
 from engine.flows._backfill_jobs import CODE_PROFILE_TOO_LARGE, JOB_KEY, JobFinisher, JobOutcome
 from engine.flows._failures import is_auth_failure
 from engine.flows._outbound_consent import ListResolver
 from engine.flows._outbound_orders import AnswerResolver
 from engine.flows._outbound_profiles import ProfileFlow
 from engine.flows._outbound_records import CODE_LIST_MISSING, RecordResult, is_transient
-from engine.flows.outbound import _calls, _pick
+from engine.flows.outbound import calls_of, outbound_collection
 from engine.flows.summary import RunSummary
 from engine.formula.helpers import bind_helpers
-from engine.hub._jsonl import _chunks
-from engine.klaviyo import revision as rev
+from engine.hub import HubStore
+from engine.klaviyo import KlaviyoApi, revision as rev
 from engine.klaviyo.client import (
     BULK_IMPORT_MAX_BYTES,
     BULK_IMPORT_MAX_PROFILE_BYTES,
     BULK_IMPORT_MAX_PROFILES,
-    KlaviyoClient,
     bulk_import_body,
     bulk_import_entry,
     json_size,
@@ -74,19 +74,18 @@ CLOCK_SLACK = datetime.timedelta(minutes=10)
 #: submitted jobs followed to the end at once, while later jobs are packed and submitted
 FINISHING_AT_ONCE = 4
 #: Code of the error that stops a backfill on a revision without bulk import
-CODE_REVISION = "S020"
+CODE_REVISION = BackfillRevisionError.code
 #: What the progress display is told: ``(records done, counts by name)``.
 OnProgress = Callable[[int, dict[str, int]], None]
 
 
-def revision_error(settings: Settings) -> SettingsError:
+def revision_error(settings: Settings) -> BackfillRevisionError:
     """The backfill cannot run at ``settings.api_revision`` (no bulk profile import before 2023-12-15)."""
     since = rev.CAPABILITIES["bulk_profile_import"]
     where = str(settings.source) if settings.source else "the settings"
-    return SettingsError(
+    return BackfillRevisionError(
         f"backfill needs Klaviyo's bulk profile import jobs, which start at API revision {since}; "
         f"api_revision is {settings.api_revision}",
-        code=CODE_REVISION,
         detail=f"set api_revision to {since} or later in {where} (for example {rev.LATEST_REVISION}); "
                "dispatch sends profiles one by one at any revision")
 
@@ -152,15 +151,15 @@ def _parse_time(text: Any) -> datetime.datetime | None:
 class Backfill:
     """One backfill run (see the module docstring); :meth:`run` does it all."""
 
-    def __init__(self, settings: Settings, hub: Any, client: KlaviyoClient | None, collections: CollectionSet, *,
+    def __init__(self, settings: Settings, hub: HubStore, client: KlaviyoApi | None, collections: CollectionSet, *,
                  include_linked: bool = False, dry_run: bool = False, on_progress: OnProgress | None = None,
                  poll_initial: float = 1.0, poll_max: float = 30.0) -> None:
         self.settings, self.hub, self.client = settings, hub, client
         self.dry_run = dry_run
         self.on_progress = on_progress
         self.runner = Runner(collections, functions=bind_helpers(AnswerResolver()), settings=settings.for_formulas())
-        self.add = _pick(collections, "Customer", "add")
-        self.update = _pick(collections, "Customer", "update")
+        self.add = outbound_collection(collections, "Customer", "add")
+        self.update = outbound_collection(collections, "Customer", "update")
         self.mapper = ProfileFlow(client, self.runner, self.add, self.update, None)  # type: ignore[arg-type]
         self.lists = ListResolver(client) if client is not None else None
         self.summary = RunSummary("backfill customers (dry run)" if dry_run else "backfill customers")
@@ -239,7 +238,7 @@ class Backfill:
             packed = sum(j["profiles"] for j in self.report.jobs)
             self.summary.note(f"dry run: {len(self.report.jobs)} bulk import job(s) of {packed} profile(s) would be "
                               "submitted; nothing was sent to Klaviyo or written to the hub")
-        self.summary.finish(calls=_calls(self.client) if self.client is not None else None)
+        self.summary.finish(calls=calls_of(self.client) if self.client is not None else None)
         return self.report
 
     async def _resume(self) -> None:
@@ -297,7 +296,7 @@ class Backfill:
         skip = set() if self.dry_run else self._in_stored_jobs()
         open_jobs: dict[tuple[str, ...], _Job] = {}
         last = int(self.state["cursor"])
-        for chunk in _chunks(self.hub.iter_customers(after=last), 500):
+        for chunk in chunks(self.hub.iter_customers(after=last), 500):
             if self._finish_failed is not None:  # a job being finished met a failure that stops the run
                 raise self._finish_failed
             links = self.hub.klaviyo_ids("Customer", [int(c["Id"]) for c in chunk])
@@ -330,7 +329,7 @@ class Backfill:
             self._count(result.flow, "skipped")
             return
         result = RecordResult("Customer", cid, coll.title)
-        request = self.mapper._map(result, coll, customer)
+        request = self.mapper.map_customer(result, coll, customer)
         if request is None:
             self._write_logs(result)
             self._count(coll.title, result.outcome, result)
@@ -474,7 +473,7 @@ class Backfill:
         self._tick("jobs done")
 
 
-async def backfill_customers(settings: Settings, hub: Any, client: KlaviyoClient | None, collections: CollectionSet,
+async def backfill_customers(settings: Settings, hub: HubStore, client: KlaviyoApi | None, collections: CollectionSet,
                              *, include_linked: bool = False, dry_run: bool = False,
                              on_progress: OnProgress | None = None, poll_initial: float = 1.0,
                              poll_max: float = 30.0) -> BackfillReport:
@@ -487,7 +486,7 @@ async def backfill_customers(settings: Settings, hub: Any, client: KlaviyoClient
         poll_initial / poll_max: the first wait between two polls of a job, and the longest.
 
     Raises:
-        SettingsError: the revision has no bulk profile import (:func:`revision_error`).
+        BackfillRevisionError: the revision has no bulk profile import (:func:`revision_error`).
     """
     run = Backfill(settings, hub, client, collections, include_linked=include_linked, dry_run=dry_run,
                    on_progress=on_progress, poll_initial=poll_initial, poll_max=poll_max)

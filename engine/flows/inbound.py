@@ -56,12 +56,16 @@ from engine.errors import (
     KlaviyoError,
     KlaviyoSyncError,
     Location,
+    ProfileIdError,
     ProfileNotFoundError,
+    SinceError,
 )
 from engine.flows._failures import auth_stop_error, is_auth_failure, unexpected_failure
 from engine.flows._inbound_cursor import PollCursor, PollRange, fingerprint, format_time, parse_time, updated_of
 from engine.flows._inbound_transfer import INBOUND_FLOW, ProfileResult, ProfileTransfer, inbound_collection
 from engine.flows.summary import RunSummary
+from engine.hub import HubStore
+from engine.klaviyo import KlaviyoApi
 
 PAGE_SIZE = 100
 PROFILES_TIER = "L"  # GET /api/profiles
@@ -77,13 +81,13 @@ def check_profile_id(profile_id: str) -> str:
     Both forms the seeds give pass: ``01H8TVABCDEF1234567890`` and ``44552``.
 
     Raises:
-        InboundError: I002, the text cannot be a profile id (it is never sent to Klaviyo).
+        ProfileIdError: I002, the text cannot be a profile id (it is never sent to Klaviyo).
     """
     pid = (profile_id or "").strip()
     if not _PROFILE_ID.match(pid):
-        raise InboundError(
+        raise ProfileIdError(
             f"not a Klaviyo profile id: {pid[:70]!r} (expected letters and digits, e.g. "
-            "01H8TVABCDEF1234567890 or 44552)", code="I002", location=Location(record_id=pid[:70] or None))
+            "01H8TVABCDEF1234567890 or 44552)", location=Location(record_id=pid[:70] or None))
     return pid
 
 
@@ -92,7 +96,7 @@ class InboundFlow:
 
     Args:
         hub: the hub store.
-        client: an open :class:`~engine.klaviyo.KlaviyoClient`.
+        client: an open Klaviyo client (:class:`~engine.klaviyo.KlaviyoApi`).
         collections: the loaded collections.
         summary: counts go here (a fresh ``RunSummary("poll")`` when omitted).
         formula_settings: the secret-free ``settings`` dict formulas see.
@@ -104,9 +108,10 @@ class InboundFlow:
             profiles' tier in flight, which follows the tier's rate and the measured latency).
     """
 
-    def __init__(self, hub: Any, client: Any, collections: CollectionSet, *, summary: RunSummary | None = None,
-                 formula_settings: Mapping[str, Any] | None = None, page_size: int = PAGE_SIZE,
-                 overlap: float = 2.0, cursor_name: str = "profiles", parallel: int | None = None) -> None:
+    def __init__(self, hub: HubStore, client: KlaviyoApi, collections: CollectionSet, *,
+                 summary: RunSummary | None = None, formula_settings: Mapping[str, Any] | None = None,
+                 page_size: int = PAGE_SIZE, overlap: float = 2.0, cursor_name: str = "profiles",
+                 parallel: int | None = None) -> None:
         self.hub = hub
         self.client = client
         self.collections = collections
@@ -461,7 +466,7 @@ class InboundFlow:
         """Transfer one profile now (the seeds' Manual Sync).
 
         Raises:
-            InboundError: I002, the id is not a profile id's form (logged).
+            ProfileIdError: I002, the id is not a profile id's form (logged).
             ProfileNotFoundError: I003, Klaviyo has no profile with this id (logged).
             KlaviyoAuthError: Klaviyo refused the credentials (logged once; nothing written).
             HubLockedError: the hub stayed locked past its busy timeout (nothing written).
@@ -501,7 +506,7 @@ class InboundFlow:
             result = ProfileResult(pid, "failed", flow=flow, messages=[str(failure)], retry=True)
         else:
             if resource is None:
-                err = ProfileNotFoundError(f"Klaviyo has no profile with id {pid}", code="I003",
+                err = ProfileNotFoundError(f"Klaviyo has no profile with id {pid}",
                                            location=Location(record_id=pid))
                 self.hub.errors.log(INBOUND_FLOW, err.message, entity="Customer", klaviyo_id=pid, code=err.code)
                 self.summary.errors += 1
@@ -557,13 +562,13 @@ def parse_since(text: str) -> datetime:
     """``--since``: a date (``2024-05-01``) or an ISO time; naive means UTC.
 
     Raises:
-        InboundError: I004, not a date or time.
+        SinceError: I004, not a date or time.
     """
     try:
         return parse_time(text if "T" in text or " " in text.strip() else f"{text.strip()}T00:00:00")
     except ValueError:
-        raise InboundError(f"--since must be a date or ISO time such as 2024-05-01 or 2024-05-01T10:00:00Z, "
-                           f"got {text!r}", code="I004") from None
+        raise SinceError(f"--since must be a date or ISO time such as 2024-05-01 or 2024-05-01T10:00:00Z, "
+                         f"got {text!r}") from None
 
 
 __all__ = ["ADDITIONAL_FIELDS", "InboundFlow", "PAGE_SIZE", "POLL_FLOW", "ProfileResult", "ProfileTransfer",

@@ -45,8 +45,8 @@ from engine.flows._outbound_profiles import ProfileFlow
 from engine.flows._outbound_records import CODE_NOT_FOUND, RecordResult
 from engine.flows.summary import NOT_SENT, RunSummary
 from engine.formula.helpers import bind_helpers
-from engine.hub import QueuedChange
-from engine.klaviyo import KlaviyoClient
+from engine.hub import HubStore, QueuedChange
+from engine.klaviyo import KlaviyoApi, KlaviyoClient
 from engine.runner import Runner
 from engine.settings import Settings
 
@@ -65,7 +65,10 @@ DISPATCH_FLOW = "Send hub changes TO Klaviyo"
 OnRecord = Callable[[RecordResult], None]
 
 
-def _pick(collections: CollectionSet, entity: str, action: str, *, parent: bool = False) -> Collection | None:
+def outbound_collection(collections: CollectionSet, entity: str, action: str, *,
+                        parent: bool = False) -> Collection | None:
+    """The first enabled to-Klaviyo collection of ``entity`` and ``action`` (add/update), top-level
+    or (``parent=True``) a child; None when there is none."""
     for c in collections:
         if (c.direction == "to_klaviyo" and c.hub_entity == entity and c.action == action and c.enabled
                 and (c.parent is None) != parent):
@@ -119,7 +122,7 @@ class Outbound:
             is committed), e.g. for a progress display.
     """
 
-    def __init__(self, settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, *,
+    def __init__(self, settings: Settings, hub: HubStore, client: KlaviyoApi, collections: CollectionSet, *,
                  dry_run: DryRunTransport | None = None, concurrency: int = 32,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, on_record: OnRecord | None = None) -> None:
         self.settings = settings
@@ -131,9 +134,9 @@ class Outbound:
         self.on_record = on_record
         self.resolver = AnswerResolver()
         self.runner = Runner(collections, functions=bind_helpers(self.resolver), settings=settings.for_formulas())
-        self.add = _pick(collections, "Customer", "add")
-        self.update = _pick(collections, "Customer", "update")
-        self.placed = _pick(collections, "Transaction", "add")
+        self.add = outbound_collection(collections, "Customer", "add")
+        self.update = outbound_collection(collections, "Customer", "update")
+        self.placed = outbound_collection(collections, "Transaction", "add")
         self.lists = ListResolver(client)
         self._memo: dict[int, asyncio.Task[RecordResult]] = {}
         self._consent = ConsentBatch(client, self.lists)
@@ -322,7 +325,7 @@ class Outbound:
                 summary.note(NO_EVENTS_NOTE)
 
 
-async def dispatch(settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, *,
+async def dispatch(settings: Settings, hub: HubStore, client: KlaviyoApi, collections: CollectionSet, *,
                    limit: int | None = None, batch_size: int = DEFAULT_BATCH, lease_seconds: float = DEFAULT_LEASE,
                    dry_run: DryRunTransport | None = None, concurrency: int = 32,
                    max_attempts: int = DEFAULT_MAX_ATTEMPTS, on_record: OnRecord | None = None) -> OutboundReport:
@@ -348,7 +351,7 @@ async def dispatch(settings: Settings, hub: Any, client: KlaviyoClient, collecti
         report.keep(planned)
         if flows.auth_error is not None:
             report.error = auth_stop_error(flows.auth_error, "the dry run stopped")
-        summary.finish(calls=_calls(client))
+        summary.finish(calls=calls_of(client))
         return report
     sent, released, returned = 0, 0, 0
     while (limit is None or sent < limit) and flows.auth_error is None:
@@ -376,11 +379,11 @@ async def dispatch(settings: Settings, hub: Any, client: KlaviyoClient, collecti
     if flows.auth_error is not None:
         flows.stop_error(report, f"the run stopped; {returned} change(s) it had claimed went back to the queue "
                                  f"untouched; {hub.queue_length()} change(s) wait in the queue")
-    summary.finish(calls=_calls(client))
+    summary.finish(calls=calls_of(client))
     return report
 
 
-async def push(settings: Settings, hub: Any, client: KlaviyoClient, collections: CollectionSet, entity: str,
+async def push(settings: Settings, hub: HubStore, client: KlaviyoApi, collections: CollectionSet, entity: str,
                hub_id: int, *, dry_run: DryRunTransport | None = None,
                on_record: OnRecord | None = None) -> OutboundReport:
     """Manual Sync: send one Customer or Transaction by hub id (the queue is left as it is).
@@ -392,7 +395,7 @@ async def push(settings: Settings, hub: Any, client: KlaviyoClient, collections:
     """
     getter = hub.get_customer if entity == "Customer" else hub.get_transaction
     if getter(hub_id) is None:
-        raise HubNotFoundError(f"{entity} {hub_id} is not in the hub", code="H003")
+        raise HubNotFoundError(f"{entity} {hub_id} is not in the hub")
     flows = Outbound(settings, hub, client, collections, dry_run=dry_run, on_record=on_record)
     summary = RunSummary(f"push {entity.lower()} {hub_id}" + (" (dry run)" if dry_run else ""))
     if entity == "Transaction" and not settings.generate_events:
@@ -408,11 +411,11 @@ async def push(settings: Settings, hub: Any, client: KlaviyoClient, collections:
             flows.stop_error(report, f"{entity} {hub_id} was not sent")
         else:
             report.error = auth_stop_error(flows.auth_error, f"{entity} {hub_id} was not sent")
-    summary.finish(calls=_calls(client))
+    summary.finish(calls=calls_of(client))
     return report
 
 
-def open_outbound_client(settings: Settings, hub: Any = None, *, dry_run: bool = False,
+def open_outbound_client(settings: Settings, hub: HubStore | None = None, *, dry_run: bool = False,
                          **overrides: Any) -> tuple[KlaviyoClient, DryRunTransport | None]:
     """The Klaviyo client for an outbound run; for a dry run, built on a recording transport.
 
@@ -426,7 +429,8 @@ def open_outbound_client(settings: Settings, hub: Any = None, *, dry_run: bool =
     return open_client(settings, hub, **overrides), transport
 
 
-def _calls(client: KlaviyoClient) -> dict[str, int]:
+def calls_of(client: KlaviyoApi) -> dict[str, int]:
+    """The client's requests per operation, and its retries when there were any (the run summary's calls)."""
     stats = client.stats
     calls = {k: int(v) for k, v in stats.requests.items()}
     if stats.total_retries:
@@ -434,4 +438,5 @@ def _calls(client: KlaviyoClient) -> dict[str, int]:
     return calls
 
 
-__all__ = ["DISPATCH_FLOW", "NO_EVENTS_NOTE", "Outbound", "OutboundReport", "dispatch", "open_outbound_client", "push"]
+__all__ = ["DISPATCH_FLOW", "NO_EVENTS_NOTE", "Outbound", "OutboundReport", "calls_of", "dispatch",
+           "open_outbound_client", "outbound_collection", "push"]

@@ -18,20 +18,23 @@ from __future__ import annotations
 
 from engine.hub._errorlog import ErrorLog
 from engine.hub._jsonl import ImportReport, export_jsonl, import_jsonl
-from engine.hub._protocol import ErrorLogStore, HubStore, QueuedChange
-from engine.hub._redact import MASK, redact
+from engine.hub._protocol import Entity, ErrorLogStore, HubStore, Level, QueuedChange
+from engine.hub._redact import MASK, redact, secret_forms
 from engine.hub._sqlite import SqliteHub, to_e164
 
 __all__ = [
     "HubStore",
     "ErrorLogStore",
     "QueuedChange",
+    "Entity",
+    "Level",
     "SqliteHub",
     "ErrorLog",
     "ImportReport",
     "import_jsonl",
     "export_jsonl",
     "redact",
+    "secret_forms",
     "MASK",
     "to_e164",
 ]

@@ -29,10 +29,17 @@ LEVELS = ("error", "warning")
 
 
 class ErrorLog:
-    """The error log of one :class:`SqliteHub` (reached as ``hub.errors``)."""
+    """The error log of one :class:`SqliteHub` (reached as ``hub.errors``).
 
-    def __init__(self, hub: SqliteHub, secrets: Iterable[str] = ()) -> None:
+    Args:
+        hub: the hub whose ``transaction()`` each write runs in.
+        conn: that hub's SQLite connection, which the log reads and writes.
+        secrets: texts masked in every message and detail.
+    """
+
+    def __init__(self, hub: SqliteHub, conn: sqlite3.Connection, secrets: Iterable[str] = ()) -> None:
         self._hub = hub
+        self._conn = conn
         self._secrets = tuple(s for s in secrets if s)
 
     def _mask(self, text: str | None) -> str | None:
@@ -65,7 +72,7 @@ class ErrorLog:
         # One error worded by two articles: the catalog's text is the message, the other in the detail.
         message, detail = pair_texts(flow, message, detail)
         with self._hub.transaction():
-            cur = self._hub._conn.execute(
+            cur = self._conn.execute(
                 "INSERT INTO error_log(at, flow, level, code, message, detail, entity, hub_id,"
                 " klaviyo_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -90,7 +97,7 @@ class ErrorLog:
         """Entries newest first, filtered by flow, level, code, record (a hub id or a Klaviyo id),
         text (in the message or the detail) and resolution; ``offset`` skips that many."""
         where, args = _where(flow, level, code, record, text, unresolved_only)
-        rows = self._hub._conn.execute(f"SELECT * FROM error_log{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+        rows = self._conn.execute(f"SELECT * FROM error_log{where} ORDER BY id DESC LIMIT ? OFFSET ?",
                                        (*args, -1 if limit is None else limit, offset))
         return [_entry(r) for r in rows]
 
@@ -107,11 +114,11 @@ class ErrorLog:
     ) -> int:
         """How many entries :meth:`list` would give with the same filters and no limit."""
         where, args = _where(flow, level, code, record, text, unresolved_only)
-        return int(self._hub._conn.execute(f"SELECT COUNT(*) FROM error_log{where}", args).fetchone()[0])
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM error_log{where}", args).fetchone()[0])
 
     def facets(self) -> dict[str, builtins.list[str]]:
         """The flows and codes present in the log (for filter menus)."""
-        conn = self._hub._conn
+        conn = self._conn
         return {"flows": [r[0] for r in conn.execute("SELECT DISTINCT flow FROM error_log ORDER BY flow")],
                 "codes": [r[0] for r in conn.execute(
                     "SELECT DISTINCT code FROM error_log WHERE code IS NOT NULL ORDER BY code")]}
@@ -119,20 +126,20 @@ class ErrorLog:
     def for_record(self, entity: str, hub_id: int, klaviyo_id: str | None = None, *,
                    limit: int = 200) -> builtins.list[dict[str, Any]]:
         """Entries newest first about one hub record, or about its Klaviyo id."""
-        rows = self._hub._conn.execute(
+        rows = self._conn.execute(
             "SELECT * FROM error_log WHERE (entity = ? AND hub_id = ?) OR (klaviyo_id IS NOT NULL AND klaviyo_id = ?)"
             " ORDER BY id DESC LIMIT ?", (entity, hub_id, klaviyo_id or "\0", limit))
         return [_entry(r) for r in rows]
 
     def get(self, entry_id: int) -> dict[str, Any] | None:
         """One entry, or None."""
-        row = self._hub._conn.execute("SELECT * FROM error_log WHERE id = ?", (entry_id,)).fetchone()
+        row = self._conn.execute("SELECT * FROM error_log WHERE id = ?", (entry_id,)).fetchone()
         return None if row is None else _entry(row)
 
     def resolve(self, entry_id: int) -> dict[str, Any]:
         """Mark an entry resolved (keeps the first resolution time) and return it."""
         with self._hub.transaction():
-            cur = self._hub._conn.execute(
+            cur = self._conn.execute(
                 "UPDATE error_log SET resolved_at = COALESCE(resolved_at, ?) WHERE id = ?",
                 (utc_now(), entry_id),
             )

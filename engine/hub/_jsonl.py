@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
+from engine._iter import chunks
 from engine.errors import HubError, HubRecordError, Location
-from engine.hub._records import MAX_DEPTH, _json_type, check_customer, check_transaction
+from engine.hub._records import MAX_DEPTH, check_customer, check_transaction, json_type
 from engine.hub._sqlite import SqliteHub
 
 KINDS: tuple[str, ...] = ("customers", "transactions")
@@ -150,7 +151,7 @@ def _import_batch(
     the store refuses one of them, that attempt is rolled back whole and the batch is
     written again with a savepoint per line, so the bad line undoes only itself.
     """
-    upsert = hub._upsert_customer if kind == "customers" else hub._upsert_transaction
+    upsert = hub.upsert_checked_customer if kind == "customers" else hub.upsert_checked_transaction
     check = check_customer if kind == "customers" else check_transaction
     checked: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
     for lineno, raw in lines:
@@ -172,7 +173,7 @@ def _import_batch(
 
     outcomes: list[str] = []
     try:
-        with hub.transaction(), hub._queue_at_end():
+        with hub.transaction(), hub.queue_at_end():
             outcomes = [store(record, links) for _, record, links in checked]
     except (HubError, *_LINE_FAILURES):
         outcomes = []
@@ -252,7 +253,7 @@ def export_jsonl(hub: SqliteHub, kind: str, out: IO[str]) -> int:
     _check_kind(kind)
     records = hub.iter_customers() if kind == "customers" else hub.iter_transactions()
     count = 0
-    for chunk in _chunks(records, 500):
+    for chunk in chunks(records, 500):
         linked = hub.klaviyo_ids(_ENTITY[kind], [int(r["Id"]) for r in chunk])
         line_ids = [int(line["Id"]) for r in chunk for line in r.get("Lines") or []]
         lines_linked = hub.klaviyo_ids("TransactionLine", line_ids) if line_ids else {}
@@ -274,23 +275,12 @@ _ENTITY: Final = {"customers": "Customer", "transactions": "Transaction"}
 _MAX_LINK: Final = 200  # a Klaviyo id is at most a few dozen characters
 
 
-def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _link_of(value: Any, where: str) -> str | None:
     """The Klaviyo id of one ``_links`` object (None when it holds none), or HubRecordError."""
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise HubRecordError(f'{where} must be an object such as {{"klaviyo": "01H8TV..."}}, got {_json_type(value)}')
+        raise HubRecordError(f'{where} must be an object such as {{"klaviyo": "01H8TV..."}}, got {json_type(value)}')
     for key in value:
         if key not in _LINK_KEYS:
             shown = key if len(key) <= 40 else key[:37] + "..."
@@ -299,7 +289,7 @@ def _link_of(value: Any, where: str) -> str | None:
     if link is None:
         return None
     if not isinstance(link, str):
-        raise HubRecordError(f"{where}.klaviyo must be a string (a Klaviyo id) or null, got {_json_type(link)}")
+        raise HubRecordError(f"{where}.klaviyo must be a string (a Klaviyo id) or null, got {json_type(link)}")
     text = link.strip()
     if not text:
         return None

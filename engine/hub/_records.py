@@ -103,7 +103,7 @@ def _type_name(types: tuple[type, ...]) -> str:
 
 # Not settings.py _json_type: that one words a settings value for a person ("empty", "a mapping"),
 # this one names the JSON type a hub record carries ("null", "object").
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -182,7 +182,7 @@ def check_fields(
     accepted where a number is expected, although Python counts it as an int.
     """
     if type(record) is not dict and not isinstance(record, Mapping):
-        raise HubRecordError(f"{entity}{where} must be a JSON object, got {_json_type(record)}")
+        raise HubRecordError(f"{entity}{where} must be a JSON object, got {json_type(record)}")
     for key, value in record.items():
         types = fields.get(key)
         if types is None:
@@ -200,7 +200,7 @@ def check_fields(
         wrong_bool = isinstance(value, bool) and bool not in types
         if wrong_bool or not isinstance(value, types):
             raise HubRecordError(
-                f"{entity}{where}.{key} must be {_type_name(types)}, got {_json_type(value)}"
+                f"{entity}{where}.{key} must be {_type_name(types)}, got {json_type(value)}"
             )
         if not isinstance(value, list):  # nested Addresses / Lines are checked field by field
             check_value(f"{entity}{where}.{key}", value, is_id=key in ID_FIELDS)

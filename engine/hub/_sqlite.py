@@ -113,7 +113,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         self._lock = threading.RLock()
         self._depth = 0
         self._enqueue_on = True
-        self._queued: list[tuple[str, int, str, str, str]] | None = None  # see _queue_at_end()
+        self._queued: list[tuple[str, int, str, str, str]] | None = None  # see queue_at_end()
         _create_private(self.path)
         self._conn = sqlite3.connect(
             str(self.path), isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
@@ -137,7 +137,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         except BaseException:
             self._conn.close()
             raise
-        self.errors = ErrorLog(self, secrets)
+        self.errors = ErrorLog(self, self._conn, secrets)
 
     # -- lifecycle and transactions -------------------------------------------------
 
@@ -217,12 +217,12 @@ class SqliteHub(TransactionsMixin, StateMixin):
             self._conn.execute(_QUEUE_CHANGE, (entity, hub_id, op, now, now))
 
     @contextmanager
-    def _queue_at_end(self) -> Iterator[None]:
+    def queue_at_end(self) -> Iterator[None]:
         """Inside a transaction: hold the queue rows of the block's writes and write them in one
         statement as it ends without an error (the same rows, coalesced in the same order).
         The writes in the block must not read the queue."""
         if self._depth == 0:
-            raise RuntimeError("_queue_at_end() belongs inside a transaction")
+            raise RuntimeError("queue_at_end() belongs inside a transaction")
         self._queued = []
         try:
             yield
@@ -271,10 +271,13 @@ class SqliteHub(TransactionsMixin, StateMixin):
         """
         check_customer(record)
         with self.transaction():
-            customer_id, outcome = self._upsert_customer(record)
+            customer_id, outcome = self.upsert_checked_customer(record)
         return self._require_customer(customer_id), outcome
 
-    def _upsert_customer(self, record: Mapping[str, Any]) -> tuple[int, str]:
+    def upsert_checked_customer(self, record: Mapping[str, Any]) -> tuple[int, str]:
+        """:meth:`upsert_customer` of a record :func:`~engine.hub._records.check_customer` passed, inside
+        the caller's transaction, without reading it back: ``(Id, "added"|"updated"|"unchanged")``
+        (the JSONL import writes batches this way)."""
         record_id = record.get("Id")
         existing: int | None = None
         if record_id is not None:

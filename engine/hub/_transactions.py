@@ -61,12 +61,14 @@ class TransactionsMixin:
         """
         check_transaction(record)
         with self.transaction():
-            tx_id, outcome = self._upsert_transaction(record)
+            tx_id, outcome = self.upsert_checked_transaction(record)
         stored = self.get_transaction(tx_id)
         assert stored is not None
         return stored, outcome
 
-    def _upsert_transaction(self, record: Mapping[str, Any]) -> tuple[int, str]:
+    def upsert_checked_transaction(self, record: Mapping[str, Any]) -> tuple[int, str]:
+        """:meth:`upsert_transaction` of a record :func:`~engine.hub._records.check_transaction`
+        passed, inside the caller's transaction, without reading it back: ``(Id, outcome)``."""
         number = record["TransactionNumber"]
         owner = self._conn.execute(
             "SELECT id FROM transactions WHERE transaction_number = ?", (number,)

@@ -2,7 +2,8 @@
 
 Table of contents:
 
-* :class:`KlaviyoClient` — every operation the flows need (``client.py``)
+* :class:`KlaviyoApi` — the seam: the operations flows may ask of Klaviyo, and its contract (``_protocol.py``)
+* :class:`KlaviyoClient` — the implementation over HTTP (``client.py``)
 * :class:`TokenSource` — where OAuth bearer tokens come from (``_transport.py``)
 * :class:`ClientStats` — per-operation call/retry counters
 * :mod:`engine.klaviyo._answers` — the status and body shape each operation expects
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 from engine.errors import KlaviyoApiError, KlaviyoAuthError, KlaviyoConnectionError, KlaviyoError
 from engine.klaviyo import revision
+from engine.klaviyo._protocol import KlaviyoApi
 from engine.klaviyo._transport import ClientStats, TokenSource
 from engine.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
 from engine.klaviyo.ratelimit import TIERS, RateBudget, Tier, resolve_tiers
 
 __all__ = [
+    "KlaviyoApi",
     "KlaviyoClient",
     "TokenSource",
     "ClientStats",

@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 
+from engine.errors import MalformedAnswerError
+
 RESOURCE = "a JSON:API resource"
 PAGE = "a JSON:API page of resources"
 EMPTY = "an empty body"
@@ -35,10 +37,6 @@ ERRORS = "a JSON:API error document"
 
 #: Largest nesting accepted in an answer before it is called malformed (Klaviyo's go ~6 deep).
 MAX_DEPTH = 64
-
-
-class Malformed(ValueError):
-    """The answer is not the one Klaviyo gives; ``str()`` says what is wrong with it."""
 
 
 def is_json_type(response: httpx.Response) -> bool:
@@ -68,19 +66,19 @@ def parse_json(response: httpx.Response) -> Any:
     """The answer's JSON body.
 
     Raises:
-        Malformed: not JSON by content type, not UTF-8, not valid JSON, or nested too deep.
+        MalformedAnswerError: not JSON by content type, not UTF-8, not valid JSON, or nested too deep.
     """
     if not is_json_type(response):
         ctype = response.headers.get("content-type") or "no content type"
-        raise Malformed(f"expected JSON, got {ctype.split(';')[0].strip()}")
+        raise MalformedAnswerError(f"expected JSON, got {ctype.split(';')[0].strip()}")
     try:
         body = json.loads(response.content)
     except RecursionError:
-        raise Malformed("the JSON is nested too deeply") from None
+        raise MalformedAnswerError("the JSON is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Malformed(f"the body is not valid JSON ({type(exc).__name__})") from None
+        raise MalformedAnswerError(f"the body is not valid JSON ({type(exc).__name__})") from None
     if not _depth_ok(body):
-        raise Malformed("the JSON is nested too deeply")
+        raise MalformedAnswerError("the JSON is nested too deeply")
     return body
 
 
@@ -178,7 +176,7 @@ class Answer:
 
 
 def check(response: httpx.Response, shape: str) -> Answer:
-    """Hold ``response`` against ``shape``; return the :class:`Answer` or raise :class:`Malformed`."""
+    """Hold ``response`` against ``shape``; return the :class:`Answer` or raise :class:`MalformedAnswerError`."""
     if shape == EMPTY:
         if not response.content.strip():
             return Answer(response.status_code, None, response)
@@ -186,7 +184,7 @@ def check(response: httpx.Response, shape: str) -> Answer:
     body = parse_json(response)
     problem = _shape_problem(shape, body)
     if problem:
-        raise Malformed(problem)
+        raise MalformedAnswerError(problem)
     return Answer(response.status_code, body, response)
 
 
@@ -195,5 +193,5 @@ def describe(expect: Mapping[int, str]) -> str:
     return " or ".join(f"HTTP {status} with {shape}" for status, shape in sorted(expect.items()) if status < 300)
 
 
-__all__ = ["Answer", "Malformed", "RESOURCE", "PAGE", "EMPTY", "ERRORS", "check", "describe", "is_json_type",
+__all__ = ["Answer", "MalformedAnswerError", "RESOURCE", "PAGE", "EMPTY", "ERRORS", "check", "describe", "is_json_type",
            "parse_json"]

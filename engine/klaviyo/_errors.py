@@ -24,7 +24,15 @@ from urllib.parse import urlsplit
 import httpx
 
 from engine.catalog import ERROR_CALLING_KLAVIYO, KLAVIYO_CONNECTION_ERROR
-from engine.errors import AuthError, KlaviyoApiError, KlaviyoAuthError, KlaviyoConnectionError, ReauthorizationRequired
+from engine.errors import (
+    AuthError,
+    KlaviyoApiError,
+    KlaviyoAuthError,
+    KlaviyoConnectionError,
+    OAuthReauthorizationError,
+    OAuthRefreshError,
+    ReauthorizationRequired,
+)
 from engine.klaviyo.scopes import scopes_for_request
 
 _TAG_RE = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
@@ -220,14 +228,6 @@ def redirect_error(response: httpx.Response, secrets: Iterable[str | None] = ())
     return KlaviyoApiError(redact(message, secrets), status=status, transient=False)
 
 
-class OAuthRefreshError(KlaviyoAuthError, AuthError):
-    """The OAuth token source could not give a usable token (code and message its own, e.g. A021)."""
-
-
-class OAuthReauthorizationError(KlaviyoAuthError, ReauthorizationRequired):
-    """The stored refresh token was rejected (A020): run ``auth login`` again."""
-
-
 def auth_failure(exc: AuthError) -> KlaviyoAuthError:
     """``exc`` from the token source as a :class:`KlaviyoAuthError` that is still the same kind of
     :class:`AuthError` (its message, code and detail kept), so either ``except`` catches it."""
@@ -247,6 +247,6 @@ def connection_error(exc: BaseException | str, secrets: Iterable[str | None] = (
     return KlaviyoConnectionError(_cut(redact(f"{KLAVIYO_CONNECTION_ERROR}: {detail}", secrets), 500))
 
 
-__all__ = ["PERMISSION_DENIED", "SNIPPET", "OAuthRefreshError", "OAuthReauthorizationError", "api_error",
+__all__ = ["PERMISSION_DENIED", "SNIPPET", "api_error",
            "auth_failure", "connection_error", "parse_retry_after", "redact", "redirect_error", "snippet",
            "unexpected_answer", "url_password"]

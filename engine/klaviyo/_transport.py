@@ -46,9 +46,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from engine.errors import AuthError, KlaviyoApiError, KlaviyoConnectionError
+from engine.errors import AuthError, KlaviyoApiError, KlaviyoConnectionError, MalformedAnswerError
 from engine.klaviyo import revision as rev
-from engine.klaviyo._answers import ERRORS, Answer, Malformed, check, describe
+from engine.klaviyo._answers import ERRORS, Answer, check, describe
 from engine.klaviyo._errors import (
     api_error,
     auth_failure,
@@ -307,7 +307,7 @@ class Requester:
                 if shape is not None:
                     try:
                         return check(resp, shape)
-                    except Malformed as exc:
+                    except MalformedAnswerError as exc:
                         if shape == ERRORS or status >= 300:
                             raise api_error(resp, self.secrets()) from None
                         failure, reason = unexpected_answer(resp, op, describe(expect), str(exc), self.secrets()), \

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from engine._iter import chunks
 from engine._version import __version__
 from engine.errors import KlaviyoApiError
 from engine.klaviyo import revision as rev
@@ -56,11 +57,6 @@ EMAIL_LOOKUP_BATCH = 100  # values in one any() filter, and the profile page siz
 
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 class KlaviyoClient:
@@ -196,7 +192,7 @@ class KlaviyoClient:
         sort: str | None = None,
         page_size: int | None = None,
         additional_fields: Sequence[str] | None = None,
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Yield pages of profile resources (``GET /api/profiles``), following ``links.next``.
 
         ``filter`` is Klaviyo's filter syntax, e.g. ``greater-than(updated,2024-01-01T00:00:00Z)``;
@@ -305,7 +301,7 @@ class KlaviyoClient:
         (``any(email,[...])`` with ``page[size]=100``): one call finds a batch's existing profiles."""
         wanted = list(dict.fromkeys(e.strip().lower() for e in emails if e and e.strip()))
         found: dict[str, str] = {}
-        for chunk in _chunks(wanted, EMAIL_LOOKUP_BATCH):
+        for chunk in chunks(wanted, EMAIL_LOOKUP_BATCH):
             text = "any(email,[" + ",".join(_quote(e) for e in chunk) + "])"
             async for page in self.iter_profile_pages(filter=text, page_size=EMAIL_LOOKUP_BATCH):
                 for p in page:
@@ -341,7 +337,7 @@ class KlaviyoClient:
 
     async def _list_relationship(self, op: str, method: str, list_id: str, profile_ids: Sequence[str]) -> None:
         path = self._path("lists", list_id, "relationships", "profiles")
-        for chunk in _chunks(list(profile_ids), LIST_BATCH):
+        for chunk in chunks(list(profile_ids), LIST_BATCH):
             body = {"data": [{"type": "profile", "id": pid} for pid in chunk]}
             await self._send(op, method, path, "M", {204: EMPTY}, body=body)
 
@@ -394,7 +390,7 @@ class KlaviyoClient:
     ) -> None:
         if consent == "SUBSCRIBED" and list_id is None and not self.supports("optional_subscribe_list"):
             raise ValueError(f"revision {self.revision} needs a list_id to subscribe profiles")
-        for chunk in _chunks(list(profiles), batch):
+        for chunk in chunks(list(profiles), batch):
             attributes: dict[str, Any] = {
                 "profiles": {"data": self._consent_profiles(chunk, consent, channels)}
             }
@@ -530,19 +526,19 @@ class KlaviyoClient:
                                   {200: RESOURCE})
         return answer.resource()
 
-    async def iter_bulk_import_jobs(self, *, sort: str = "-created_at") -> AsyncIterator[list[dict[str, Any]]]:
+    async def iter_bulk_import_jobs(self, *, sort: str = "-created_at") -> AsyncGenerator[list[dict[str, Any]], None]:
         """Pages of bulk import job resources, newest first by default."""
         params = {"sort": sort, "page[size]": 100}
         async for page in self._pages("get_bulk_import_jobs", self._path("profile-bulk-import-jobs"), "M", params):
             yield page.items()
 
-    async def iter_bulk_import_job_profiles(self, job_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+    async def iter_bulk_import_job_profiles(self, job_id: str) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Pages of the profiles a bulk import job created or updated (100 a page)."""
         path = self._path("profile-bulk-import-jobs", job_id, "profiles")
         async for page in self._pages("get_bulk_import_job_profiles", path, "M", {"page[size]": 100}):
             yield page.items()
 
-    async def iter_bulk_import_errors(self, job_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+    async def iter_bulk_import_errors(self, job_id: str) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Pages of a bulk import job's ``import-error`` resources (100 a page)."""
         path = self._path("profile-bulk-import-jobs", job_id, "import-errors")
         async for page in self._pages("get_bulk_import_errors", path, "M", {"page[size]": 100}):

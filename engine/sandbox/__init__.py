@@ -28,17 +28,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from engine.errors import SandboxStateFileError
 from engine.sandbox._oauth import SandboxOAuth
 from engine.sandbox._server import AuthHook, SandboxOptions, build_app, private_key_auth
-from engine.sandbox._state import SandboxApiError, SandboxState
+from engine.sandbox._state import SandboxState
 
 log = logging.getLogger("engine.sandbox")
 
 MAX_STATE_BYTES = 1024 * 1024 * 1024  # a state file larger than this is refused, not read
-
-
-class SandboxStateFileError(ValueError):
-    """The ``state_file`` cannot be loaded (unreadable, not JSON, not a saved sandbox state)."""
 
 
 class SandboxServer:
@@ -175,5 +172,4 @@ class SandboxHandle:
             self.thread.join(10)
 
 
-__all__ = ["SandboxServer", "SandboxHandle", "SandboxOptions", "SandboxState", "SandboxApiError",
-           "SandboxStateFileError", "private_key_auth", "AuthHook"]
+__all__ = ["SandboxServer", "SandboxHandle", "SandboxOptions", "SandboxState", "private_key_auth", "AuthHook"]

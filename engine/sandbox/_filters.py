@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.errors import FilterError
+
 _TOKEN = re.compile(
     r"""\s*(?:
       (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
@@ -24,10 +26,6 @@ _TOKEN = re.compile(
     )""",
     re.X,
 )
-
-
-class FilterError(ValueError):
-    """The filter text is malformed or uses a field/operator the endpoint does not allow."""
 
 
 @dataclass(frozen=True)
@@ -171,4 +169,4 @@ def matches(conds: list[Condition], getter: Callable[[str], Any]) -> bool:
     return True
 
 
-__all__ = ["Condition", "FilterError", "parse", "matches", "parse_datetime"]
+__all__ = ["Condition", "parse", "matches", "parse_datetime"]

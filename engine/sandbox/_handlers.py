@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.errors import FilterError
 from engine.klaviyo import revision as rev
 from engine.sandbox import _filters as flt
 from engine.sandbox._render import (
@@ -68,18 +69,18 @@ METRIC_FILTERS = {"integration.name": {"equals"}, "integration.category": {"equa
 INTEGRATION = {"object": "integration", "id": "0rG4eQ", "name": "API", "category": "API"}
 
 
-def _state(request: web.Request) -> SandboxState:
+def request_state(request: web.Request) -> SandboxState:
     return request.app[STATE_KEY]
 
 
-def _conditions(request: web.Request, allowed: dict[str, set[str]],
+def filter_conditions(request: web.Request, allowed: dict[str, set[str]],
                 datetimes: Collection[str] = ()) -> list[flt.Condition]:
     text = request.query.get("filter")
     if not text:
         return []
     try:
         conds = flt.parse(text, allowed, datetimes)
-    except flt.FilterError as exc:
+    except FilterError as exc:
         raise invalid(str(exc), parameter="filter") from None
     return [flt.Condition(c.op, c.field, _lower(c.value)) if c.field == "email" else c for c in conds]
 
@@ -148,7 +149,7 @@ def _lower(v: Any) -> Any:
     return v.lower() if isinstance(v, str) else v
 
 
-def _data(request: web.Request) -> dict[str, Any]:
+def body_data(request: web.Request) -> dict[str, Any]:
     data: dict[str, Any] = request[BODY_KEY]["data"]
     return data
 
@@ -157,8 +158,8 @@ def _data(request: web.Request) -> dict[str, Any]:
 
 
 async def get_profiles(request: web.Request) -> web.Response:
-    state = _state(request)
-    conds = _conditions(request, PROFILE_FILTERS, PROFILE_DATETIMES)
+    state = request_state(request)
+    conds = filter_conditions(request, PROFILE_FILTERS, PROFILE_DATETIMES)
     plain = [c for c in conds if not c.field.startswith("subscriptions.")]
     subs = [c for c in conds if c.field.startswith("subscriptions.")]
     _check_suppression_filters(subs)
@@ -226,7 +227,7 @@ def _updated_range(items: list[dict[str, Any]], conds: list[flt.Condition]) -> t
 
 
 async def get_profile(request: web.Request) -> web.Response:
-    state = _state(request)
+    state = request_state(request)
     pid = request.match_info["id"]
     with state.lock:
         p = state.profiles.get(pid)
@@ -240,33 +241,34 @@ async def get_profile(request: web.Request) -> web.Response:
                               "included": extra})
 
 
-def _attrs_and_patch(data: dict[str, Any], revision: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def attributes_and_patch(data: dict[str, Any], revision: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     attrs = dict(data.get("attributes") or {})
     meta = attrs.pop("meta", None) or data.get("meta") or {}
     return attrs, (meta.get("patch_properties") if isinstance(meta, dict) else None)
 
 
 async def create_profile(request: web.Request) -> web.Response:
-    attrs, patch = _attrs_and_patch(_data(request), request[REVISION_KEY])
-    p = _state(request).create_profile(attrs, patch)
+    attrs, patch = attributes_and_patch(body_data(request), request[REVISION_KEY])
+    p = request_state(request).create_profile(attrs, patch)
     return body_response({"data": profile_resource(request, p, set(), lists=[])}, status=201)
 
 
 async def update_profile(request: web.Request) -> web.Response:
-    data = _data(request)
+    data = body_data(request)
     pid = request.match_info["id"]
     if data.get("id") != pid:
         raise invalid("The id in the body must match the id in the URL.", pointer="/data/id")
-    attrs, patch = _attrs_and_patch(data, request[REVISION_KEY])
-    p = _state(request).update_profile(pid, attrs, patch)
-    return body_response({"data": profile_resource(request, p, set(), lists=profile_lists(_state(request), pid))})
+    attrs, patch = attributes_and_patch(data, request[REVISION_KEY])
+    state = request_state(request)
+    p = state.update_profile(pid, attrs, patch)
+    return body_response({"data": profile_resource(request, p, set(), lists=profile_lists(state, pid))})
 
 
 async def profile_import(request: web.Request) -> web.Response:
-    data = _data(request)
-    attrs, patch = _attrs_and_patch(data, request[REVISION_KEY])
-    p, created = _state(request).import_profile(attrs, data.get("id"), patch)
-    lists = profile_lists(_state(request), p["id"])
+    data = body_data(request)
+    attrs, patch = attributes_and_patch(data, request[REVISION_KEY])
+    p, created = request_state(request).import_profile(attrs, data.get("id"), patch)
+    lists = profile_lists(request_state(request), p["id"])
     return body_response({"data": profile_resource(request, p, set(), lists=lists)}, status=201 if created else 200)
 
 
@@ -274,8 +276,8 @@ async def profile_import(request: web.Request) -> web.Response:
 
 
 async def get_lists(request: web.Request) -> web.Response:
-    state = _state(request)
-    conds = _conditions(request, LIST_FILTERS, {"created", "updated"})
+    state = request_state(request)
+    conds = filter_conditions(request, LIST_FILTERS, {"created", "updated"})
     field, descending = _sort(request, LIST_SORTS, "id", "lists")
     with state.lock:
         items = [lst for lst in state.lists.values()
@@ -289,7 +291,7 @@ async def get_lists(request: web.Request) -> web.Response:
 
 
 async def get_list(request: web.Request) -> web.Response:
-    state = _state(request)
+    state = request_state(request)
     with state.lock:
         lst = state.get_list(request.match_info["id"])
         resource = list_resource(request, lst, profile_count=len(lst["members"])
@@ -301,24 +303,24 @@ async def get_list(request: web.Request) -> web.Response:
 
 
 async def create_list(request: web.Request) -> web.Response:
-    state = _state(request)
-    lid = state.add_list(str(_data(request)["attributes"]["name"]))
+    state = request_state(request)
+    lid = state.add_list(str(body_data(request)["attributes"]["name"]))
     return body_response({"data": list_resource(request, state.lists[lid])}, status=201)
 
 
 def _ids(request: web.Request) -> list[str]:
-    data = _data(request)
+    data = body_data(request)
     items = data if isinstance(data, list) else [data]
     return [str(x["id"]) for x in items]
 
 
 async def add_list_members(request: web.Request) -> web.Response:
-    _state(request).change_members(request.match_info["id"], _ids(request), add=True)
+    request_state(request).change_members(request.match_info["id"], _ids(request), add=True)
     return web.Response(status=204)
 
 
 async def remove_list_members(request: web.Request) -> web.Response:
-    _state(request).change_members(request.match_info["id"], _ids(request), add=False)
+    request_state(request).change_members(request.match_info["id"], _ids(request), add=False)
     return web.Response(status=204)
 
 
@@ -328,8 +330,8 @@ def _member_field(p: dict[str, Any], at: Any, f: str) -> Any:
 
 def _members(request: web.Request) -> tuple[list[dict[str, Any]], bool]:
     """The list's members matching the request's filter (``{"id", "profile", "joined"}``) and the sort order."""
-    state = _state(request)
-    conds = _conditions(request, MEMBER_FILTERS, {"joined_group_at"})
+    state = request_state(request)
+    conds = filter_conditions(request, MEMBER_FILTERS, {"joined_group_at"})
     _field, descending = _sort(request, {"joined_group_at"}, "joined_group_at", "list members")
     with state.lock:
         members = state.get_list(request.match_info["id"])["members"]
@@ -352,7 +354,7 @@ async def get_list_member_ids(request: web.Request) -> web.Response:
 
 
 async def get_list_profiles(request: web.Request) -> web.Response:
-    state = _state(request)
+    state = request_state(request)
     items, descending = _members(request)
     page, links = paginate(request, items, sort_value=lambda x: x["joined"], descending=descending,
                            page_size=page_size(request, 20, 100))
@@ -421,8 +423,8 @@ def _record(state: SandboxState, profile: dict[str, Any], attrs: dict[str, Any],
 
 
 async def create_event(request: web.Request) -> web.Response:
-    state = _state(request)
-    attrs = _data(request)["attributes"]
+    state = request_state(request)
+    attrs = body_data(request)["attributes"]
     with state.lock:
         checked = _checked(state, attrs, "/data/attributes", request[REVISION_KEY])
         profile = _event_profile(state, attrs["profile"]["data"])
@@ -431,8 +433,8 @@ async def create_event(request: web.Request) -> web.Response:
 
 
 async def bulk_create_events(request: web.Request) -> web.Response:
-    state = _state(request)
-    entries = _data(request)["attributes"]["events-bulk-create"]["data"]
+    state = request_state(request)
+    entries = body_data(request)["attributes"]["events-bulk-create"]["data"]
     with state.lock:
         # The whole job is checked before any of it is stored (a bad event fails the request).
         checked = [[_checked(state, ev["attributes"],
@@ -451,8 +453,8 @@ async def bulk_create_events(request: web.Request) -> web.Response:
 
 
 async def get_events(request: web.Request) -> web.Response:
-    state = _state(request)
-    conds = _conditions(request, EVENT_FILTERS, {"datetime"})
+    state = request_state(request)
+    conds = filter_conditions(request, EVENT_FILTERS, {"datetime"})
     _field, descending = _sort(request, {"datetime", "timestamp"}, "datetime", "events")
     with state.lock:
         def getter(e: dict[str, Any], f: str) -> Any:
@@ -478,8 +480,8 @@ async def get_events(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    state = _state(request)
-    conds = _conditions(request, METRIC_FILTERS)
+    state = request_state(request)
+    conds = filter_conditions(request, METRIC_FILTERS)
     with state.lock:
         items = [m for m in state.metrics.values()
                  if flt.matches(conds, lambda f: INTEGRATION[f.removeprefix("integration.")])]

@@ -36,9 +36,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from engine.errors import SandboxApiError
 from engine.klaviyo import revision as rev
 from engine.sandbox import _filters as flt
-from engine.sandbox._handlers import STATE_KEY, Handler, _attrs_and_patch, _conditions, _data, _state
+from engine.sandbox._handlers import (
+    STATE_KEY,
+    Handler,
+    attributes_and_patch,
+    body_data,
+    filter_conditions,
+    request_state,
+)
 from engine.sandbox._render import (
     REVISION_KEY,
     additional_fields,
@@ -49,7 +57,7 @@ from engine.sandbox._render import (
     paginate,
     profile_resource,
 )
-from engine.sandbox._state import SandboxApiError, SandboxState, invalid, iso, not_found
+from engine.sandbox._state import SandboxState, invalid, iso, not_found
 
 if TYPE_CHECKING:
     from engine.sandbox._server import SandboxOptions
@@ -156,9 +164,9 @@ def _list_id(data: dict[str, Any]) -> str | None:
 
 
 def _enqueue(request: web.Request, job: dict[str, Any]) -> dict[str, Any]:
-    state = _state(request)
+    state = request_state(request)
     with state.lock:
-        job["id"] = state._ulid()
+        job["id"] = state.new_id()
         job["revision"] = request[REVISION_KEY]
         job["next"] = 0
         state.jobs[job["id"]] = job
@@ -170,8 +178,8 @@ def _enqueue(request: web.Request, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _consent_job(kind: str, request: web.Request, limit: int, what: str) -> dict[str, Any]:
-    state = _state(request)
-    data = _data(request)
+    state = request_state(request)
+    data = body_data(request)
     profiles = _profiles_of(data)
     attrs = data["attributes"]
     if len(profiles) > limit:
@@ -257,11 +265,11 @@ def _apply_unsubscribe(state: SandboxState, job: dict[str, Any], entry: dict[str
 
 async def bulk_import_profiles(request: web.Request) -> web.Response:
     """``POST /api/profile-bulk-import-jobs``: 202 with the ``queued`` job."""
-    state = _state(request)
+    state = request_state(request)
     raw = await request.read()  # already read (and cached) by the pipeline
     if len(raw) > IMPORT_MAX_BYTES:
         raise payload_too_large()
-    data = _data(request)
+    data = body_data(request)
     profiles = _profiles_of(data)
     if len(profiles) > IMPORT_MAX_PROFILES:
         raise too_many(IMPORT_MAX_PROFILES, "a bulk profile import")
@@ -285,7 +293,7 @@ async def bulk_import_profiles(request: web.Request) -> web.Response:
 
 def _apply_import(state: SandboxState, job: dict[str, Any], index: int, entry: dict[str, Any],
                   joined: list[str]) -> None:
-    attrs, patch = _attrs_and_patch(entry, job["revision"])
+    attrs, patch = attributes_and_patch(entry, job["revision"])
     try:
         p, _ = state.import_profile(attrs, entry.get("id"), patch)
     except SandboxApiError as exc:
@@ -307,7 +315,7 @@ def _record_import_error(state: SandboxState, job: dict[str, Any], index: int, e
     pointer = f"/data/attributes/profiles/data/{index}"
     if exc.pointer and exc.pointer.startswith("/data/") and exc.pointer != "/data/":
         pointer += exc.pointer[len("/data"):]
-    job["errors"].append({"id": state._ulid(), "code": exc.code, "title": exc.title, "detail": exc.detail,
+    job["errors"].append({"id": state.new_id(), "code": exc.code, "title": exc.title, "detail": exc.detail,
                           "source": {"pointer": pointer}, "original_payload": entry})
     job["attributes"]["failed_count"] += 1
 
@@ -469,7 +477,7 @@ def mount(app: web.Application, state: SandboxState, options: SandboxOptions) ->
 
 def _import_job(request: web.Request, key: str = "id") -> dict[str, Any]:
     job_id = request.match_info[key]
-    job = _state(request).jobs.get(job_id)
+    job = request_state(request).jobs.get(job_id)
     if job is None or job.get("type") != BULK_IMPORT:
         raise not_found(f"A profile bulk import job with id {job_id} does not exist.")
     return job
@@ -494,8 +502,8 @@ def _job_resource(request: web.Request, job: dict[str, Any]) -> dict[str, Any]:
 
 async def get_bulk_import_jobs(request: web.Request) -> web.Response:
     """``GET /api/profile-bulk-import-jobs``: filter ``status`` (any / equals), sort ``created_at``."""
-    state = _state(request)
-    conds = _conditions(request, {"status": {"any", "equals"}})
+    state = request_state(request)
+    conds = filter_conditions(request, {"status": {"any", "equals"}})
     sort = request.query.get("sort", "created_at")
     if sort.lstrip("-") != "created_at":
         raise invalid(f"'{sort}' is not a valid sort for profile-bulk-import-jobs. "
@@ -512,7 +520,7 @@ async def get_bulk_import_jobs(request: web.Request) -> web.Response:
 
 async def get_bulk_import_job(request: web.Request) -> web.Response:
     """``GET /api/profile-bulk-import-jobs/{job_id}`` (``include=lists`` adds the lists)."""
-    state = _state(request)
+    state = request_state(request)
     with state.lock:
         job = _import_job(request, "job_id")
         body: dict[str, Any] = {"data": _job_resource(request, job)}
@@ -537,7 +545,7 @@ def _job_profiles(state: SandboxState, job: dict[str, Any]) -> Iterator[dict[str
 
 def _job_profile_page(request: web.Request, render: Any) -> web.Response:
     """One page of the profiles the job created or updated, each rendered by ``render(profile)``."""
-    state = _state(request)
+    state = request_state(request)
     with state.lock:
         job = _import_job(request)
         page, links = paginate(request, list(_job_profiles(state, job)), sort_value=lambda p: p["id"],
@@ -558,7 +566,7 @@ async def get_bulk_import_job_profile_ids(request: web.Request) -> web.Response:
 
 async def get_bulk_import_job_lists(request: web.Request) -> web.Response:
     """``GET …/{id}/lists``: the lists the job adds its profiles to."""
-    state = _state(request)
+    state = request_state(request)
     with state.lock:
         job = _import_job(request)
         data = [list_resource(request, state.lists[lid]) for lid in job.get("list_ids") or [] if lid in state.lists]
@@ -567,7 +575,7 @@ async def get_bulk_import_job_lists(request: web.Request) -> web.Response:
 
 async def get_bulk_import_job_list_ids(request: web.Request) -> web.Response:
     """``GET …/{id}/relationships/lists``."""
-    state = _state(request)
+    state = request_state(request)
     with state.lock:
         job = _import_job(request)
         data = [{"type": "list", "id": lid} for lid in job.get("list_ids") or []]
@@ -576,7 +584,7 @@ async def get_bulk_import_job_list_ids(request: web.Request) -> web.Response:
 
 async def get_bulk_import_job_errors(request: web.Request) -> web.Response:
     """``GET …/{id}/import-errors``: one ``import-error`` per profile the job could not import."""
-    state = _state(request)
+    state = request_state(request)
     with state.lock:
         job = _import_job(request)
         errors = [{"type": "import-error", "id": e.get("id") or f"{job['id']}-{n}",

@@ -43,10 +43,10 @@ from urllib.parse import unquote, urlencode, urlsplit
 from aiohttp import web
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
+from engine.errors import SandboxApiError, SandboxOAuthError
 from engine.klaviyo import scopes as klaviyo_scopes
 from engine.sandbox._render import REVISION_KEY
 from engine.sandbox._server import ROUTE_META_KEY, not_authenticated
-from engine.sandbox._state import SandboxApiError
 
 if TYPE_CHECKING:
     from engine.sandbox._server import AuthHook, SandboxOptions
@@ -83,17 +83,13 @@ class _Access:
     revoked: bool = False
 
 
-class _OAuthFailure(Exception):
-    def __init__(self, status: int, error: str, description: str) -> None:
-        super().__init__(description)
-        self.status, self.error, self.description = status, error, description
-
-    def response(self) -> web.Response:
-        headers = {"Cache-Control": "no-store"}
-        if self.status == 401:
-            headers["WWW-Authenticate"] = 'Basic realm="oauth"'
-        return web.json_response({"error": self.error, "error_description": self.description},
-                                 status=self.status, headers=headers)
+def _error_response(failure: SandboxOAuthError) -> web.Response:
+    """The token endpoint's answer for ``failure`` (RFC 6749 section 5.2)."""
+    headers = {"Cache-Control": "no-store"}
+    if failure.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="oauth"'
+    return web.json_response({"error": failure.error, "error_description": failure.description},
+                             status=failure.status, headers=headers)
 
 
 class SandboxOAuth:
@@ -236,7 +232,7 @@ class SandboxOAuth:
     async def _client(self, request: web.Request) -> tuple[str, dict[str, str]]:
         """Authenticate the client (HTTP Basic) and read the form body."""
         if request.content_type != "application/x-www-form-urlencoded":
-            raise _OAuthFailure(400, "invalid_request", "The body must be application/x-www-form-urlencoded.")
+            raise SandboxOAuthError(400, "invalid_request", "The body must be application/x-www-form-urlencoded.")
         form = {k: str(v) for k, v in (await request.post()).items()}
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         client_id = secret = ""
@@ -247,7 +243,7 @@ class SandboxOAuth:
                 client_id = ""
         client_id, secret = unquote(client_id), unquote(secret)
         if not client_id or not self._client_ok(client_id, secret):
-            raise _OAuthFailure(401, "invalid_client", "Client authentication failed.")
+            raise SandboxOAuthError(401, "invalid_client", "Client authentication failed.")
         return client_id, form
 
     async def token(self, request: web.Request) -> web.Response:
@@ -262,30 +258,30 @@ class SandboxOAuth:
                 body = self._refresh(client_id, form)
                 self._bump("oauth_refresh")
             else:
-                raise _OAuthFailure(400, "unsupported_grant_type", f"Unsupported grant_type {grant!r}.")
-        except _OAuthFailure as failure:
-            return failure.response()
+                raise SandboxOAuthError(400, "unsupported_grant_type", f"Unsupported grant_type {grant!r}.")
+        except SandboxOAuthError as failure:
+            return _error_response(failure)
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     def _exchange(self, client_id: str, form: dict[str, str]) -> dict[str, Any]:
         rec = self.codes.get(form.get("code", ""))
         if rec is None or rec.client_id != client_id:
-            raise _OAuthFailure(400, "invalid_grant", "Invalid authorization code.")
+            raise SandboxOAuthError(400, "invalid_grant", "Invalid authorization code.")
         if rec.used:
             for token in rec.refresh_tokens:  # a replayed code revokes what it granted (RFC 6749 4.1.2)
                 self._revoke_refresh(token)
-            raise _OAuthFailure(400, "invalid_grant", "Authorization code has already been used.")
+            raise SandboxOAuthError(400, "invalid_grant", "Authorization code has already been used.")
         rec.used = True
         if rec.expires_at <= time.time():
-            raise _OAuthFailure(400, "invalid_grant", "Authorization code has expired.")
+            raise SandboxOAuthError(400, "invalid_grant", "Authorization code has expired.")
         if form.get("redirect_uri") != rec.redirect_uri:
-            raise _OAuthFailure(400, "invalid_grant", "redirect_uri does not match the authorization request.")
+            raise SandboxOAuthError(400, "invalid_grant", "redirect_uri does not match the authorization request.")
         verifier = form.get("code_verifier", "")
         if not _VERIFIER.match(verifier):
-            raise _OAuthFailure(400, "invalid_grant", 'Invalid "code_verifier"')
+            raise SandboxOAuthError(400, "invalid_grant", 'Invalid "code_verifier"')
         # types-Authlib leaves create_s256_code_challenge unannotated
         if not secrets.compare_digest(create_s256_code_challenge(verifier), rec.challenge):  # type: ignore[no-untyped-call]
-            raise _OAuthFailure(400, "invalid_grant", "Code challenge failed.")
+            raise SandboxOAuthError(400, "invalid_grant", "Code challenge failed.")
         refresh = "sbx_rt_" + secrets.token_urlsafe(32)
         self.refresh_tokens[refresh] = _Refresh(client_id, rec.scope)
         rec.refresh_tokens.append(refresh)
@@ -295,7 +291,7 @@ class SandboxOAuth:
         old = form.get("refresh_token", "")
         rec = self.refresh_tokens.get(old)
         if rec is None or rec.revoked or rec.client_id != client_id:
-            raise _OAuthFailure(400, "invalid_grant", "Invalid or revoked refresh token.")
+            raise SandboxOAuthError(400, "invalid_grant", "Invalid or revoked refresh token.")
         refresh = old
         if self.options.oauth_rotate_refresh:
             rec.revoked = True  # the old one stops working; its access tokens live on until expiry
@@ -325,8 +321,8 @@ class SandboxOAuth:
         """``POST /oauth/revoke``: revoke a refresh token (and its access tokens) or an access token."""
         try:
             client_id, form = await self._client(request)
-        except _OAuthFailure as failure:
-            return failure.response()
+        except SandboxOAuthError as failure:
+            return _error_response(failure)
         token = form.get("token", "")
         self._bump("oauth_revoke")
         refresh = self.refresh_tokens.get(token)

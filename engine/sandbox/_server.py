@@ -27,13 +27,14 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.errors import SandboxApiError
 from engine.klaviyo import revision as rev
 from engine.klaviyo.ratelimit import Tier, resolve_tiers
 from engine.sandbox import _jobs
 from engine.sandbox._handlers import ROUTES, STATE_KEY, Handler
 from engine.sandbox._render import BODY_KEY, JSONAPI, REVISION_KEY, body_response
 from engine.sandbox._spec import spec_for
-from engine.sandbox._state import SandboxApiError, SandboxState, invalid
+from engine.sandbox._state import SandboxState, invalid
 
 
 @dataclass

@@ -23,7 +23,7 @@ from referencing.jsonschema import DRAFT7
 
 from engine._shipped import shipped
 from engine.klaviyo import revision as rev
-from engine.sandbox._state import SandboxApiError, invalid
+from engine.sandbox._state import invalid
 
 SPEC_DIR = shipped("schemas", "klaviyo")
 SPEC_FILES = {"2023-10-15": "openapi-2023-10-15.json", "2026-07-15": "openapi-stable-latest.json"}
@@ -177,4 +177,4 @@ def spec_for(revision: str) -> Spec:
         return _load(spec_revision_for(revision))
 
 
-__all__ = ["Spec", "spec_for", "spec_revision_for", "SandboxApiError", "SPEC_DIR"]
+__all__ = ["Spec", "spec_for", "spec_revision_for", "SPEC_DIR"]

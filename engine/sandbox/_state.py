@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from engine.errors import SandboxApiError
 from engine.sandbox._filters import Condition, matches
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
@@ -36,18 +37,6 @@ PROFILE_FIELDS = (
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-class SandboxApiError(Exception):
-    """A Klaviyo-shaped rejection; the server renders it as a JSON:API ``errors`` body."""
-
-    def __init__(
-        self, status: int, code: str, title: str, detail: str, *,
-        pointer: str | None = None, parameter: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.title, self.detail = status, code, title, detail
-        self.pointer, self.parameter, self.meta = pointer, parameter, meta or {}
 
 
 def invalid(detail: str, *, pointer: str | None = None, parameter: str | None = None) -> SandboxApiError:
@@ -178,7 +167,7 @@ class SandboxState:
 
     # -- ids -------------------------------------------------------------------------
 
-    def _ulid(self) -> str:
+    def new_id(self) -> str:
         """A 26-character, time-ordered id like Klaviyo's profile ids."""
         self._counter += 1
         ms = int(datetime.now(UTC).timestamp() * 1000)
@@ -334,7 +323,7 @@ class SandboxState:
             if dup is not None:
                 raise self.duplicate(dup)
             now = self.clock()
-            p: dict[str, Any] = {"id": self._ulid(), "attributes": {"location": {}, "properties": {}}, "created": now,
+            p: dict[str, Any] = {"id": self.new_id(), "attributes": {"location": {}, "properties": {}}, "created": now,
                  "updated": now, "subscriptions": _default_subscriptions(), "last_event_date": None}
             self._apply(p, attrs, patch)
             self.profiles[p["id"]] = p
@@ -526,7 +515,7 @@ class SandboxState:
                 return False
             self._event_keys.add(key)
             self.events.append({
-                "id": self._ulid(), "metric_id": metric["id"], "profile_id": profile["id"],
+                "id": self.new_id(), "metric_id": metric["id"], "profile_id": profile["id"],
                 "properties": properties, "datetime": when, "value": value, "unique_id": uid,
             })
             if profile["last_event_date"] is None or when > profile["last_event_date"]:
@@ -593,4 +582,4 @@ class SandboxState:
         return _jobs.drain(self, limit)
 
 
-__all__ = ["SandboxState", "SandboxApiError", "invalid", "not_found", "iso", "now_utc"]
+__all__ = ["SandboxState", "invalid", "not_found", "iso", "now_utc"]

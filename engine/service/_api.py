@@ -19,7 +19,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from engine.errors import HubError, HubNotFoundError, HubRecordError, KlaviyoSyncError, Location, ServiceError
+from engine.errors import (
+    HubError,
+    HubNotFoundError,
+    HubRecordError,
+    Location,
+    RefusedRecordsError,
+    ServiceError,
+)
 from engine.hub import SqliteHub
 from engine.hub._records import check_customer, check_transaction
 from engine.klaviyo import revision as rev
@@ -64,7 +71,7 @@ def too_large(limit: int) -> ServiceError:
                         code="V413", status=413, location=Location(file=BODY))
 
 
-def _int(request: web.Request, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
+def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
     text = request.query.get(name)
     if text is None or text == "":
         return default
@@ -78,7 +85,7 @@ def _int(request: web.Request, name: str, default: int, *, low: int = 0, high: i
     return value
 
 
-def _path_id(request: web.Request, name: str = "id") -> int:
+def path_id(request: web.Request, name: str = "id") -> int:
     text = request.match_info[name]
     try:
         return int(text)
@@ -161,7 +168,7 @@ async def _write(request: web.Request, kind: str, *, record_id: int | None = Non
                 items = [{**body, "Id": record_id}]
     errors = _check_items(items, checker, single, partial=partial)
     if errors:
-        raise _Many(errors)
+        raise RefusedRecordsError(errors)
     stored = await svc.db(_store, svc.hub_api, entity, items, single, record_id if partial else None)
     queued = await svc.db(svc.hub_api.queue_length)
     if any(outcome != "unchanged" for _, outcome in stored):
@@ -179,26 +186,16 @@ def _with_link(hub: SqliteHub, entity: str, record: dict[str, Any]) -> dict[str,
     return {**record, "KlaviyoId": hub.get_klaviyo_id(entity, int(record["Id"]))}
 
 
-class _Many(KlaviyoSyncError):
-    """Several located record errors, answered together (422)."""
-
-    code = "H001"
-
-    def __init__(self, errors: list[HubError]) -> None:
-        self.errors = errors
-        super().__init__(f"{len(errors)} record(s) refused; nothing was stored", code=errors[0].code)
-
-
 async def create_customers(request: web.Request) -> web.Response:
     return await _write(request, "customers")
 
 
 async def put_customer(request: web.Request) -> web.Response:
-    return await _write(request, "customers", record_id=_path_id(request))
+    return await _write(request, "customers", record_id=path_id(request))
 
 
 async def patch_customer(request: web.Request) -> web.Response:
-    return await _write(request, "customers", record_id=_path_id(request), partial=True)
+    return await _write(request, "customers", record_id=path_id(request), partial=True)
 
 
 async def create_transactions(request: web.Request) -> web.Response:
@@ -206,12 +203,12 @@ async def create_transactions(request: web.Request) -> web.Response:
 
 
 async def put_transaction(request: web.Request) -> web.Response:
-    return await _write(request, "transactions", record_id=_path_id(request))
+    return await _write(request, "transactions", record_id=path_id(request))
 
 
 async def _get(request: web.Request, entity: str) -> web.Response:
     svc = _service(request)
-    hub_id = _path_id(request)
+    hub_id = path_id(request)
     view = await svc.db(record_view, svc.hub_api, entity, hub_id)
     if view is None:
         raise HubNotFoundError(f"no {entity} with Id {hub_id}", code="H003", location=Location(record_id=str(hub_id)))
@@ -241,25 +238,25 @@ def error_filter(query: Mapping[str, str]) -> ErrorFilter:
 async def list_errors(request: web.Request) -> web.Response:
     svc = _service(request)
     flt = error_filter(request.query)
-    limit = _int(request, "limit", 50, low=1, high=MAX_PAGE)
-    offset = _int(request, "offset", 0)
+    limit = query_int(request, "limit", 50, low=1, high=MAX_PAGE)
+    offset = query_int(request, "offset", 0)
     entries, total = await svc.db(search_errors, svc.hub_api, flt, limit=limit, offset=offset)
     return ok({"total": total, "limit": limit, "offset": offset, "filter": flt.to_dict(), "entries": entries})
 
 
 async def resolve_error(request: web.Request) -> web.Response:
     svc = _service(request)
-    return ok(await svc.db(svc.hub_api.errors.resolve, _path_id(request)))
+    return ok(await svc.db(svc.hub_api.errors.resolve, path_id(request)))
 
 
 async def retry_error(request: web.Request) -> web.Response:
     svc = _service(request)
-    return ok(await svc.retry(_path_id(request)))
+    return ok(await svc.retry(path_id(request)))
 
 
 async def get_queue(request: web.Request) -> web.Response:
     svc = _service(request)
-    limit = _int(request, "limit", 100, low=1, high=MAX_PAGE)
+    limit = query_int(request, "limit", 100, low=1, high=MAX_PAGE)
     changes = await svc.db(svc.hub_api.pending_changes, limit)
     length = await svc.db(svc.hub_api.queue_length)
     return ok({"length": length, "dispatching": svc.dispatching, "changes": [asdict(c) for c in changes]})

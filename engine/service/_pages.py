@@ -161,7 +161,7 @@ async def dashboard(request: web.Request) -> web.Response:
 async def errors_page(request: web.Request) -> web.Response:
     svc = request.app[_api.SERVICE]
     flt = _api.error_filter(request.query)
-    page = max(1, _api._int(request, "page", 1, low=1))
+    page = max(1, _api.query_int(request, "page", 1, low=1))
     entries, total = await svc.db(search_errors, svc.hub_api, flt, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     facets = await svc.db(error_facets, svc.hub_api)
     query = {k: v for k, v in {"flow": flt.flow, "level": flt.level, "code": flt.code, "record": flt.record,
@@ -178,14 +178,14 @@ async def errors_page(request: web.Request) -> web.Response:
 
 async def resolve_action(request: web.Request) -> web.StreamResponse:
     svc = request.app[_api.SERVICE]
-    entry = await svc.db(svc.hub_api.errors.resolve, _api._path_id(request))
+    entry = await svc.db(svc.hub_api.errors.resolve, _api.path_id(request))
     back = str(_form(request).get("back") or "")
     return _redirect(_safe_next(back) if back else f"/errors?record={entry['HubId'] or entry['KlaviyoId'] or ''}&all=1")
 
 
 async def retry_action(request: web.Request) -> web.Response:
     svc = request.app[_api.SERVICE]
-    result = await svc.retry(_api._path_id(request))
+    result = await svc.retry(_api.path_id(request))
     return render(request, "result.html", title="Retry", result=result, ok=result["ok"],
                   back=_safe_next(str(_form(request).get("back") or "/errors")))
 
@@ -216,7 +216,7 @@ async def record_page(request: web.Request) -> web.Response:
     if entity is None:
         raise ServiceError(f"no such record kind: {request.match_info['entity'][:40]!r} (customer or transaction)",
                            code="V404", status=404)
-    hub_id = _api._path_id(request)
+    hub_id = _api.path_id(request)
     view = await svc.db(record_view, svc.hub_api, entity, hub_id)
     if view is None:
         raise ServiceError(f"no {entity} with Id {hub_id} in the hub", code="V404", status=404)

@@ -77,9 +77,9 @@ class _ClaimTracker:
         self.held.pop(change.id if isinstance(change, QueuedChange) else change, None)
         return self._hub.ack_change(change)
 
-    def release_change(self, change: QueuedChange | int, *, delay: float = 0.0) -> None:
+    def release_change(self, change: QueuedChange | int, *, delay: float = 0.0, failed: bool = False) -> None:
         self.held.pop(change.id if isinstance(change, QueuedChange) else change, None)
-        self._hub.release_change(change, delay=delay)
+        self._hub.release_change(change, delay=delay, failed=failed)
 
     def release_all(self) -> int:
         held, self.held = list(self.held.values()), {}

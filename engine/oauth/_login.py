@@ -1,29 +1,8 @@
-"""Connecting to Klaviyo with OAuth: login, status, logout (the token source is in ``_oauth_source``).
+"""``auth login``, ``auth status`` and ``auth logout``: the browser dance on a loopback listener,
+how the engine connects (no secrets), and revoking at Klaviyo.
 
-Klaviyo offers two ways in (seed 004): a private API key, or OAuth, where the
-user authorises the integration in the browser and the integration stores and
-refreshes the tokens.  An OAuth install also gets its own rate-limit quota.
-
-Glossary:
-
-- **authorize URL**: the browser page where the user allows or denies access
-  (``www.klaviyo.com/oauth/authorize`` for Klaviyo; ``<api_url>/oauth/authorize``
-  for the sandbox, or ``oauth.authorize_url`` in the settings).
-- **state**: a random value sent with the authorize URL and checked on the
-  redirect, so a redirect we did not start is refused.
-- **PKCE** (S256): a random *verifier* stays here; its SHA-256 *challenge* goes in
-  the URL; the code exchange must present the verifier, so a stolen code is useless.
-- **code exchange**: ``POST <api_url>/oauth/token`` with a form body,
-  HTTP Basic client authentication and the verifier; the answer holds the access
-  token (short-lived), the refresh token and ``expires_in``.
-- **hub token store**: ``hub.save_token("klaviyo", ...)``; the hub file is owner-only.
-
-:func:`login` runs the whole browser dance against a loopback listener,
-:func:`connection_status` says how the engine connects (no secrets), and
-:func:`logout` revokes at Klaviyo and forgets locally.  Every failure raises an
-:class:`~engine.errors.AuthError` carrying the catalog text (seed 002) and is
-written to the hub's error log under the flow ``"Authorization and Connection"``.
-Tokens never appear in a message, a log line or an output.
+Every failure raises an :class:`~engine.errors.AuthError` carrying the catalog text (seed 002),
+written to the hub's error log under :data:`~engine.oauth._client.FLOW`.
 """
 
 from __future__ import annotations
@@ -33,7 +12,6 @@ import contextlib
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,26 +20,37 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import httpx
 from aiohttp import web
 from authlib.common.security import generate_token
-from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.base_client.errors import OAuthError
 
-with warnings.catch_warnings():
-    # authlib 1.9 prefers the httpx2 fork and warns when it falls back to httpx; the
-    # engine is built on httpx (the Klaviyo client, MockTransport tests), so stay on it.
-    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
-    from authlib.integrations.httpx_client import AsyncOAuth2Client
-
 from engine import catalog
-from engine.errors import AuthConfigError, AuthError, AuthorizationError, KlaviyoSyncError, ScopeNotGrantedWarning
-from engine.hub._redact import redact, secret_forms
+from engine.errors import (
+    AuthConfigError,
+    AuthorizationCodeError,
+    AuthorizationDataError,
+    KlaviyoSyncError,
+    RedirectUrlError,
+    RedirectUrlMissingError,
+    RevocationError,
+    ScopeNotGrantedWarning,
+    TokenExchangeError,
+)
 from engine.klaviyo import scopes as klaviyo_scopes
+from engine.oauth._client import (
+    FLOW,
+    PROVIDER,
+    answered,
+    client_credentials,
+    http_detail,
+    log_auth_error,
+    oauth_client,
+    oauth_endpoints,
+    scrub,
+    store_tokens,
+)
 from engine.settings import Settings
 
 log = logging.getLogger("engine.oauth")
 
-PROVIDER = "klaviyo"
-FLOW = "Authorization and Connection"
-KLAVIYO_AUTHORIZE_URL = "https://www.klaviyo.com/oauth/authorize"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _DONE_PAGE = (
@@ -70,108 +59,17 @@ _DONE_PAGE = (
 )
 
 
-# -- configuration ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OAuthEndpoints:
-    """Where each OAuth step goes. Token and revoke sit on the API host (Klaviyo blocks
-    them on www since 2025-03-31); the browser page on www for Klaviyo."""
-
-    authorize_url: str
-    token_url: str
-    revoke_url: str
-
-
-def oauth_endpoints(settings: Settings) -> OAuthEndpoints:
-    """The endpoints for these settings (see :class:`OAuthEndpoints`)."""
-    base = settings.api_url.rstrip("/")
-    host = (urlsplit(base).hostname or "").lower()
-    on_klaviyo = host == "klaviyo.com" or host.endswith(".klaviyo.com")
-    authorize = settings.oauth.authorize_url or (
-        KLAVIYO_AUTHORIZE_URL if on_klaviyo else f"{base}/oauth/authorize")
-    return OAuthEndpoints(authorize, f"{base}/oauth/token", f"{base}/oauth/revoke")
-
-
-def log_auth_error(hub: Any, err: KlaviyoSyncError) -> None:
-    """Write ``err`` to the hub's error log under :data:`FLOW` (no-op without a hub)."""
-    if hub is None:
-        return
-    try:
-        hub.errors.log(FLOW, err.message, code=err.code, detail=err.detail)
-    except Exception:  # the log must never hide the error being reported
-        log.exception("could not write the authorisation error to the hub error log")
-
-
-def secret_forms_of(settings: Settings) -> tuple[str, ...]:
-    """Every spelling of this subscription's secrets an echoed request may show: the client
-    secret raw, URL-encoded and as HTTP Basic ``base64(client_id:client_secret)`` (standard,
-    URL-safe, unpadded, URL-encoded), and the API key raw and URL-encoded."""
-    forms: list[str] = []
-    secret = settings.oauth.client_secret.reveal() if settings.oauth.client_secret else ""
-    if secret:
-        forms += secret_forms(secret, client_id=settings.oauth.client_id or "")
-    api_key = settings.api_key.reveal() if settings.api_key is not None else ""
-    if api_key:
-        forms += secret_forms(api_key)
-    return tuple(forms)
-
-
-def scrub(settings: Settings, text: str, limit: int = 300) -> str:
-    """``text`` from an OAuth HTTP answer made safe to print and store: every form of the
-    client secret and API key masked (:func:`secret_forms_of`), token shapes masked, cut to
-    ``limit`` characters (a hostile endpoint may echo the whole request back)."""
-    clean = redact(text, secret_forms_of(settings))
-    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
-
-
-def answered(settings: Settings, exc: OAuthError) -> str:
-    """``Klaviyo answered <error>[: <description>]`` for a token-endpoint error, scrubbed."""
-    text = f"Klaviyo answered {exc.error}" + (f": {exc.description}" if exc.description else "")
-    return scrub(settings, text)
-
-
-def _failed(hub: Any, err: AuthError) -> AuthError:
-    log_auth_error(hub, err)
-    return err
-
-
-def client_credentials(settings: Settings, hub: Any) -> tuple[str, str]:
-    """``(client_id, client_secret)``, or the catalog error for the first one missing (logged)."""
-    client_id = settings.oauth.client_id
-    secret = settings.oauth.client_secret.reveal() if settings.oauth.client_secret else ""
-    if not client_id:
-        raise _failed(hub, AuthConfigError(catalog.AUTH_CLIENT_ID_NOT_CONFIGURED, code="A001",
-                                           detail="set oauth.client_id in the settings file"))
-    if not secret:
-        raise _failed(hub, AuthConfigError(catalog.AUTH_CLIENT_SECRET_NOT_CONFIGURED, code="A002",
-                                           detail="set oauth.client_secret (e.g. ${KLAVIYO_CLIENT_SECRET})"))
-    return client_id, secret
-
-
-def oauth_client(settings: Settings, hub: Any, *, transport: httpx.AsyncBaseTransport | None = None,
-                 timeout: float = 30.0, **kwargs: Any) -> AsyncOAuth2Client:
-    """An authlib client that authenticates to the token endpoint with HTTP Basic."""
-    client_id, secret = client_credentials(settings, hub)
-    extra: dict[str, Any] = {"timeout": timeout}
-    if transport is not None:
-        extra["transport"] = transport
-    return AsyncOAuth2Client(
-        client_id, secret, token_endpoint_auth_method="client_secret_basic",
-        revocation_endpoint_auth_method="client_secret_basic", **kwargs, **extra)
-
-
 def _loopback_redirect(settings: Settings, hub: Any) -> tuple[str, str, int | None, str]:
     """``(redirect_url, host, port, path)`` of a usable loopback redirect URL, else the error."""
     url = settings.oauth.redirect_url
     if not url:
-        raise _failed(hub, AuthConfigError(catalog.AUTH_REDIRECT_URL_NOT_CONFIGURED, code="A003",
-                                           detail="set oauth.redirect_url, e.g. http://127.0.0.1:8765/callback"))
+        raise log_auth_error(hub, RedirectUrlMissingError(catalog.AUTH_REDIRECT_URL_NOT_CONFIGURED,
+                                                   detail="set oauth.redirect_url, e.g. http://127.0.0.1:8765/callback"))
     parts = urlsplit(url)
     if parts.scheme != "http" or (parts.hostname or "") not in LOOPBACK_HOSTS:
-        raise _failed(hub, AuthConfigError(
+        raise log_auth_error(hub, RedirectUrlError(
             f"auth login listens on this machine, so oauth.redirect_url must be a loopback http URL "
-            f"such as http://127.0.0.1:8765/callback (got {url})", code="A004"))
+            f"such as http://127.0.0.1:8765/callback (got {url})"))
     return url, parts.hostname or "127.0.0.1", parts.port, parts.path or "/"
 
 
@@ -310,27 +208,6 @@ def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def store_tokens(hub: Any, token: Mapping[str, Any], *, previous: Mapping[str, Any] | None = None,
-                 requested: tuple[str, ...] = ()) -> None:
-    """Save a token-endpoint answer in the hub: expiry from ``expires_in``; a refresh token
-    the answer leaves out keeps the previous one; scopes from ``scope`` or what was asked."""
-    expires_in = token.get("expires_in")
-    try:
-        expires_at = time.time() + float(expires_in) if expires_in is not None else None
-    except (TypeError, ValueError):
-        expires_at = None
-    scope = token.get("scope")
-    scopes = (scope.split() if isinstance(scope, str) else list(scope) if isinstance(scope, list)
-              else list(previous.get("scopes") or []) if previous else list(requested))
-    hub.save_token(
-        PROVIDER,
-        access_token=str(token["access_token"]),
-        refresh_token=token.get("refresh_token") or (previous or {}).get("refresh_token"),
-        expires_at=expires_at,
-        scopes=scopes or list(requested),
-    )
-
-
 class _Listener:
     """The loopback web server that receives Klaviyo's redirect (one request matters)."""
 
@@ -418,9 +295,8 @@ async def login(
     try:
         bound = await listener.start()
     except OSError as exc:
-        raise _failed(hub, AuthConfigError(
-            f"cannot listen for the redirect on {host}:{listener.port}: {exc.strerror or exc}",
-            code="A004")) from None
+        raise log_auth_error(hub, RedirectUrlError(
+            f"cannot listen for the redirect on {host}:{listener.port}: {exc.strerror or exc}")) from None
     try:
         parts = urlsplit(redirect_url)
         netloc = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
@@ -440,8 +316,8 @@ async def login(
             try:
                 query = await asyncio.wait_for(asyncio.shield(listener.result), timeout)
             except TimeoutError:
-                raise _failed(hub, AuthorizationError(
-                    catalog.AUTH_DATA_MISSING, code="A010",
+                raise log_auth_error(hub, AuthorizationDataError(
+                    catalog.AUTH_DATA_MISSING,
                     detail=f"no redirect from Klaviyo reached {redirect_uri} within {timeout:g}s")) from None
             finally:
                 if opener is not None:
@@ -451,14 +327,14 @@ async def login(
                 token = await client.fetch_token(endpoints.token_url, grant_type="authorization_code",
                                                  code=code, code_verifier=verifier, redirect_uri=redirect_uri)
             except OAuthError as exc:
-                raise _failed(hub, AuthorizationError(
-                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012", detail=answered(settings, exc),
+                raise log_auth_error(hub, TokenExchangeError(
+                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, detail=answered(settings, exc),
                 )) from None
             except (httpx.HTTPError, ValueError) as exc:
-                raise _failed(hub, AuthorizationError(
-                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012", detail=_http_detail(exc))) from None
+                raise log_auth_error(hub, TokenExchangeError(
+                    catalog.AUTH_TOKEN_EXCHANGE_FAILED, detail=http_detail(exc))) from None
         if not token.get("access_token"):
-            raise _failed(hub, AuthorizationError(catalog.AUTH_TOKEN_EXCHANGE_FAILED, code="A012",
+            raise log_auth_error(hub, TokenExchangeError(catalog.AUTH_TOKEN_EXCHANGE_FAILED,
                                                   detail="the token answer held no access_token"))
         store_tokens(hub, token, requested=scopes)
         log.info("OAuth connection stored for client %s", client_id)
@@ -513,31 +389,22 @@ def _read_pasted(read: Callable[[], str | None], result: asyncio.Future[dict[str
 def _check_redirect(query: Mapping[str, str], state: str, hub: Any, settings: Settings) -> str:
     """The code from Klaviyo's redirect, or the catalog error that fits what came back."""
     if not query:
-        raise _failed(hub, AuthorizationError(catalog.AUTH_DATA_MISSING, code="A010",
-                                              detail="the redirect carried no parameters"))
+        raise log_auth_error(hub, AuthorizationDataError(catalog.AUTH_DATA_MISSING,
+                                                  detail="the redirect carried no parameters"))
     if "error" in query:
         why = query.get("error_description")
-        raise _failed(hub, AuthorizationError(
-            catalog.AUTH_CODE_MISSING, code="A011",
+        raise log_auth_error(hub, AuthorizationCodeError(
+            catalog.AUTH_CODE_MISSING,
             detail=scrub(settings, f"Klaviyo answered {query['error']}" + (f": {why}" if why else ""))))
     if query.get("state") != state:
-        raise _failed(hub, AuthorizationError(
-            catalog.AUTH_CODE_MISSING, code="A011",
+        raise log_auth_error(hub, AuthorizationCodeError(
+            catalog.AUTH_CODE_MISSING,
             detail="the state value on the redirect does not match this login (a stale or foreign link)"))
     code = query.get("code")
     if not code:
-        raise _failed(hub, AuthorizationError(catalog.AUTH_CODE_MISSING, code="A011",
-                                              detail="the redirect carried no code"))
+        raise log_auth_error(hub, AuthorizationCodeError(catalog.AUTH_CODE_MISSING,
+                                                  detail="the redirect carried no code"))
     return code
-
-
-def _http_detail(exc: Exception) -> str:
-    """A secret-free description of a failed token-endpoint call."""
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"the token endpoint answered HTTP {exc.response.status_code}"
-    if isinstance(exc, httpx.HTTPError):
-        return f"An error occurred while contacting Klaviyo: {type(exc).__name__}"
-    return "the token endpoint's answer was not a JSON object"
 
 
 # -- status and logout -------------------------------------------------------------------
@@ -624,17 +491,16 @@ async def logout(settings: Settings, hub: Any, *,
     except AuthConfigError as err:
         detail = f"not revoked at Klaviyo: {err.message}"
     except httpx.HTTPError as exc:
-        detail = f"not revoked at Klaviyo: {_http_detail(exc)}"
+        detail = f"not revoked at Klaviyo: {http_detail(exc)}"
     if detail and revoked is False:
-        log_auth_error(hub, AuthError("The OAuth connection was removed locally but could not be "
-                                      "revoked at Klaviyo; remove the integration in Klaviyo "
-                                      "(Profile > Integrations).", code="A030", detail=detail))
+        log_auth_error(hub, RevocationError("The OAuth connection was removed locally but could not be "
+                                            "revoked at Klaviyo; remove the integration in Klaviyo "
+                                            "(Profile > Integrations).", detail=detail))
     deleted = hub.delete_token(PROVIDER)
     return LogoutResult(True, revoked, deleted, detail)
 
 
 __all__ = [
-    "FLOW", "PROVIDER", "KLAVIYO_AUTHORIZE_URL", "ConnectionStatus", "LogoutResult", "OAuthEndpoints",
-    "client_credentials", "connection_status", "log_auth_error", "login", "logout", "oauth_client",
-    "oauth_endpoints", "redirect_query", "required_scopes", "requested_scopes", "scope_warnings", "store_tokens",
+    "LOOPBACK_HOSTS", "ConnectionStatus", "LogoutResult", "connection_status", "login", "logout", "redirect_query",
+    "required_scopes", "requested_scopes", "scope_warnings",
 ]

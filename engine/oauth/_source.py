@@ -1,4 +1,4 @@
-"""The OAuth token source the Klaviyo client calls (``TokenSource`` in ``engine.klaviyo._transport``).
+"""The OAuth token source the Klaviyo client calls (:class:`~engine.klaviyo.TokenSource`).
 
 Contract, as the client uses it:
 
@@ -39,8 +39,16 @@ from typing import Any
 import httpx
 from authlib.integrations.base_client.errors import OAuthError
 
-from engine.errors import AuthError, KlaviyoConnectionError, ReauthorizationRequired
-from engine.oauth import PROVIDER, _http_detail, log_auth_error, oauth_client, oauth_endpoints, scrub, store_tokens
+from engine.errors import AuthError, KlaviyoConnectionError, ReauthorizationRequired, RefreshError
+from engine.oauth._client import (
+    PROVIDER,
+    http_detail,
+    log_auth_error,
+    oauth_client,
+    oauth_endpoints,
+    scrub,
+    store_tokens,
+)
 from engine.settings import Settings
 
 log = logging.getLogger("engine.oauth")
@@ -174,9 +182,9 @@ class HubTokenSource:
                                                    refresh_token=refresh_token)
         except OAuthError as exc:
             if exc.error == "invalid_client":
-                failure: AuthError = AuthError(
+                failure: AuthError = RefreshError(
                     "The Klaviyo access token could not be refreshed: Klaviyo rejected the client "
-                    "credentials; check oauth.client_id and oauth.client_secret.", code="A021",
+                    "credentials; check oauth.client_id and oauth.client_secret.",
                     detail="Klaviyo answered invalid_client")
             else:
                 failure = ReauthorizationRequired(
@@ -185,12 +193,12 @@ class HubTokenSource:
         except (httpx.HTTPError, ValueError) as exc:
             conn = KlaviyoConnectionError(
                 f"An error occurred while contacting Klaviyo: refreshing the OAuth access token failed "
-                f"({_http_detail(exc)})")
+                f"({http_detail(exc)})")
             log_auth_error(self.hub, conn)
             raise conn from None
         if not token.get("access_token"):
-            failure = AuthError("The Klaviyo access token could not be refreshed: the answer held no "
-                                "access token.", code="A021")
+            failure = RefreshError("The Klaviyo access token could not be refreshed: the answer held no "
+                                   "access token.")
             log_auth_error(self.hub, failure)
             raise failure
         store_tokens(self.hub, token, previous=stored)
