@@ -1,5 +1,24 @@
 """klaviyo-sync: a Klaviyo integration engine run from declarative YAML mapping collections.
 
+Where each step of one record's way lives (read the modules in this order):
+
+1. **collection** -- ``collections/*.yaml`` is read by :mod:`engine.collection.load` (YAML with
+   line marks, JSON Schema), compiled file by file by :mod:`engine.collection.compile` (each row
+   through ``ROW_KINDS``, formulas through :mod:`engine.formula`) and tied together by
+   :mod:`engine.collection.graph` (parents, children) into a :class:`CollectionSet`.
+2. **plan** -- a compiled :class:`Collection` (:mod:`engine.collection.model`): its rows,
+   ``let`` names, filter and children, frozen; destinations checked against :mod:`engine.vocab`.
+3. **record** -- :class:`~engine.runner.Runner` runs one record through a collection and its
+   children; :class:`~engine.mapper.Mapper` evaluates the rows into a payload, or the located
+   problems (:class:`~engine.errors.KlaviyoSyncError`) that make it invalid.
+4. **payload** -- :mod:`engine.payloads` turns a mapped payload into the pieces of Klaviyo
+   requests (profile attributes, lists, consent; an event's metric, properties, unique id).
+5. **Klaviyo** -- the flows decide the calls: :mod:`engine.flows.outbound` (dispatch / push, through
+   ``_outbound_profiles`` and ``_outbound_orders``) and :mod:`engine.flows.inbound` (poll / sync,
+   through ``_inbound_transfer`` into the hub); they hold a :class:`~engine.hub.HubStore` and a
+   :class:`~engine.klaviyo.KlaviyoApi`, which :class:`~engine.klaviyo.KlaviyoClient` implements over
+   HTTP (:mod:`engine.klaviyo._transport`).
+
 Table of contents:
 
 Collections and mapping (pure, no I/O)
