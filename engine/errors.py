@@ -96,6 +96,17 @@ Tree::
     ├── DemoFolderError           ``demo --dir`` names a folder holding files the demo did not write  D001
     ├── DocsTargetError           ``docs --out`` would replace files it did not write, or two pages collide  G001-G002
     └── ServiceError              the ``serve`` process or one request to it (``status`` = HTTP)  V0xx
+        ├── ServeLockHeldError    another ``serve`` holds the hub                           V001
+        ├── UnprotectedHostError  a non-loopback host without ``service.token``             V002
+        ├── ListenError           the address cannot be bound                               V003
+        ├── BadRequestError       the body is not JSON or not the expected shape (400)      V400
+        ├── UnauthorizedError     no or wrong token, sign in first, API disabled (401)      V401
+        ├── ForbiddenError        no valid CSRF token, or a form with no token set (403)    V403
+        ├── ResourceNotFoundError unknown route, or a page's record not in the hub (404)    V404
+        ├── MethodNotAllowedError the route does not take the method (405)                  V405
+        ├── BodyTooLargeError     the body is over ``service.max_body_bytes`` (413)         V413
+        ├── UnprocessableRequestError  well-formed but cannot be carried out (422)          V422
+        └── InternalServiceError  an exception nobody expected (500)                        V500
 
 Outside the tree (see their section): the sandbox's ``SandboxApiError``, ``SandboxOAuthError``,
 ``FilterError`` and ``SandboxStateFileError``, and the Klaviyo client's ``MalformedAnswerError``.
@@ -832,26 +843,104 @@ class SinceError(InboundError):
 
 
 class ServiceError(KlaviyoSyncError):
-    """A problem of the ``serve`` process or of one request to it.
-
-    Codes: ``V001`` another ``serve`` holds the hub (the lock file beside it names its pid);
-    ``V002`` a non-loopback host without ``service.token``; ``V003`` the address cannot be bound;
-    ``V400`` the request body is not JSON (line and column given) or not the expected shape;
-    ``V401`` no token, a wrong token, or the API is disabled because ``service.token`` is not set;
-    ``V403`` a form without a valid CSRF token, or a state-changing page while no token is set;
-    ``V404`` unknown route or record; ``V405`` method not allowed; ``V413`` the request body is
-    larger than ``service.max_body_bytes``; ``V422`` well-formed but cannot be carried out.
+    """A problem of the ``serve`` process or of one request to it; each subclass is one code.
 
     Attributes:
-        status: the HTTP status the API answers with (requests only).
+        status: the HTTP status the API answers with (requests only); on the class where the
+            code decides it, else 400.
     """
 
     code = "V000"
     exit_code = 2
+    status: int = 400
 
-    def __init__(self, message: str, *, code: str | None = None, status: int = 400, **kw: Any) -> None:
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None, **kw: Any) -> None:
         super().__init__(message, code=code, **kw)
-        self.status = status
+        if status is not None:
+            self.status = status
+
+
+# -- the serve process, one class a code (engine/service/app.py, engine/service/_lock.py) ----
+
+
+class ServeLockHeldError(ServiceError):
+    """Another ``serve`` holds the hub; the lock file beside it names its pid."""
+
+    code = "V001"
+
+
+class UnprotectedHostError(ServiceError):
+    """A non-loopback host without ``service.token``: every call and form would be unauthenticated."""
+
+    code = "V002"
+
+
+class ListenError(ServiceError):
+    """The address cannot be bound (in use, not this machine's, not permitted)."""
+
+    code = "V003"
+
+
+# -- one request to serve, one class a code, its HTTP status on the class (engine/service/) ----
+
+
+class BadRequestError(ServiceError):
+    """The request body is not JSON (line and column given) or not the expected shape, or a query
+    parameter is not a valid value."""
+
+    code = "V400"
+    status = 400
+
+
+class UnauthorizedError(ServiceError):
+    """No token, a wrong token, a page that needs a sign-in, or the API is disabled because
+    ``service.token`` is not set."""
+
+    code = "V401"
+    status = 401
+
+
+class ForbiddenError(ServiceError):
+    """A form without a valid CSRF token, or a state-changing page while no token is set."""
+
+    code = "V403"
+    status = 403
+
+
+class ResourceNotFoundError(ServiceError):
+    """An unknown route, or a page of a record kind or record the hub does not have."""
+
+    code = "V404"
+    status = 404
+
+
+class MethodNotAllowedError(ServiceError):
+    """The route does not take the request's method (the message lists the allowed ones)."""
+
+    code = "V405"
+    status = 405
+
+
+class BodyTooLargeError(ServiceError):
+    """The request body is larger than ``service.max_body_bytes``."""
+
+    code = "V413"
+    status = 413
+
+
+class UnprocessableRequestError(ServiceError):
+    """Well-formed but cannot be carried out (an error-log entry that names nothing to retry)."""
+
+    code = "V422"
+    status = 422
+
+
+class InternalServiceError(ServiceError):
+    """An exception nobody expected while answering, or one that ended a poll or dispatch of the
+    service (logged); the service log has the detail, the answer never a traceback."""
+
+    code = "V500"
+    status = 500
 
 
 # -- the hub API (engine/service/_api.py) ---------------------------------------------------
@@ -982,6 +1071,17 @@ __all__ = [
     "AuthorizationError",
     "ReauthorizationRequired",
     "ServiceError",
+    "ServeLockHeldError",
+    "UnprotectedHostError",
+    "ListenError",
+    "BadRequestError",
+    "UnauthorizedError",
+    "ForbiddenError",
+    "ResourceNotFoundError",
+    "MethodNotAllowedError",
+    "BodyTooLargeError",
+    "UnprocessableRequestError",
+    "InternalServiceError",
     "NoCredentialsError",
     "BackfillRevisionError",
     "ClientIdMissingError",
