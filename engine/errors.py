@@ -62,7 +62,12 @@ Tree::
     │   └── UnexpectedMappingError  an exception nobody expected while mapping           M020
     ├── MappingWarning            a helper's warning on one row; the record still maps    W0xx
     ├── SettingsError             the subscription settings file is invalid          S0xx
-    │   ├── SettingsErrors        several settings problems, reported together
+    │   ├── SettingsErrors        several settings problems, reported together       S999
+    │   ├── SettingsYamlError     not YAML (syntax, encoding, limits, tags, duplicate keys)  S001
+    │   ├── SettingsValueError    a schema or value violation                        S002
+    │   ├── UnsetVariableError    a ``${NAME}`` whose environment variable is not set S003
+    │   ├── SettingsReadError     the settings file is not found or cannot be read   S004
+    │   ├── EveryOptionError      ``poll --every`` is not a duration in bounds        S010
     │   ├── NoCredentialsError    no API key and no OAuth connection                 S100
     │   └── BackfillRevisionError backfill at a revision without bulk import jobs     S020
     ├── HubError                  the hub store refused a write or read              H0xx
@@ -577,6 +582,8 @@ class MappingWarning(KlaviyoSyncError):
 
 
 class SettingsError(KlaviyoSyncError):
+    """The settings cannot be used; each subclass is one code (engine/settings.py lists them)."""
+
     code = "S000"
     exit_code = 2
 
@@ -594,7 +601,42 @@ class SettingsErrors(SettingsError):
         return "\n".join(e.format(style) for e in self.errors)
 
 
-# -- settings a command cannot run with (engine/connect.py, engine/flows/backfill.py) --------
+# -- the settings file, one class a code (engine/settings.py) ----------------------------------
+
+
+class SettingsYamlError(SettingsError):
+    """The settings file is not YAML, or breaks the reader's bounds (encoding, size, depth,
+    aliases, tags, duplicate keys); located at the parser's line and column."""
+
+    code = "S001"
+
+
+class SettingsValueError(SettingsError):
+    """A key breaks ``schemas/settings.schema.json`` (unknown key, wrong type, bad value), or holds
+    a value the schema allows but that cannot work (an http:// API URL off loopback, a zero timeout)."""
+
+    code = "S002"
+
+
+class UnsetVariableError(SettingsError):
+    """A ``${NAME}`` reference whose environment variable is not set."""
+
+    code = "S003"
+
+
+class SettingsReadError(SettingsError):
+    """The settings file given does not exist, or cannot be read."""
+
+    code = "S004"
+
+
+# -- settings a command cannot run with (engine/connect.py, engine/flows/backfill.py, engine/cli/) --
+
+
+class EveryOptionError(SettingsError):
+    """``poll --every`` is not a duration, or is outside the bounds ``poll_interval`` has."""
+
+    code = "S010"
 
 
 class NoCredentialsError(SettingsError):
@@ -1050,6 +1092,11 @@ __all__ = [
     "MappingWarning",
     "SettingsError",
     "SettingsErrors",
+    "SettingsYamlError",
+    "SettingsValueError",
+    "UnsetVariableError",
+    "SettingsReadError",
+    "EveryOptionError",
     "HubError",
     "HubRecordError",
     "EmailExistsError",
