@@ -95,11 +95,13 @@ Tree::
     │   │   └── RedirectUrlError  not a loopback http URL, or cannot listen on it      A004
     │   ├── AuthorizationError    authorisation data/code missing, token exchange failed A010-A012
     │   │   └── AuthorizationDataError, AuthorizationCodeError, TokenExchangeError     A010-A012
+    │   ├── PartialGrantWarning   not an error: the login got fewer scopes than needed  A013
     │   ├── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
     │   ├── RefreshError          the access token could not be refreshed              A021
     │   └── RevocationError       logged out locally, not revoked at Klaviyo           A030
     ├── DemoFolderError           ``demo --dir`` names a folder holding files the demo did not write  D001
-    ├── DocsTargetError           ``docs --out`` would replace files it did not write, or two pages collide  G001-G002
+    ├── DocsTargetError           ``docs --out`` cannot write its pages (folder, foreign files)  G001
+    │   └── PageNameClashError    two collection files would write the same page               G002
     └── ServiceError              the ``serve`` process or one request to it (``status`` = HTTP)  V0xx
         ├── ServeLockHeldError    another ``serve`` holds the hub                           V001
         ├── UnprotectedHostError  a non-loopback host without ``service.token``             V002
@@ -818,6 +820,13 @@ class TokenExchangeError(AuthorizationError):
     code = "A012"
 
 
+class PartialGrantWarning(AuthError):
+    """Not an error: ``auth login`` worked, but Klaviyo granted fewer scopes than the enabled
+    collections need; written to the error log as a warning (``validate --config`` says it as W020)."""
+
+    code = "A013"
+
+
 class RefreshError(AuthError):
     """The access token could not be refreshed although the refresh token may still be good
     (Klaviyo rejected the client credentials, or its answer held no access token)."""
@@ -848,12 +857,17 @@ class DemoFolderError(KlaviyoSyncError):
 
 
 class DocsTargetError(KlaviyoSyncError):
-    """``docs --out`` cannot write its pages; nothing is written.  G001: the folder is a file, cannot
-    be made or written, or holds a file of a page's name that the command did not generate.
-    G002: two collection files have the same name, so their pages would too."""
+    """``docs --out`` cannot write its pages; nothing is written: the folder is a file, cannot be
+    made or written, or holds a file of a page's name that the command did not generate."""
 
     code = "G001"
     exit_code = 2
+
+
+class PageNameClashError(DocsTargetError):
+    """Two collection files have the same name, so their pages would too; nothing is written."""
+
+    code = "G002"
 
 
 # -- inbound flows (engine/flows/inbound.py) ------------------------------------------------
@@ -1107,6 +1121,7 @@ __all__ = [
     "ExportTargetError",
     "DemoFolderError",
     "DocsTargetError",
+    "PageNameClashError",
     "KlaviyoError",
     "KlaviyoApiError",
     "KlaviyoAuthError",
@@ -1138,6 +1153,7 @@ __all__ = [
     "AuthorizationDataError",
     "AuthorizationCodeError",
     "TokenExchangeError",
+    "PartialGrantWarning",
     "RefreshError",
     "RevocationError",
     "OAuthRefreshError",
