@@ -44,11 +44,29 @@ Tree::
     │   ├── ScopeNotGrantedWarning  the stored OAuth connection lacks a needed scope    W020
     │   └── RevisionPastSupportWarning  api_revision is past Klaviyo's support window   W021
     ├── PayloadError              a mapped event payload Klaviyo cannot take            O008
-    ├── FormulaError              a formula/filter                                        F0xx
-    │   ├── FormulaSyntaxError    refused when the collection loads (syntax, forbidden node/name)
-    │   └── FormulaRuntimeError   raised while evaluating (exception, limit exceeded)
-    │       └── FormulaLimitError time / size / loop limit exceeded
-    │           └── FormulaDepthError  a formula row's value is nested too deeply           F205
+    ├── FormulaError              a formula/filter                                      F0xx
+    │   ├── FormulaSyntaxError    refused at load; raised itself: a syntax error        F001
+    │   │   ├── FormulaTooLongError      the source is longer than ``max_source``       F002
+    │   │   ├── ForbiddenConstructError  a construct outside the allow-list             F003
+    │   │   ├── FormulaImportError       an import                                      F004
+    │   │   ├── PrivateNameError         a name, attribute or keyword starting ``_``    F005
+    │   │   ├── UnknownFunctionError     a call to a function not in the table          F006
+    │   │   ├── ForbiddenAttributeError  attribute access, not a safe method call       F007
+    │   │   ├── ForbiddenFormatError     ``.format()``, a nested or wide format spec    F008
+    │   │   ├── UnpackingError           ``*args``, ``**kwargs``, ``{**d}``             F009
+    │   │   ├── MissingReturnError       a statement block not ending in ``return``     F010
+    │   │   ├── FormulaNestingError      nesting deeper than ``max_depth``              F011
+    │   │   ├── FunctionAsValueError     a function used as a value or assigned to      F012
+    │   │   └── EmptyFormulaError        an empty formula                               F013
+    │   └── FormulaRuntimeError   raised while evaluating; itself: an exception         F100
+    │       ├── DisallowedMethodError    a method not allowed for the value's type      F101
+    │       ├── NoResolverError          a hub/Klaviyo helper without a resolver        F102
+    │       └── FormulaLimitError time / size / loop limit exceeded                     F2xx
+    │           ├── TimeLimitError       CPU time over ``max_seconds``                  F201
+    │           ├── StepLimitError       loop steps over ``max_steps``                  F202
+    │           ├── SizeLimitError       a string, sequence or value too large          F203
+    │           ├── NumberLimitError     a number, exponent or ndigits over its limit   F204
+    │           └── FormulaDepthError    a value nested too deeply                      F205
     ├── MappingError              a record could not be mapped (a problem of its outcome)  M0xx
     │   ├── NotAnObjectError      the source record is not a JSON object                 M001
     │   ├── MissingValueError     a required row has no value                            M002
@@ -484,15 +502,141 @@ class FormulaError(KlaviyoSyncError):
 
 
 class FormulaSyntaxError(FormulaError):
+    """A formula refused when its collection loads (engine/formula/check.py); raised itself, the
+    source does not parse.  Each subclass is one code."""
+
     code = "F001"
 
 
 class FormulaRuntimeError(FormulaError):
+    """A formula failed while evaluating; raised itself, an exception inside the formula (the
+    message names it and the failing part).  Each subclass is one code."""
+
     code = "F100"
 
 
 class FormulaLimitError(FormulaRuntimeError):
+    """An evaluation went past one of its :class:`~engine.formula.Limits`; each subclass is one code."""
+
     code = "F200"
+
+
+# -- formulas refused at load, one class a code (engine/formula/check.py; docs/formulas.md) -----
+
+
+class FormulaTooLongError(FormulaSyntaxError):
+    """The formula source is longer than ``max_source`` characters."""
+
+    code = "F002"
+
+
+class ForbiddenConstructError(FormulaSyntaxError):
+    """A construct outside the allow-list (lambda, def, class, try, with, ``:=``, bytes literals...)."""
+
+    code = "F003"
+
+
+class FormulaImportError(FormulaSyntaxError):
+    """An ``import`` or ``from ... import``."""
+
+    code = "F004"
+
+
+class PrivateNameError(FormulaSyntaxError):
+    """A name, attribute or keyword starting with ``_`` (private), e.g. ``x.__class__``."""
+
+    code = "F005"
+
+
+class UnknownFunctionError(FormulaSyntaxError):
+    """A call to a function that is not in the table (the message lists the valid ones), or a call of
+    something that is neither a named function nor a safe method."""
+
+    code = "F006"
+
+
+class ForbiddenAttributeError(FormulaSyntaxError):
+    """Attribute access other than a call to a safe method (the message lists them)."""
+
+    code = "F007"
+
+
+class ForbiddenFormatError(FormulaSyntaxError):
+    """``.format()`` / ``.format_map()``, or an f-string format spec that is nested or too wide."""
+
+    code = "F008"
+
+
+class UnpackingError(FormulaSyntaxError):
+    """``*args``, ``**kwargs`` or ``{**d}``."""
+
+    code = "F009"
+
+
+class MissingReturnError(FormulaSyntaxError):
+    """A statement block that does not end with ``return`` (on every branch of a final if/else)."""
+
+    code = "F010"
+
+
+class FormulaNestingError(FormulaSyntaxError):
+    """The formula's syntax tree is nested deeper than ``max_depth``, or too deep to parse."""
+
+    code = "F011"
+
+
+class FunctionAsValueError(FormulaSyntaxError):
+    """A function used as a value or assigned to, e.g. ``len = 1``."""
+
+    code = "F012"
+
+
+class EmptyFormulaError(FormulaSyntaxError):
+    """The formula is empty or only blanks."""
+
+    code = "F013"
+
+
+# -- formulas failing while evaluating, one class a code (engine/formula/) ---------------------
+
+
+class DisallowedMethodError(FormulaRuntimeError):
+    """A method the value's type does not allow (checked again at run time against the receiver's
+    actual type), or ``sum()`` given a start that is not a number."""
+
+    code = "F101"
+
+
+class NoResolverError(FormulaRuntimeError):
+    """A helper that needs the hub or Klaviyo was called without a resolver bound."""
+
+    code = "F102"
+
+
+class TimeLimitError(FormulaLimitError):
+    """The evaluation took more CPU time than ``max_seconds``."""
+
+    code = "F201"
+
+
+class StepLimitError(FormulaLimitError):
+    """The evaluation took more loop steps than ``max_steps``."""
+
+    code = "F202"
+
+
+class SizeLimitError(FormulaLimitError):
+    """A string, sequence or value would be larger than its limit (``max_string``,
+    ``max_sequence``, ``max_items``, ``max_format_width``)."""
+
+    code = "F203"
+
+
+class NumberLimitError(FormulaLimitError):
+    """A number would be too large: more bits than ``max_int_bits``, more digits than ``max_digits``,
+    an exponent above ``max_exponent``, a ``round()`` ndigits beyond the limit."""
+
+    code = "F204"
 
 
 class MappingError(KlaviyoSyncError):
@@ -571,7 +715,7 @@ class UnexpectedMappingError(MappingError):
 
 
 class FormulaDepthError(FormulaLimitError):
-    """A formula's value is nested deeper than a payload may hold."""
+    """A formula's value is nested deeper than a payload may hold, or than ``max_data_depth``."""
 
     code = "F205"
 
@@ -1091,6 +1235,24 @@ __all__ = [
     "FormulaSyntaxError",
     "FormulaRuntimeError",
     "FormulaLimitError",
+    "FormulaTooLongError",
+    "ForbiddenConstructError",
+    "FormulaImportError",
+    "PrivateNameError",
+    "UnknownFunctionError",
+    "ForbiddenAttributeError",
+    "ForbiddenFormatError",
+    "UnpackingError",
+    "MissingReturnError",
+    "FormulaNestingError",
+    "FunctionAsValueError",
+    "EmptyFormulaError",
+    "DisallowedMethodError",
+    "NoResolverError",
+    "TimeLimitError",
+    "StepLimitError",
+    "SizeLimitError",
+    "NumberLimitError",
     "MappingError",
     "NotAnObjectError",
     "MissingValueError",
