@@ -196,6 +196,7 @@ def e164(phone: Any, country: Any = None, default: Any = None) -> str | None:
         text = str(phone) if phone.bit_length() < 256 else ""
     elif isinstance(phone, str):
         if len(phone) > MAX_PHONE_LENGTH:
+            # a helper's warning code is data: the mapper wraps it in a MappingWarning, not a class a code
             warn("W010", f"phone number refused: {len(phone)} characters is longer than "
                          f"{MAX_PHONE_LENGTH}; the value is left out")
             return None
