@@ -81,11 +81,11 @@ Tree::
     ├── MappingWarning            a helper's warning on one row; the record still maps    W0xx
     ├── SettingsError             the subscription settings file is invalid          S0xx
     │   ├── SettingsErrors        several settings problems, reported together       S999
-    │   ├── SettingsYamlError     not YAML (syntax, encoding, limits, tags, duplicate keys)  S001
+    │   ├── SettingsYamlError     not YAML, or YAML the bounded reader refuses       S001
     │   ├── SettingsValueError    a schema or value violation                        S002
-    │   ├── UnsetVariableError    a ``${NAME}`` whose environment variable is not set S003
+    │   ├── UnsetVariableError    a ``${NAME}`` whose variable is not set            S003
     │   ├── SettingsReadError     the settings file is not found or cannot be read   S004
-    │   ├── EveryOptionError      ``poll --every`` is not a duration in bounds        S010
+    │   ├── EveryOptionError      ``poll --every`` is not a duration in bounds       S010
     │   ├── NoCredentialsError    no API key and no OAuth connection                 S100
     │   └── BackfillRevisionError backfill at a revision without bulk import jobs     S020
     ├── HubError                  the hub store refused a write or read              H0xx
@@ -118,8 +118,8 @@ Tree::
     │   ├── RefreshError          the access token could not be refreshed              A021
     │   └── RevocationError       logged out locally, not revoked at Klaviyo           A030
     ├── DemoFolderError           ``demo --dir`` names a folder holding files the demo did not write  D001
-    ├── DocsTargetError           ``docs --out`` cannot write its pages (folder, foreign files)  G001
-    │   └── PageNameClashError    two collection files would write the same page               G002
+    ├── DocsTargetError           ``docs --out`` cannot write its pages              G001
+    │   └── PageNameClashError    two collection files would write one page          G002
     └── ServiceError              the ``serve`` process or one request to it (``status`` = HTTP)  V0xx
         ├── ServeLockHeldError    another ``serve`` holds the hub                           V001
         ├── UnprotectedHostError  a non-loopback host without ``service.token``             V002
