@@ -44,11 +44,29 @@ Tree::
     │   ├── ScopeNotGrantedWarning  the stored OAuth connection lacks a needed scope    W020
     │   └── RevisionPastSupportWarning  api_revision is past Klaviyo's support window   W021
     ├── PayloadError              a mapped event payload Klaviyo cannot take            O008
-    ├── FormulaError              a formula/filter                                        F0xx
-    │   ├── FormulaSyntaxError    refused when the collection loads (syntax, forbidden node/name)
-    │   └── FormulaRuntimeError   raised while evaluating (exception, limit exceeded)
-    │       └── FormulaLimitError time / size / loop limit exceeded
-    │           └── FormulaDepthError  a formula row's value is nested too deeply           F205
+    ├── FormulaError              a formula/filter                                      F0xx
+    │   ├── FormulaSyntaxError    refused at load; raised itself: a syntax error        F001
+    │   │   ├── FormulaTooLongError      the source is longer than ``max_source``       F002
+    │   │   ├── ForbiddenConstructError  a construct outside the allow-list             F003
+    │   │   ├── FormulaImportError       an import                                      F004
+    │   │   ├── PrivateNameError         a name, attribute or keyword starting ``_``    F005
+    │   │   ├── UnknownFunctionError     a call to a function not in the table          F006
+    │   │   ├── ForbiddenAttributeError  attribute access, not a safe method call       F007
+    │   │   ├── ForbiddenFormatError     ``.format()``, a nested or wide format spec    F008
+    │   │   ├── UnpackingError           ``*args``, ``**kwargs``, ``{**d}``             F009
+    │   │   ├── MissingReturnError       a statement block not ending in ``return``     F010
+    │   │   ├── FormulaNestingError      nesting deeper than ``max_depth``              F011
+    │   │   ├── FunctionAsValueError     a function used as a value or assigned to      F012
+    │   │   └── EmptyFormulaError        an empty formula                               F013
+    │   └── FormulaRuntimeError   raised while evaluating; itself: an exception         F100
+    │       ├── DisallowedMethodError    a method not allowed for the value's type      F101
+    │       ├── NoResolverError          a hub/Klaviyo helper without a resolver        F102
+    │       └── FormulaLimitError time / size / loop limit exceeded                     F2xx
+    │           ├── TimeLimitError       CPU time over ``max_seconds``                  F201
+    │           ├── StepLimitError       loop steps over ``max_steps``                  F202
+    │           ├── SizeLimitError       a string, sequence or value too large          F203
+    │           ├── NumberLimitError     a number, exponent or ndigits over its limit   F204
+    │           └── FormulaDepthError    a value nested too deeply                      F205
     ├── MappingError              a record could not be mapped (a problem of its outcome)  M0xx
     │   ├── NotAnObjectError      the source record is not a JSON object                 M001
     │   ├── MissingValueError     a required row has no value                            M002
@@ -62,7 +80,12 @@ Tree::
     │   └── UnexpectedMappingError  an exception nobody expected while mapping           M020
     ├── MappingWarning            a helper's warning on one row; the record still maps    W0xx
     ├── SettingsError             the subscription settings file is invalid          S0xx
-    │   ├── SettingsErrors        several settings problems, reported together
+    │   ├── SettingsErrors        several settings problems, reported together       S999
+    │   ├── SettingsYamlError     not YAML, or YAML the bounded reader refuses       S001
+    │   ├── SettingsValueError    a schema or value violation                        S002
+    │   ├── UnsetVariableError    a ``${NAME}`` whose variable is not set            S003
+    │   ├── SettingsReadError     the settings file is not found or cannot be read   S004
+    │   ├── EveryOptionError      ``poll --every`` is not a duration in bounds       S010
     │   ├── NoCredentialsError    no API key and no OAuth connection                 S100
     │   └── BackfillRevisionError backfill at a revision without bulk import jobs     S020
     ├── HubError                  the hub store refused a write or read              H0xx
@@ -90,12 +113,25 @@ Tree::
     │   │   └── RedirectUrlError  not a loopback http URL, or cannot listen on it      A004
     │   ├── AuthorizationError    authorisation data/code missing, token exchange failed A010-A012
     │   │   └── AuthorizationDataError, AuthorizationCodeError, TokenExchangeError     A010-A012
+    │   ├── PartialGrantWarning   not an error: the login got fewer scopes than needed  A013
     │   ├── ReauthorizationRequired  the refresh token was rejected: authorise again   A020
     │   ├── RefreshError          the access token could not be refreshed              A021
     │   └── RevocationError       logged out locally, not revoked at Klaviyo           A030
     ├── DemoFolderError           ``demo --dir`` names a folder holding files the demo did not write  D001
-    ├── DocsTargetError           ``docs --out`` would replace files it did not write, or two pages collide  G001-G002
+    ├── DocsTargetError           ``docs --out`` cannot write its pages              G001
+    │   └── PageNameClashError    two collection files would write one page          G002
     └── ServiceError              the ``serve`` process or one request to it (``status`` = HTTP)  V0xx
+        ├── ServeLockHeldError    another ``serve`` holds the hub                           V001
+        ├── UnprotectedHostError  a non-loopback host without ``service.token``             V002
+        ├── ListenError           the address cannot be bound                               V003
+        ├── BadRequestError       the body is not JSON or not the expected shape (400)      V400
+        ├── UnauthorizedError     no or wrong token, sign in first, API disabled (401)      V401
+        ├── ForbiddenError        no valid CSRF token, or a form with no token set (403)    V403
+        ├── ResourceNotFoundError unknown route, or a page's record not in the hub (404)    V404
+        ├── MethodNotAllowedError the route does not take the method (405)                  V405
+        ├── BodyTooLargeError     the body is over ``service.max_body_bytes`` (413)         V413
+        ├── UnprocessableRequestError  well-formed but cannot be carried out (422)          V422
+        └── InternalServiceError  an exception nobody expected (500)                        V500
 
 Outside the tree (see their section): the sandbox's ``SandboxApiError``, ``SandboxOAuthError``,
 ``FilterError`` and ``SandboxStateFileError``, and the Klaviyo client's ``MalformedAnswerError``.
@@ -466,15 +502,141 @@ class FormulaError(KlaviyoSyncError):
 
 
 class FormulaSyntaxError(FormulaError):
+    """A formula refused when its collection loads (engine/formula/check.py); raised itself, the
+    source does not parse.  Each subclass is one code."""
+
     code = "F001"
 
 
 class FormulaRuntimeError(FormulaError):
+    """A formula failed while evaluating; raised itself, an exception inside the formula (the
+    message names it and the failing part).  Each subclass is one code."""
+
     code = "F100"
 
 
 class FormulaLimitError(FormulaRuntimeError):
+    """An evaluation went past one of its :class:`~engine.formula.Limits`; each subclass is one code."""
+
     code = "F200"
+
+
+# -- formulas refused at load, one class a code (engine/formula/check.py; docs/formulas.md) -----
+
+
+class FormulaTooLongError(FormulaSyntaxError):
+    """The formula source is longer than ``max_source`` characters."""
+
+    code = "F002"
+
+
+class ForbiddenConstructError(FormulaSyntaxError):
+    """A construct outside the allow-list (lambda, def, class, try, with, ``:=``, bytes literals...)."""
+
+    code = "F003"
+
+
+class FormulaImportError(FormulaSyntaxError):
+    """An ``import`` or ``from ... import``."""
+
+    code = "F004"
+
+
+class PrivateNameError(FormulaSyntaxError):
+    """A name, attribute or keyword starting with ``_`` (private), e.g. ``x.__class__``."""
+
+    code = "F005"
+
+
+class UnknownFunctionError(FormulaSyntaxError):
+    """A call to a function that is not in the table (the message lists the valid ones), or a call of
+    something that is neither a named function nor a safe method."""
+
+    code = "F006"
+
+
+class ForbiddenAttributeError(FormulaSyntaxError):
+    """Attribute access other than a call to a safe method (the message lists them)."""
+
+    code = "F007"
+
+
+class ForbiddenFormatError(FormulaSyntaxError):
+    """``.format()`` / ``.format_map()``, or an f-string format spec that is nested or too wide."""
+
+    code = "F008"
+
+
+class UnpackingError(FormulaSyntaxError):
+    """``*args``, ``**kwargs`` or ``{**d}``."""
+
+    code = "F009"
+
+
+class MissingReturnError(FormulaSyntaxError):
+    """A statement block that does not end with ``return`` (on every branch of a final if/else)."""
+
+    code = "F010"
+
+
+class FormulaNestingError(FormulaSyntaxError):
+    """The formula's syntax tree is nested deeper than ``max_depth``, or too deep to parse."""
+
+    code = "F011"
+
+
+class FunctionAsValueError(FormulaSyntaxError):
+    """A function used as a value or assigned to, e.g. ``len = 1``."""
+
+    code = "F012"
+
+
+class EmptyFormulaError(FormulaSyntaxError):
+    """The formula is empty or only blanks."""
+
+    code = "F013"
+
+
+# -- formulas failing while evaluating, one class a code (engine/formula/) ---------------------
+
+
+class DisallowedMethodError(FormulaRuntimeError):
+    """A method the value's type does not allow (checked again at run time against the receiver's
+    actual type), or ``sum()`` given a start that is not a number."""
+
+    code = "F101"
+
+
+class NoResolverError(FormulaRuntimeError):
+    """A helper that needs the hub or Klaviyo was called without a resolver bound."""
+
+    code = "F102"
+
+
+class TimeLimitError(FormulaLimitError):
+    """The evaluation took more CPU time than ``max_seconds``."""
+
+    code = "F201"
+
+
+class StepLimitError(FormulaLimitError):
+    """The evaluation took more loop steps than ``max_steps``."""
+
+    code = "F202"
+
+
+class SizeLimitError(FormulaLimitError):
+    """A string, sequence or value would be larger than its limit (``max_string``,
+    ``max_sequence``, ``max_items``, ``max_format_width``)."""
+
+    code = "F203"
+
+
+class NumberLimitError(FormulaLimitError):
+    """A number would be too large: more bits than ``max_int_bits``, more digits than ``max_digits``,
+    an exponent above ``max_exponent``, a ``round()`` ndigits beyond the limit."""
+
+    code = "F204"
 
 
 class MappingError(KlaviyoSyncError):
@@ -553,7 +715,7 @@ class UnexpectedMappingError(MappingError):
 
 
 class FormulaDepthError(FormulaLimitError):
-    """A formula's value is nested deeper than a payload may hold."""
+    """A formula's value is nested deeper than a payload may hold, or than ``max_data_depth``."""
 
     code = "F205"
 
@@ -566,6 +728,8 @@ class MappingWarning(KlaviyoSyncError):
 
 
 class SettingsError(KlaviyoSyncError):
+    """The settings cannot be used; each subclass is one code (engine/settings.py lists them)."""
+
     code = "S000"
     exit_code = 2
 
@@ -583,7 +747,42 @@ class SettingsErrors(SettingsError):
         return "\n".join(e.format(style) for e in self.errors)
 
 
-# -- settings a command cannot run with (engine/connect.py, engine/flows/backfill.py) --------
+# -- the settings file, one class a code (engine/settings.py) ----------------------------------
+
+
+class SettingsYamlError(SettingsError):
+    """The settings file is not YAML, or breaks the reader's bounds (encoding, size, depth,
+    aliases, tags, duplicate keys); located at the parser's line and column."""
+
+    code = "S001"
+
+
+class SettingsValueError(SettingsError):
+    """A key breaks ``schemas/settings.schema.json`` (unknown key, wrong type, bad value), or holds
+    a value the schema allows but that cannot work (an http:// API URL off loopback, a zero timeout)."""
+
+    code = "S002"
+
+
+class UnsetVariableError(SettingsError):
+    """A ``${NAME}`` reference whose environment variable is not set."""
+
+    code = "S003"
+
+
+class SettingsReadError(SettingsError):
+    """The settings file given does not exist, or cannot be read."""
+
+    code = "S004"
+
+
+# -- settings a command cannot run with (engine/connect.py, engine/flows/backfill.py, engine/cli/) --
+
+
+class EveryOptionError(SettingsError):
+    """``poll --every`` is not a duration, or is outside the bounds ``poll_interval`` has."""
+
+    code = "S010"
 
 
 class NoCredentialsError(SettingsError):
@@ -765,6 +964,13 @@ class TokenExchangeError(AuthorizationError):
     code = "A012"
 
 
+class PartialGrantWarning(AuthError):
+    """Not an error: ``auth login`` worked, but Klaviyo granted fewer scopes than the enabled
+    collections need; written to the error log as a warning (``validate --config`` says it as W020)."""
+
+    code = "A013"
+
+
 class RefreshError(AuthError):
     """The access token could not be refreshed although the refresh token may still be good
     (Klaviyo rejected the client credentials, or its answer held no access token)."""
@@ -795,12 +1001,17 @@ class DemoFolderError(KlaviyoSyncError):
 
 
 class DocsTargetError(KlaviyoSyncError):
-    """``docs --out`` cannot write its pages; nothing is written.  G001: the folder is a file, cannot
-    be made or written, or holds a file of a page's name that the command did not generate.
-    G002: two collection files have the same name, so their pages would too."""
+    """``docs --out`` cannot write its pages; nothing is written: the folder is a file, cannot be
+    made or written, or holds a file of a page's name that the command did not generate."""
 
     code = "G001"
     exit_code = 2
+
+
+class PageNameClashError(DocsTargetError):
+    """Two collection files have the same name, so their pages would too; nothing is written."""
+
+    code = "G002"
 
 
 # -- inbound flows (engine/flows/inbound.py) ------------------------------------------------
@@ -832,26 +1043,104 @@ class SinceError(InboundError):
 
 
 class ServiceError(KlaviyoSyncError):
-    """A problem of the ``serve`` process or of one request to it.
-
-    Codes: ``V001`` another ``serve`` holds the hub (the lock file beside it names its pid);
-    ``V002`` a non-loopback host without ``service.token``; ``V003`` the address cannot be bound;
-    ``V400`` the request body is not JSON (line and column given) or not the expected shape;
-    ``V401`` no token, a wrong token, or the API is disabled because ``service.token`` is not set;
-    ``V403`` a form without a valid CSRF token, or a state-changing page while no token is set;
-    ``V404`` unknown route or record; ``V405`` method not allowed; ``V413`` the request body is
-    larger than ``service.max_body_bytes``; ``V422`` well-formed but cannot be carried out.
+    """A problem of the ``serve`` process or of one request to it; each subclass is one code.
 
     Attributes:
-        status: the HTTP status the API answers with (requests only).
+        status: the HTTP status the API answers with (requests only); on the class where the
+            code decides it, else 400.
     """
 
     code = "V000"
     exit_code = 2
+    status: int = 400
 
-    def __init__(self, message: str, *, code: str | None = None, status: int = 400, **kw: Any) -> None:
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None, **kw: Any) -> None:
         super().__init__(message, code=code, **kw)
-        self.status = status
+        if status is not None:
+            self.status = status
+
+
+# -- the serve process, one class a code (engine/service/app.py, engine/service/_lock.py) ----
+
+
+class ServeLockHeldError(ServiceError):
+    """Another ``serve`` holds the hub; the lock file beside it names its pid."""
+
+    code = "V001"
+
+
+class UnprotectedHostError(ServiceError):
+    """A non-loopback host without ``service.token``: every call and form would be unauthenticated."""
+
+    code = "V002"
+
+
+class ListenError(ServiceError):
+    """The address cannot be bound (in use, not this machine's, not permitted)."""
+
+    code = "V003"
+
+
+# -- one request to serve, one class a code, its HTTP status on the class (engine/service/) ----
+
+
+class BadRequestError(ServiceError):
+    """The request body is not JSON (line and column given) or not the expected shape, or a query
+    parameter is not a valid value."""
+
+    code = "V400"
+    status = 400
+
+
+class UnauthorizedError(ServiceError):
+    """No token, a wrong token, a page that needs a sign-in, or the API is disabled because
+    ``service.token`` is not set."""
+
+    code = "V401"
+    status = 401
+
+
+class ForbiddenError(ServiceError):
+    """A form without a valid CSRF token, or a state-changing page while no token is set."""
+
+    code = "V403"
+    status = 403
+
+
+class ResourceNotFoundError(ServiceError):
+    """An unknown route, or a page of a record kind or record the hub does not have."""
+
+    code = "V404"
+    status = 404
+
+
+class MethodNotAllowedError(ServiceError):
+    """The route does not take the request's method (the message lists the allowed ones)."""
+
+    code = "V405"
+    status = 405
+
+
+class BodyTooLargeError(ServiceError):
+    """The request body is larger than ``service.max_body_bytes``."""
+
+    code = "V413"
+    status = 413
+
+
+class UnprocessableRequestError(ServiceError):
+    """Well-formed but cannot be carried out (an error-log entry that names nothing to retry)."""
+
+    code = "V422"
+    status = 422
+
+
+class InternalServiceError(ServiceError):
+    """An exception nobody expected while answering, or one that ended a poll or dispatch of the
+    service (logged); the service log has the detail, the answer never a traceback."""
+
+    code = "V500"
+    status = 500
 
 
 # -- the hub API (engine/service/_api.py) ---------------------------------------------------
@@ -946,6 +1235,24 @@ __all__ = [
     "FormulaSyntaxError",
     "FormulaRuntimeError",
     "FormulaLimitError",
+    "FormulaTooLongError",
+    "ForbiddenConstructError",
+    "FormulaImportError",
+    "PrivateNameError",
+    "UnknownFunctionError",
+    "ForbiddenAttributeError",
+    "ForbiddenFormatError",
+    "UnpackingError",
+    "MissingReturnError",
+    "FormulaNestingError",
+    "FunctionAsValueError",
+    "EmptyFormulaError",
+    "DisallowedMethodError",
+    "NoResolverError",
+    "TimeLimitError",
+    "StepLimitError",
+    "SizeLimitError",
+    "NumberLimitError",
     "MappingError",
     "NotAnObjectError",
     "MissingValueError",
@@ -961,6 +1268,11 @@ __all__ = [
     "MappingWarning",
     "SettingsError",
     "SettingsErrors",
+    "SettingsYamlError",
+    "SettingsValueError",
+    "UnsetVariableError",
+    "SettingsReadError",
+    "EveryOptionError",
     "HubError",
     "HubRecordError",
     "EmailExistsError",
@@ -971,6 +1283,7 @@ __all__ = [
     "ExportTargetError",
     "DemoFolderError",
     "DocsTargetError",
+    "PageNameClashError",
     "KlaviyoError",
     "KlaviyoApiError",
     "KlaviyoAuthError",
@@ -982,6 +1295,17 @@ __all__ = [
     "AuthorizationError",
     "ReauthorizationRequired",
     "ServiceError",
+    "ServeLockHeldError",
+    "UnprotectedHostError",
+    "ListenError",
+    "BadRequestError",
+    "UnauthorizedError",
+    "ForbiddenError",
+    "ResourceNotFoundError",
+    "MethodNotAllowedError",
+    "BodyTooLargeError",
+    "UnprocessableRequestError",
+    "InternalServiceError",
     "NoCredentialsError",
     "BackfillRevisionError",
     "ClientIdMissingError",
@@ -991,6 +1315,7 @@ __all__ = [
     "AuthorizationDataError",
     "AuthorizationCodeError",
     "TokenExchangeError",
+    "PartialGrantWarning",
     "RefreshError",
     "RevocationError",
     "OAuthRefreshError",

@@ -19,9 +19,9 @@ and error messages never show a value in a secret's place (``api_key``,
 ``oauth``, tokens) nor one that looks like a key or token wherever it was put:
 they give the path and the type instead.
 
-Codes: S001 invalid YAML (syntax, encoding, limits, tags, duplicate keys), S002
-schema or value violation, S003 environment variable not set, S004 settings file
-not found or unreadable.
+Codes, one class each in :mod:`engine.errors`: S001 invalid YAML (syntax, encoding,
+limits, tags, duplicate keys), S002 schema or value violation, S003 environment variable
+not set, S004 settings file not found or unreadable.
 """
 
 from __future__ import annotations
@@ -42,7 +42,16 @@ import jsonschema
 
 from engine._shipped import shipped
 from engine._yaml import load_with_marks, read_yaml_file
-from engine.errors import CollectionError, Location, SettingsError, SettingsErrors
+from engine.errors import (
+    CollectionError,
+    Location,
+    SettingsError,
+    SettingsErrors,
+    SettingsReadError,
+    SettingsValueError,
+    SettingsYamlError,
+    UnsetVariableError,
+)
 from engine.klaviyo.ratelimit import tiers_for
 from engine.logconfig import register_secret
 
@@ -284,7 +293,8 @@ def _load(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] 
         The frozen :class:`Settings`.
 
     Raises:
-        SettingsError: one problem (S001 YAML, S004 missing file).
+        SettingsYamlError: the file is not YAML (S001).
+        SettingsReadError: the file given is missing or unreadable (S004).
         SettingsErrors: one or more schema or environment problems, each located.
     """
     env = os.environ if env is None else env
@@ -292,17 +302,17 @@ def _load(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] 
     file = Path(path) if path is not None else default_path(env)
     if not file.exists():
         if explicit:
-            raise SettingsError(f"settings file not found: {file}", code="S004")
+            raise SettingsReadError(f"settings file not found: {file}")
         return _resolve({}, None, env)
     key_marks: dict[Any, Any] = {}
     try:
         data, value_marks = load_with_marks(read_yaml_file(file, str(file)), str(file), key_marks=key_marks)
     except OSError as err:
-        raise SettingsError(f"cannot read the settings file: {err.strerror or err}", code="S004",
-                            location=Location(file=str(file))) from None
+        raise SettingsReadError(f"cannot read the settings file: {err.strerror or err}",
+                                location=Location(file=str(file))) from None
     except CollectionError as err:  # YAML syntax, encoding, size/depth/alias limits, tags, duplicate keys
         message = err.message.removeprefix("YAML syntax error: ").removeprefix("YAML error: ")
-        raise SettingsError(f"invalid YAML: {message}", code="S001", location=err.location) from None
+        raise SettingsYamlError(f"invalid YAML: {message}", location=err.location) from None
     data = _plain({} if data is None else data)
     marks = _marks(value_marks, key_marks)
     if not isinstance(data, dict):
@@ -334,7 +344,7 @@ def _env_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[int, 
             for name in _ENV_REF.findall(value):
                 if name not in env:
                     problems.append(_error(file, marks, key, f"environment variable {name} is not set",
-                                           code="S003"))
+                                           kind=UnsetVariableError))
     return problems
 
 
@@ -581,11 +591,11 @@ def _shown(path: tuple[Any, ...], value: Any) -> str:
 
 
 def _error(file: Path | None, marks: dict[Any, tuple[int, int]], path: tuple[Any, ...], text: str,
-           *, code: str = "S002", at_key: bool = False) -> SettingsError:
+           *, kind: type[SettingsError] = SettingsValueError, at_key: bool = False) -> SettingsError:
     line, column = marks.get(("key", path) if at_key else path, (None, None))
     where = _dotted(path)
-    return SettingsError(f"{where}: {text}" if where else text, code=code,
-                         location=Location(file=str(file) if file else None, line=line, column=column))
+    return kind(f"{where}: {text}" if where else text,
+                location=Location(file=str(file) if file else None, line=line, column=column))
 
 
 _JSON_TYPES = {"string": "a string", "integer": "an integer", "boolean": "true or false",

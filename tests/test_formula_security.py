@@ -72,7 +72,7 @@ def test_escape_is_refused_at_compile(engine: FormulaEngine, source: str, code: 
     """Each escape attempt is refused by compile() with its stable code and a clear message."""
     with pytest.raises(FormulaSyntaxError) as info:
         engine.compile(source)
-    assert code == info.value.code
+    assert (code, code) == (info.value.code, type(info.value).code)  # the code is the class's
     assert fragment in info.value.message
 
 
@@ -124,6 +124,7 @@ def test_runaway_is_stopped_at_run(engine: FormulaEngine, source: str, scope: di
         compiled.evaluate(scope)
     assert time.monotonic() - started < 2.0
     assert info.value.code in code.split("|")  # a slow machine may hit time before steps
+    assert info.value.code == type(info.value).code  # the code is the class's
     assert fragment in info.value.message
 
 

@@ -24,7 +24,7 @@ from engine.cli._output import add_signal_handlers, emit_json, report
 from engine.cli._progress import progress
 from engine.collection import CollectionSet, load_collections
 from engine.connect import open_client, open_hub
-from engine.errors import CollectionSetError, SettingsError
+from engine.errors import CollectionSetError, EveryOptionError
 from engine.flows.inbound import InboundFlow, ProfileResult, parse_since
 from engine.flows.summary import RunSummary
 from engine.settings import MAX_POLL_SECONDS, MIN_POLL_SECONDS, Settings, parse_duration
@@ -119,11 +119,10 @@ def poll_cmd(since: str | None, every: str | None, as_json: bool, config: str | 
         try:
             interval = parse_duration(every) if every else settings.poll_interval
         except ValueError:
-            raise SettingsError(f"--every must be a duration such as 30s, 5m or 1h, got {every[:40]!r}",
-                                code="S010") from None
+            raise EveryOptionError(f"--every must be a duration such as 30s, 5m or 1h, got {every[:40]!r}") from None
         if not MIN_POLL_SECONDS <= interval <= MAX_POLL_SECONDS:
-            raise SettingsError(f"--every must be between {MIN_POLL_SECONDS:g}s and {MAX_POLL_SECONDS // 86400:g} "
-                                f"days, got {every[:40]!r}", code="S010")
+            raise EveryOptionError(f"--every must be between {MIN_POLL_SECONDS:g}s and "
+                                   f"{MAX_POLL_SECONDS // 86400:g} days, got {every[:40]!r}")
     try:
         rc = asyncio.run(_poll(settings, hub_path, since_dt, interval, as_json))
     except KeyboardInterrupt:

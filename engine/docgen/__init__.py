@@ -35,7 +35,7 @@ import jinja2
 from engine.collection import CollectionSet
 from engine.docgen._messages import AUTH_MESSAGES, LoggedMessage
 from engine.docgen._model import CollectionDoc, RowDoc, collection_docs, slug
-from engine.errors import DocsTargetError, Location
+from engine.errors import DocsTargetError, Location, PageNameClashError
 from engine.oauth import FLOW as AUTH_FLOW
 
 Format = Literal["md", "html"]
@@ -102,7 +102,7 @@ def render_pages(collections: CollectionSet, fmt: str = "md") -> dict[str, str]:
     """One page per collection and the index, by file name (``README.md`` / ``index.html``).
 
     Raises:
-        DocsTargetError: two collections' files have the same name, so their pages would too.
+        PageNameClashError: two collections' files have the same name, so their pages would too.
     """
     fmt = _check_format(fmt)
     docs = collection_docs(collections)
@@ -110,8 +110,8 @@ def render_pages(collections: CollectionSet, fmt: str = "md") -> dict[str, str]:
     for doc in docs:
         name = f"{doc.page}.{fmt}"
         if name in by_title.values() or name == _INDEX_PAGE[fmt]:
-            raise DocsTargetError(f"two collections would write the page {name}: rename one collection file",
-                                  code="G002", location=Location(file=doc.file))
+            raise PageNameClashError(f"two collections would write the page {name}: rename one collection file",
+                                     location=Location(file=doc.file))
         by_title[doc.title] = name
 
     def href(title: str | None) -> str:

@@ -215,6 +215,7 @@ class JobFinisher:
                 result.links.append(("Customer", hub_id, pid))
         for e in errors:
             pointer = (e.get("source") or {}).get("pointer")
+            # the row of a Klaviyo failure, not an exception: the code is the one such rows carry (data)
             result.log(title, f"{catalog.ERROR_CALLING_KLAVIYO} ({where}): {e.get('detail') or e.get('title')}"
                        + (f" [source: {pointer}]" if pointer else ""), code="K001",
                        detail=f"Klaviyo code {e.get('code')}: {e.get('title')}")

@@ -399,7 +399,7 @@ class InboundFlow:
             if resource is None:
                 self._quietly(partial(
                     self.hub.errors.log, INBOUND_FLOW, f"profile {pid} no longer exists in Klaviyo; it is not retried",
-                    level="warning", entity="Customer", klaviyo_id=pid, code="I003"))
+                    level="warning", entity="Customer", klaviyo_id=pid, code=ProfileNotFoundError.code))
                 self.summary.warnings += 1
                 cursor.retry.remove(pid)
                 continue

@@ -178,8 +178,8 @@ class CompiledFormula:
             The formula's value, a native Python value (never stringified).
 
         Raises:
-            FormulaLimitError: a time, step, size, number or depth limit (codes F201-F205).
-            FormulaRuntimeError: the formula raised (code F100, or F101 for a refused call);
+            FormulaLimitError: a time, step, size, number or depth limit (F201-F205, a subclass each).
+            FormulaRuntimeError: the formula raised (F100; DisallowedMethodError, F101, for a refused call);
                 the message names the exception and the failing part of the formula, and
                 ``formula_line``/``formula_column`` point at it.
             KlaviyoSyncError: a helper's own error (e.g. ``PathNotFoundError`` from ``get``)
@@ -233,7 +233,7 @@ class CompiledFormula:
                 what = f"{type(exc).__name__}: " + ", ".join(shorten(a) for a in exc.args)
             else:
                 what = type(exc).__name__
-            err = FormulaRuntimeError(f"{what}{where}", code="F100")
+            err = FormulaRuntimeError(f"{what}{where}")
         if getattr(err, "formula_line", None) is None:
             err.formula_line = line  # type: ignore[attr-defined]
             err.formula_column = column  # type: ignore[attr-defined]

@@ -2,8 +2,8 @@
 
 A formula is refused here, before any record is seen, when it uses anything outside the
 language documented in ``docs/formulas.md``.  Each refusal is a
-:class:`~engine.errors.FormulaSyntaxError` with a stable code and the 1-based line/column of
-the offending node inside the formula source.
+:class:`~engine.errors.FormulaSyntaxError`, the subclass of its stable code (F001 is the class
+itself), with the 1-based line/column of the offending node inside the formula source.
 
 Codes::
 
@@ -23,7 +23,21 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from engine.errors import FormulaSyntaxError
+from engine.errors import (
+    EmptyFormulaError,
+    ForbiddenAttributeError,
+    ForbiddenConstructError,
+    ForbiddenFormatError,
+    FormulaImportError,
+    FormulaNestingError,
+    FormulaSyntaxError,
+    FormulaTooLongError,
+    FunctionAsValueError,
+    MissingReturnError,
+    PrivateNameError,
+    UnknownFunctionError,
+    UnpackingError,
+)
 
 #: Methods a formula may call, by receiver type.  Checked again at run time against the
 #: receiver's actual type (see ``_formula_runtime.call_method``).
@@ -101,13 +115,13 @@ class CheckResult:
     mutates: bool
 
 
-def refuse(code: str, message: str, node: ast.AST | None) -> FormulaSyntaxError:
-    """Build a FormulaSyntaxError pointing at ``node`` (1-based line and column).
+def refuse(error: type[FormulaSyntaxError], message: str, node: ast.AST | None) -> FormulaSyntaxError:
+    """Build ``error``, the class of one F0xx code, pointing at ``node`` (1-based line and column).
 
     For an attribute the position is that of the attribute's name (``x.__class__`` points at
     ``__class__``), which is what the user has to change.
     """
-    err = FormulaSyntaxError(message, code=code)
+    err = error(message)
     if node is not None and hasattr(node, "lineno") and hasattr(node, "col_offset"):
         err.formula_line = node.lineno
         err.formula_column = node.col_offset + 1
@@ -144,24 +158,24 @@ class _Checker(ast.NodeVisitor):
         kind = type(node)
         if kind not in ALLOWED_NODES:
             why = _REFUSED_WHY.get(kind, f"{kind.__name__} is not allowed")
-            code = "F004" if kind in (ast.Import, ast.ImportFrom) else (
-                "F009" if kind is ast.Starred else "F003")
-            raise refuse(code, why, node)
+            error = FormulaImportError if kind in (ast.Import, ast.ImportFrom) else (
+                UnpackingError if kind is ast.Starred else ForbiddenConstructError)
+            raise refuse(error, why, node)
         self.depth += 1
         if self.depth > self.max_depth:
-            raise refuse("F011", f"formula is nested too deeply (limit {self.max_depth})", node)
+            raise refuse(FormulaNestingError, f"formula is nested too deeply (limit {self.max_depth})", node)
         super().generic_visit(node)
         self.depth -= 1
 
     def visit_Name(self, node: ast.Name) -> None:
         if node.id.startswith("_"):
-            raise refuse("F005", f"name {node.id!r} is not allowed: names starting with '_' "
-                                 "are private", node)
+            raise refuse(PrivateNameError, f"name {node.id!r} is not allowed: names starting with '_' "
+                                           "are private", node)
         if node.id in self.functions:
             if isinstance(node.ctx, ast.Store):
-                raise refuse("F012", f"cannot assign to function {node.id!r}", node)
+                raise refuse(FunctionAsValueError, f"cannot assign to function {node.id!r}", node)
             if id(node) not in self._call_funcs:
-                raise refuse("F012", f"function {node.id!r} can only be called", node)
+                raise refuse(FunctionAsValueError, f"function {node.id!r} can only be called", node)
         if isinstance(node.ctx, ast.Store):
             self.stores.add(node.id)
         elif id(node) not in self._call_funcs:
@@ -169,16 +183,16 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if node.attr.startswith("_"):
-            raise refuse("F005", f"attribute {node.attr!r} is not allowed: names starting "
-                                 "with '_' are private", node)
+            raise refuse(PrivateNameError, f"attribute {node.attr!r} is not allowed: names starting "
+                                           "with '_' are private", node)
         if node.attr in ("format", "format_map"):
-            raise refuse("F008", f"the {node.attr}() method is not allowed (use an f-string)", node)
+            raise refuse(ForbiddenFormatError, f"the {node.attr}() method is not allowed (use an f-string)", node)
         if id(node) not in self._call_funcs or not isinstance(node.ctx, ast.Load):
-            raise refuse("F007", f"attribute access '.{node.attr}' is not allowed: read fields "
-                                 "with x['key'] or get(x, 'a.b')", node)
+            raise refuse(ForbiddenAttributeError, f"attribute access '.{node.attr}' is not allowed: read fields "
+                                                  "with x['key'] or get(x, 'a.b')", node)
         if node.attr not in SAFE_METHODS:
-            raise refuse("F007", f"method '.{node.attr}()' is not allowed; allowed methods: "
-                                 + ", ".join(sorted(SAFE_METHODS)), node)
+            raise refuse(ForbiddenAttributeError, f"method '.{node.attr}()' is not allowed; allowed methods: "
+                                                  + ", ".join(sorted(SAFE_METHODS)), node)
         if node.attr in MUTATING_METHODS:
             self.mutates = True
         self.generic_visit(node)
@@ -187,43 +201,42 @@ class _Checker(ast.NodeVisitor):
         func = node.func
         if isinstance(func, ast.Name):
             if func.id.startswith("_"):
-                raise refuse("F005", f"name {func.id!r} is not allowed: names starting with '_' "
-                                     "are private", func)
+                raise refuse(PrivateNameError, f"name {func.id!r} is not allowed: names starting with '_' "
+                                               "are private", func)
             if func.id not in self.functions:
-                raise refuse("F006", f"unknown function {func.id!r}; valid functions: "
-                                     + ", ".join(sorted(self.functions)), func)
+                raise refuse(UnknownFunctionError, f"unknown function {func.id!r}; valid functions: "
+                                                   + ", ".join(sorted(self.functions)), func)
             self.called.add(func.id)
         elif not isinstance(func, ast.Attribute):
-            raise refuse("F006", "only named functions and safe methods can be called", func)
+            raise refuse(UnknownFunctionError, "only named functions and safe methods can be called", func)
         for kw in node.keywords:
             if kw.arg is None:
-                raise refuse("F009", "**kwargs is not allowed", kw.value)
+                raise refuse(UnpackingError, "**kwargs is not allowed", kw.value)
             if kw.arg.startswith("_"):
-                raise refuse("F005", f"keyword {kw.arg!r} is not allowed: names starting with "
-                                     "'_' are private", kw.value)
+                raise refuse(PrivateNameError, f"keyword {kw.arg!r} is not allowed: names starting with "
+                                               "'_' are private", kw.value)
         self._call_funcs.add(id(func))
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
         if not isinstance(node.value, (str, int, float, complex, type(None))):
-            raise refuse("F003", f"{type(node.value).__name__} literals are not allowed", node)
+            raise refuse(ForbiddenConstructError, f"{type(node.value).__name__} literals are not allowed", node)
 
     def visit_FormattedValue(self, node: ast.FormattedValue) -> None:
         spec = node.format_spec
         if spec is not None:
             parts = spec.values if isinstance(spec, ast.JoinedStr) else [spec]
             if not all(isinstance(p, ast.Constant) for p in parts):
-                raise refuse("F008", "nested replacement fields in a format spec are not allowed",
-                             node)
+                raise refuse(ForbiddenFormatError, "nested replacement fields in a format spec are not allowed", node)
             why = check_format_spec("".join(str(p.value) for p in parts), self.max_width)  # type: ignore[attr-defined]
             if why:
-                raise refuse("F008", why, node)
+                raise refuse(ForbiddenFormatError, why, node)
         self.visit(node.value)
 
     def visit_Dict(self, node: ast.Dict) -> None:
         for key, value in zip(node.keys, node.values, strict=True):
             if key is None:
-                raise refuse("F009", "'**' unpacking in a dict display is not allowed", value)
+                raise refuse(UnpackingError, "'**' unpacking in a dict display is not allowed", value)
         self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
@@ -262,34 +275,34 @@ def check(source: str, functions: Collection[str], *, max_source: int, max_depth
         The parsed tree and what it reads, calls, and whether it loops or mutates.
 
     Raises:
-        FormulaSyntaxError: with code F0xx and ``formula_line``/``formula_column``.
+        FormulaSyntaxError: the subclass of its code F0xx, with ``formula_line``/``formula_column``.
     """
     if len(source) > max_source:
-        raise refuse("F002", f"formula is {len(source)} characters long; the limit is "
-                             f"{max_source}", None)
+        raise refuse(FormulaTooLongError, f"formula is {len(source)} characters long; the limit is "
+                                          f"{max_source}", None)
     if not source.strip():
-        raise refuse("F013", "formula is empty", None)
+        raise refuse(EmptyFormulaError, "formula is empty", None)
     try:
         tree = ast.parse(source, mode="exec")
     except SyntaxError as exc:
-        err = FormulaSyntaxError(f"syntax error: {exc.msg}", code="F001")
+        err = FormulaSyntaxError(f"syntax error: {exc.msg}")
         err.formula_line = exc.lineno
         err.formula_column = exc.offset
         raise err from None
     except (RecursionError, MemoryError) as exc:
-        raise refuse("F011", f"formula is nested too deeply to parse ({type(exc).__name__})",
+        raise refuse(FormulaNestingError, f"formula is nested too deeply to parse ({type(exc).__name__})",
                      None) from None
     except ValueError as exc:  # e.g. a NUL byte in the source
-        raise refuse("F001", f"syntax error: {exc}", None) from None
+        raise refuse(FormulaSyntaxError, f"syntax error: {exc}", None) from None
     checker = _Checker(functions, max_depth, max_width)
     try:
         checker.visit(tree)
     except RecursionError:
-        raise refuse("F011", f"formula is nested too deeply (limit {max_depth})", None) from None
+        raise refuse(FormulaNestingError, f"formula is nested too deeply (limit {max_depth})", None) from None
     is_expression = len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr)
     if not is_expression and not _ends_in_return(tree.body):
-        raise refuse("F010", "a statement block must end with 'return <value>' (on every "
-                             "branch of a final if/else)", tree.body[-1])
+        raise refuse(MissingReturnError, "a statement block must end with 'return <value>' (on every "
+                                         "branch of a final if/else)", tree.body[-1])
     return CheckResult(
         tree=tree,
         names=frozenset(checker.loads - checker.stores),

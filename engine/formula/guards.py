@@ -37,7 +37,14 @@ from decimal import Decimal
 from itertools import islice
 from typing import Any
 
-from engine.errors import FormulaLimitError, FormulaRuntimeError
+from engine.errors import (
+    DisallowedMethodError,
+    FormulaDepthError,
+    NumberLimitError,
+    SizeLimitError,
+    StepLimitError,
+    TimeLimitError,
+)
 from engine.formula.check import (
     DICT_METHODS,
     LIST_METHODS,
@@ -87,10 +94,6 @@ class Limits:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
-
-
-def limit_error(code: str, message: str) -> FormulaLimitError:
-    return FormulaLimitError(message, code=code)
 
 
 # ------------------------------------------------------------------ bounded messages
@@ -179,8 +182,8 @@ class Budget:
         """Count one loop step; raise when the step or time budget is spent."""
         self.steps += 1
         if self.steps > self.max_steps:
-            raise limit_error("F202", f"step limit exceeded: more than {self.max_steps} loop "
-                                      "iterations")
+            raise StepLimitError(f"step limit exceeded: more than {self.max_steps} loop "
+                                 "iterations")
         if time.monotonic() > self.deadline:
             self.late()
 
@@ -195,8 +198,8 @@ class Budget:
         if left > 0:
             self.deadline = time.monotonic() + left
             return
-        raise limit_error("F201", f"time limit exceeded: evaluation took longer than "
-                                  f"{self.max_seconds}s")
+        raise TimeLimitError(f"time limit exceeded: evaluation took longer than "
+                             f"{self.max_seconds}s")
 
 
 # %[(key)][flags][width][.precision]type
@@ -212,18 +215,18 @@ class Guards:
         def size_check(kind: type, n: int) -> None:
             if kind is str or kind is bytes:
                 if n > L.max_string:
-                    raise limit_error("F203", f"string too long: {n} characters would exceed "
-                                              f"the limit {L.max_string}")
+                    raise SizeLimitError(f"string too long: {n} characters would exceed "
+                                         f"the limit {L.max_string}")
             elif n > L.max_sequence:
-                raise limit_error("F203", f"sequence too long: {n} items would exceed the "
-                                          f"limit {L.max_sequence}")
+                raise SizeLimitError(f"sequence too long: {n} items would exceed the "
+                                     f"limit {L.max_sequence}")
 
         self.size_check = size_check
 
         def int_check(bits: int) -> None:
             if bits > L.max_int_bits:
-                raise limit_error("F204", f"number too large: about {bits} bits would exceed "
-                                          f"the limit {L.max_int_bits}")
+                raise NumberLimitError(f"number too large: about {bits} bits would exceed "
+                                       f"the limit {L.max_int_bits}")
 
         measure = self.measure
 
@@ -247,8 +250,8 @@ class Guards:
         def pow_(a: Any, b: Any) -> Any:
             if isinstance(b, (int, float, Decimal)):
                 if b > L.max_exponent or b < -L.max_exponent:
-                    raise limit_error("F204", f"exponent {shorten(b)} is above the limit "
-                                              f"{L.max_exponent}")
+                    raise NumberLimitError(f"exponent {shorten(b)} is above the limit "
+                                           f"{L.max_exponent}")
                 if isinstance(a, int) and isinstance(b, int) and b > 0:
                     int_check(max(a.bit_length(), 1) * b)
             return a**b
@@ -263,11 +266,11 @@ class Guards:
                 numeric = False
                 for m in _PRINTF.finditer(a):
                     if m.group(1) == "*" or m.group(2) == "*":
-                        raise limit_error("F203", "'*' widths in % formatting are not allowed")
+                        raise SizeLimitError("'*' widths in % formatting are not allowed")
                     for part in m.groups()[:2]:
                         if part and int(part) > L.max_format_width:
-                            raise limit_error("F203", f"% format width {part} is above the "
-                                                      f"limit {L.max_format_width}")
+                            raise SizeLimitError(f"% format width {part} is above the "
+                                                 f"limit {L.max_format_width}")
                     numeric = numeric or m.group(3) in "dioxXuc"
                 args = b.values() if type(b) is dict else (b if type(b) is tuple else (b,))
                 for arg in args:
@@ -363,12 +366,12 @@ class Guards:
         return chars
 
     def _too_many(self) -> None:
-        raise limit_error("F203", f"value too large: more than {self.limits.max_items} elements "
-                                  "to compare, hash or convert")
+        raise SizeLimitError(f"value too large: more than {self.limits.max_items} elements "
+                             "to compare, hash or convert")
 
     def _too_deep(self) -> None:
-        raise limit_error("F205", f"value nested too deeply: more than "
-                                  f"{self.limits.max_data_depth} levels")
+        raise FormulaDepthError(f"value nested too deeply: more than "
+                                f"{self.limits.max_data_depth} levels")
 
     def text_check(self, value: Any) -> None:
         """Refuse to turn ``value`` into text when the text would be too long."""
@@ -376,8 +379,8 @@ class Guards:
         if t in _CONTAINER_TYPES:
             n = self.measure(value)
             if n > self.limits.max_string:
-                raise limit_error("F203", f"string too long: about {n} characters would exceed "
-                                          f"the limit {self.limits.max_string}")
+                raise SizeLimitError(f"string too long: about {n} characters would exceed "
+                                     f"the limit {self.limits.max_string}")
 
     def key_check(self, key: Any) -> None:
         """Hashing a tuple walks it: measure it first."""
@@ -389,15 +392,15 @@ class Guards:
         if value.is_finite():
             digits = abs(value.adjusted()) + len(value.as_tuple().digits)
             if digits > self.limits.max_digits:
-                raise limit_error("F204", f"number too large: {shorten(value)} has about {digits} "
-                                          f"digits; the limit is {self.limits.max_digits}")
+                raise NumberLimitError(f"number too large: {shorten(value)} has about {digits} "
+                                       f"digits; the limit is {self.limits.max_digits}")
 
     def format_value(self, value: Any, spec: str) -> str:
         L = self.limits
         if spec:
             why = check_format_spec(spec, L.max_format_width)
             if why:
-                raise limit_error("F203", why)
+                raise SizeLimitError(why)
             if type(value) is Decimal:
                 self.decimal_check(value)
         self.text_check(value)
@@ -430,12 +433,10 @@ class Guards:
         elif isinstance(obj, (set, frozenset)):
             base, allowed = (set if isinstance(obj, set) else frozenset), SET_METHODS
         else:
-            raise FormulaRuntimeError(f"'{type(obj).__name__}' value has no allowed method "
-                                      f"'.{name}()'", code="F101")
+            raise DisallowedMethodError(f"'{type(obj).__name__}' value has no allowed method '.{name}()'")
         method = getattr(base, name, None)
         if name not in allowed or method is None:
-            raise FormulaRuntimeError(f"'{base.__name__}' value has no allowed method "
-                                      f"'.{name}()'", code="F101")
+            raise DisallowedMethodError(f"'{base.__name__}' value has no allowed method '.{name}()'")
         check = _METHOD_CHECKS.get(name)
         if check is not None:
             args = check(self, obj, args, kwargs) or args
@@ -552,7 +553,7 @@ def make_builtins(guards: Guards) -> dict[str, Callable[..., Any]]:
 
     def sum_(items: Any, start: Any = 0) -> Any:
         if not isinstance(start, (int, float, Decimal)):
-            raise FormulaRuntimeError("sum() only adds numbers", code="F101")
+            raise DisallowedMethodError("sum() only adds numbers")
         return sum(g.materialise(items), start)
 
     def str_(value: Any = "") -> str:
@@ -569,8 +570,8 @@ def make_builtins(guards: Guards) -> dict[str, Callable[..., Any]]:
     def round_(value: Any, ndigits: Any = None) -> Any:
         if ndigits is not None:
             if isinstance(ndigits, int) and abs(ndigits) > L.max_digits:
-                raise limit_error("F204", f"round() ndigits {shorten(ndigits)} is beyond the "
-                                          f"limit {L.max_digits}")
+                raise NumberLimitError(f"round() ndigits {shorten(ndigits)} is beyond the "
+                                       f"limit {L.max_digits}")
             return round(value, ndigits)
         if type(value) is Decimal:
             g.decimal_check(value)
@@ -604,7 +605,7 @@ def plain_copy(value: Any, max_depth: int = 100, depth: int = 0) -> Any:
     t = type(value)
     if t in _CONTAINER_TYPES or isinstance(value, CONTAINERS):
         if depth >= max_depth:
-            raise limit_error("F205", f"value nested too deeply: more than {max_depth} levels")
+            raise FormulaDepthError(f"value nested too deeply: more than {max_depth} levels")
         d = depth + 1
         if isinstance(value, dict):
             return {k: plain_copy(v, max_depth, d) for k, v in value.items()}

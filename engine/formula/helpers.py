@@ -23,7 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import phonenumbers
 import pycountry
 
-from engine.errors import FormulaLimitError, FormulaRuntimeError, PathNotFoundError
+from engine.errors import NoResolverError, NumberLimitError, PathNotFoundError
 from engine.formula.guards import Limits, shorten
 
 _K = TypeVar("_K", bound=Hashable)
@@ -196,6 +196,7 @@ def e164(phone: Any, country: Any = None, default: Any = None) -> str | None:
         text = str(phone) if phone.bit_length() < 256 else ""
     elif isinstance(phone, str):
         if len(phone) > MAX_PHONE_LENGTH:
+            # a helper's warning code is data: the mapper wraps it in a MappingWarning, not a class a code
             warn("W010", f"phone number refused: {len(phone)} characters is longer than "
                          f"{MAX_PHONE_LENGTH}; the value is left out")
             return None
@@ -291,8 +292,7 @@ def to_int(value: Any) -> int | None:
     number = to_decimal(value)
     assert number is not None
     if abs(number.adjusted()) + len(number.as_tuple().digits) > MAX_DIGITS:
-        raise FormulaLimitError(f"number too large: {shorten(value)} has more than {MAX_DIGITS} "
-                                "digits", code="F204")
+        raise NumberLimitError(f"number too large: {shorten(value)} has more than {MAX_DIGITS} digits")
     if number != number.to_integral_value():
         raise ValueError(f"{shorten(value)} is not a whole number")
     return int(number)
@@ -409,8 +409,8 @@ class Resolver(Protocol):
 
 
 def _no_resolver(*_args: Any, **_kwargs: Any) -> Any:
-    raise FormulaRuntimeError("no resolver available: this helper needs the hub or Klaviyo; "
-                              "evaluate with functions=bind_helpers(resolver)", code="F102")
+    raise NoResolverError("no resolver available: this helper needs the hub or Klaviyo; "
+                          "evaluate with functions=bind_helpers(resolver)")
 
 
 def get_external_id(hub_id: Any, entity: str) -> str | None:

@@ -28,6 +28,7 @@ from engine.errors import (
     AuthorizationCodeError,
     AuthorizationDataError,
     KlaviyoSyncError,
+    PartialGrantWarning,
     RedirectUrlError,
     RedirectUrlMissingError,
     RevocationError,
@@ -345,10 +346,11 @@ async def login(
         gaps = " ".join(status.missing_scopes)
         log.warning("Klaviyo granted the OAuth connection without the scope(s) %s", gaps)
         try:
-            hub.errors.log(FLOW, f"Klaviyo granted the OAuth connection without the scope(s) {gaps}: the calls "
-                           "that need them will be refused (403 permission_denied)", level="warning", code="A013",
-                           detail="; ".join(klaviyo_scopes.describe(s, list(required[s]), 1)
-                                            for s in status.missing_scopes))
+            partial = PartialGrantWarning(
+                f"Klaviyo granted the OAuth connection without the scope(s) {gaps}: the calls that need them "
+                "will be refused (403 permission_denied)",
+                detail="; ".join(klaviyo_scopes.describe(s, list(required[s]), 1) for s in status.missing_scopes))
+            hub.errors.log(FLOW, partial.message, level="warning", code=partial.code, detail=partial.detail)
         except Exception:  # the warning must never fail a login that worked
             log.exception("could not write the missing-scope warning to the hub error log")
     return status

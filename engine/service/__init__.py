@@ -8,7 +8,7 @@
 - :mod:`engine.service._security`  the token, page sessions, CSRF
 - :mod:`engine.service._metrics`   ``/metrics`` (prometheus_client)
 - :mod:`engine.service._lock`      one ``serve`` per hub (an OS file lock beside the hub)
-- :class:`engine.errors.ServiceError` (V0xx) is the service's one error type
+- :class:`engine.errors.ServiceError` (V0xx) is the base of the service's errors, one subclass a code
 
 See docs/service.md.
 """

@@ -20,12 +20,14 @@ from urllib.parse import urlsplit, urlunsplit
 from aiohttp import web
 
 from engine.errors import (
+    BadRequestError,
+    BodyTooLargeError,
     HubError,
     HubNotFoundError,
     HubRecordError,
     Location,
     RefusedRecordsError,
-    ServiceError,
+    ResourceNotFoundError,
 )
 from engine.hub import SqliteHub
 from engine.hub._records import check_customer, check_transaction
@@ -51,7 +53,8 @@ async def read_json(request: web.Request) -> Any:
     """The request's JSON body.
 
     Raises:
-        ServiceError: V400 not UTF-8 or not JSON (with line and column); V413 too large.
+        BadRequestError: not UTF-8 or not JSON (with line and column).
+        BodyTooLargeError: larger than ``service.max_body_bytes``.
     """
     try:
         raw = await request.read()
@@ -60,15 +63,15 @@ async def read_json(request: web.Request) -> Any:
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ServiceError("the request body is not UTF-8 text", code="V400", location=Location(file=BODY)) from None
+        raise BadRequestError("the request body is not UTF-8 text", location=Location(file=BODY)) from None
     except json.JSONDecodeError as err:
-        raise ServiceError(f"invalid JSON: {err.msg}", code="V400",
-                           location=Location(file=BODY, line=err.lineno, column=err.colno)) from None
+        raise BadRequestError(f"invalid JSON: {err.msg}",
+                              location=Location(file=BODY, line=err.lineno, column=err.colno)) from None
 
 
-def too_large(limit: int) -> ServiceError:
-    return ServiceError(f"the request body is larger than {limit} bytes (service.max_body_bytes)",
-                        code="V413", status=413, location=Location(file=BODY))
+def too_large(limit: int) -> BodyTooLargeError:
+    return BodyTooLargeError(f"the request body is larger than {limit} bytes (service.max_body_bytes)",
+                             location=Location(file=BODY))
 
 
 def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
@@ -78,10 +81,10 @@ def query_int(request: web.Request, name: str, default: int, *, low: int = 0, hi
     try:
         value = int(text)
     except ValueError:
-        raise ServiceError(f"query parameter {name} must be an integer, got {text[:40]!r}", code="V400") from None
+        raise BadRequestError(f"query parameter {name} must be an integer, got {text[:40]!r}") from None
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ServiceError(f"query parameter {name} must be {bound}, got {value}", code="V400")
+        raise BadRequestError(f"query parameter {name} must be {bound}, got {value}")
     return value
 
 
@@ -90,7 +93,7 @@ def path_id(request: web.Request, name: str = "id") -> int:
     try:
         return int(text)
     except ValueError:
-        raise ServiceError(f"{name} must be an integer, got {text[:40]!r}", code="V404", status=404) from None
+        raise ResourceNotFoundError(f"{name} must be an integer, got {text[:40]!r}") from None
 
 
 # -- records -------------------------------------------------------------------------------
@@ -130,7 +133,7 @@ def _store(hub: SqliteHub, entity: str, items: list[dict[str, Any]], single: boo
                 if partial_id is not None:
                     before = hub.get_customer(partial_id)
                     if before is None:
-                        raise HubNotFoundError(f"no Customer with Id {partial_id}", code="H003",
+                        raise HubNotFoundError(f"no Customer with Id {partial_id}",
                                                location=Location(record_id=str(partial_id)))
                     after = hub.update_customer(partial_id, record)
                     out.append((after, "unchanged" if after == before else "updated"))
@@ -154,12 +157,11 @@ async def _write(request: web.Request, kind: str, *, record_id: int | None = Non
     single = not isinstance(body, list)
     items = [body] if single else list(body)
     if not items:
-        raise ServiceError("the request body is an empty list: nothing to store", code="V400",
-                           location=Location(file=BODY))
+        raise BadRequestError("the request body is an empty list: nothing to store", location=Location(file=BODY))
     if record_id is not None:
         if not single:
-            raise ServiceError(f"PUT/PATCH /api/{kind}/{{id}} takes one record, not a list", code="V400",
-                               location=Location(file=BODY))
+            raise BadRequestError(f"PUT/PATCH /api/{kind}/{{id}} takes one record, not a list",
+                                  location=Location(file=BODY))
         if isinstance(body, dict):
             if body.get("Id") not in (None, record_id):
                 raise HubRecordError(f"Id {body['Id']} does not match {entity} {record_id}",
@@ -211,7 +213,7 @@ async def _get(request: web.Request, entity: str) -> web.Response:
     hub_id = path_id(request)
     view = await svc.db(record_view, svc.hub_api, entity, hub_id)
     if view is None:
-        raise HubNotFoundError(f"no {entity} with Id {hub_id}", code="H003", location=Location(record_id=str(hub_id)))
+        raise HubNotFoundError(f"no {entity} with Id {hub_id}", location=Location(record_id=str(hub_id)))
     return ok({**view["record"], "KlaviyoId": view["links"]["Klaviyo"], "Queue": view["queue"]})
 
 
@@ -229,7 +231,7 @@ async def get_transaction(request: web.Request) -> web.Response:
 def error_filter(query: Mapping[str, str]) -> ErrorFilter:
     level = query.get("level") or None
     if level is not None and level not in ("error", "warning"):
-        raise ServiceError(f"level must be error or warning, got {level[:40]!r}", code="V400")
+        raise BadRequestError(f"level must be error or warning, got {level[:40]!r}")
     return ErrorFilter(flow=query.get("flow") or None, level=level, code=query.get("code") or None,
                        record=query.get("record") or None, text=query.get("q") or None,
                        include_resolved=query.get("all", "") in ("1", "true", "yes", "on"))
@@ -264,7 +266,7 @@ async def get_queue(request: web.Request) -> web.Response:
 
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise ServiceError("the request body must be a JSON object", code="V400", location=Location(file=BODY))
+        raise BadRequestError("the request body must be a JSON object", location=Location(file=BODY))
     return body
 
 
@@ -272,21 +274,21 @@ async def sync_pull(request: web.Request) -> web.Response:
     body = _object(await read_json(request))
     pid = body.get("profile_id")
     if not isinstance(pid, (str, int)) or isinstance(pid, bool):
-        raise ServiceError("profile_id is required: a Klaviyo profile id such as 01H8TVABCDEF1234567890 or 44552",
-                           code="V400", location=Location(file=BODY))
+        raise BadRequestError("profile_id is required: a Klaviyo profile id such as 01H8TVABCDEF1234567890 or 44552",
+                              location=Location(file=BODY))
     return ok(await _service(request).pull(str(pid)))
 
 
 def push_args(body: Mapping[str, Any]) -> tuple[str, int, bool]:
     entity = str(body.get("entity") or "").capitalize()
     if entity not in ("Customer", "Transaction"):
-        raise ServiceError(f"entity must be customer or transaction, got {str(body.get('entity'))[:40]!r}",
-                           code="V400", location=Location(file=BODY))
+        raise BadRequestError(f"entity must be customer or transaction, got {str(body.get('entity'))[:40]!r}",
+                              location=Location(file=BODY))
     hub_id = body.get("id")
     if isinstance(hub_id, str) and hub_id.strip().isdigit():
         hub_id = int(hub_id)
     if not isinstance(hub_id, int) or isinstance(hub_id, bool):
-        raise ServiceError("id must be the record's hub Id (an integer)", code="V400", location=Location(file=BODY))
+        raise BadRequestError("id must be the record's hub Id (an integer)", location=Location(file=BODY))
     dry = body.get("dry_run", False)
     return entity, hub_id, dry in (True, "1", "true", "on")
 

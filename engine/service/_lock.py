@@ -14,7 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from engine.errors import Location, ServiceError
+from engine.errors import Location, ServeLockHeldError
 
 
 def lock_path(hub_path: Path) -> Path:
@@ -26,7 +26,7 @@ class ServeLock:
     """Hold the hub's serve lock (``with ServeLock(path):``).
 
     Raises:
-        ServiceError: V001, another process holds it.
+        ServeLockHeldError: another process holds it.
     """
 
     def __init__(self, hub_path: Path) -> None:
@@ -41,9 +41,9 @@ class ServeLock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise ServiceError(
+            raise ServeLockHeldError(
                 f"another klaviyo-sync serve (pid {holder}) is already running on this hub; stop it first "
-                f"(lock file {self.path})", code="V001", location=Location(file=str(self.path))) from None
+                f"(lock file {self.path})", location=Location(file=str(self.path))) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from engine.errors import KlaviyoSyncError, ServiceError
+from engine.errors import ForbiddenError, KlaviyoSyncError, ResourceNotFoundError, UnauthorizedError
 from engine.flows.summary import OUTCOMES
 from engine.service import _api
 from engine.service._queries import error_facets, hub_status, record_view, search_errors
@@ -78,15 +78,13 @@ async def guard_page(request: web.Request, handler: Handler) -> web.StreamRespon
     request[SID] = sid
     if request.method == "POST":
         if not guard.enabled:
-            raise ServiceError("this page is read-only: set service.token in the settings to use forms",
-                               code="V403", status=403)
+            raise ForbiddenError("this page is read-only: set service.token in the settings to use forms")
         form = await request.post()
         request[FORM] = form
         if not guard.csrf_ok(sid, str(form.get("csrf") or "")):
-            raise ServiceError("the form's CSRF token is missing or stale: reload the page and try again",
-                               code="V403", status=403)
+            raise ForbiddenError("the form's CSRF token is missing or stale: reload the page and try again")
         if not guard.signed_in(sid):
-            raise ServiceError("sign in first (/login)", code="V401", status=401)
+            raise UnauthorizedError("sign in first (/login)")
     elif guard.enabled and not guard.signed_in(sid):
         return _redirect("/login?" + urlencode({"next": request.path_qs}), new_sid)
     response = await handler(request)
@@ -131,11 +129,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     request[SID] = sid or ""
     if not guard.enabled:
-        raise ServiceError("no service.token is set: there is nothing to sign in to (pages are read-only)",
-                           code="V403", status=403)
+        raise ForbiddenError("no service.token is set: there is nothing to sign in to (pages are read-only)")
     if not guard.csrf_ok(sid, str(form.get("csrf") or "")):
-        raise ServiceError("the form's CSRF token is missing or stale: reload the page and try again",
-                           code="V403", status=403)
+        raise ForbiddenError("the form's CSRF token is missing or stale: reload the page and try again")
     if not guard.token_ok(str(form.get("token") or "")):
         return render(request, "login.html", status=401, next=_safe_next(str(form.get("next") or "")), failed=True)
     guard.close_session(sid)
@@ -214,12 +210,12 @@ async def record_page(request: web.Request) -> web.Response:
     svc = request.app[_api.SERVICE]
     entity = {"customer": "Customer", "transaction": "Transaction"}.get(request.match_info["entity"])
     if entity is None:
-        raise ServiceError(f"no such record kind: {request.match_info['entity'][:40]!r} (customer or transaction)",
-                           code="V404", status=404)
+        raise ResourceNotFoundError(f"no such record kind: {request.match_info['entity'][:40]!r} "
+                                    "(customer or transaction)")
     hub_id = _api.path_id(request)
     view = await svc.db(record_view, svc.hub_api, entity, hub_id)
     if view is None:
-        raise ServiceError(f"no {entity} with Id {hub_id} in the hub", code="V404", status=404)
+        raise ResourceNotFoundError(f"no {entity} with Id {hub_id} in the hub")
     return render(request, "record.html", view=view)
 
 

@@ -35,7 +35,14 @@ from typing import Any, TypeVar
 
 from engine.collection import CollectionSet, load_collections
 from engine.connect import TOKEN_SOURCES, open_client, open_hub
-from engine.errors import CollectionSetError, HubNotFoundError, Location, ServiceError
+from engine.errors import (
+    BadRequestError,
+    CollectionSetError,
+    HubNotFoundError,
+    InternalServiceError,
+    Location,
+    UnprocessableRequestError,
+)
 from engine.flows import InboundFlow, OutboundReport, RunSummary, dispatch, push
 from engine.flows.inbound import POLL_FLOW
 from engine.flows.outbound import open_outbound_client
@@ -200,7 +207,8 @@ class Service:
             try:
                 await flow.poll()
             except Exception as exc:  # noqa: BLE001 - the service goes on; the next poll retries
-                self.hub_out.errors.log(POLL_FLOW, f"the poll failed: {type(exc).__name__}: {exc}", code="V500")
+                self.hub_out.errors.log(POLL_FLOW, f"the poll failed: {type(exc).__name__}: {exc}",
+                                        code=InternalServiceError.code)
             finally:
                 self._poll_flow = None
             self.record(flow.summary)
@@ -222,7 +230,7 @@ class Service:
                 except Exception as exc:  # noqa: BLE001 - released below; the loop goes on
                     self._claims.release_all()
                     self.hub_out.errors.log("dispatch", f"the dispatch failed: {type(exc).__name__}: {exc}",
-                                            code="V500")
+                                            code=InternalServiceError.code)
                     await self._sleep(5.0)
                     continue
                 self.record(report.summary)
@@ -271,7 +279,7 @@ class Service:
     async def push(self, entity: str, hub_id: int, *, dry_run: bool = False) -> OutboundReport:
         """Manual Sync of one hub Customer or Transaction; ``dry_run`` shows the decision and requests."""
         if entity not in ("Customer", "Transaction"):
-            raise ServiceError(f"entity must be Customer or Transaction, got {entity!r}", code="V400")
+            raise BadRequestError(f"entity must be Customer or Transaction, got {entity!r}")
         if not dry_run:
             report = await push(self.settings, self.hub_out, self.client, self.collections, entity, hub_id)
             self.record(report.summary)
@@ -289,12 +297,11 @@ class Service:
 
         Raises:
             HubNotFoundError: no such entry.
-            ServiceError: V422, the entry names no record that can be retried.
+            UnprocessableRequestError: the entry names no record that can be retried.
         """
         entry = self.hub_out.errors.get(entry_id)
         if entry is None:
-            raise HubNotFoundError(f"no error log entry with Id {entry_id}", code="H003",
-                                   location=Location(record_id=str(entry_id)))
+            raise HubNotFoundError(f"no error log entry with Id {entry_id}", location=Location(record_id=str(entry_id)))
         if entry["Flow"] == POLL_FLOW:
             self.poll_now()
             return {"entry": entry_id, "action": "poll", "ok": True, "resolved": []}
@@ -314,8 +321,8 @@ class Service:
             action = {"action": "push", "entity": entry["Entity"], "hub_id": entry["HubId"], "result": result.to_dict()}
             same = lambda e: e["Entity"] == entry["Entity"] and e["HubId"] == entry["HubId"]  # noqa: E731
         else:
-            raise ServiceError(f"error log entry {entry_id} names no hub record or Klaviyo profile to retry",
-                               code="V422", status=422)
+            raise UnprocessableRequestError(f"error log entry {entry_id} names no hub record or Klaviyo profile "
+                                            "to retry")
         resolved: list[int] = []
         if ok:
             for e in self.hub_out.errors.list(unresolved_only=True, limit=None):

@@ -28,11 +28,17 @@ from engine.errors import (
     EmailExistsError,
     HubNotFoundError,
     InboundError,
+    InternalServiceError,
     KlaviyoError,
     KlaviyoSyncError,
+    ListenError,
     Location,
+    MethodNotAllowedError,
     ProfileNotFoundError,
+    ResourceNotFoundError,
     ServiceError,
+    UnauthorizedError,
+    UnprotectedHostError,
 )
 from engine.service import _api, _pages
 from engine.service._lock import ServeLock
@@ -96,14 +102,15 @@ def _wants_html(request: web.Request) -> bool:
 def _http_error(exc: web.HTTPException, request: web.Request) -> ServiceError:
     limit = request.app[MAX_BODY]
     if exc.status == 404:
-        return ServiceError(f"no such route: {request.method} {request.path} (the API is described at /openapi.json)",
-                            code="V404", status=404)
+        return ResourceNotFoundError(f"no such route: {request.method} {request.path} "
+                                     "(the API is described at /openapi.json)")
     if exc.status == 405:
         allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
-        return ServiceError(f"{request.method} is not allowed on {request.path}" + (f" (allowed: {allowed})" if allowed
-                                                                                  else ""), code="V405", status=405)
+        return MethodNotAllowedError(f"{request.method} is not allowed on {request.path}"
+                                     + (f" (allowed: {allowed})" if allowed else ""))
     if exc.status == 413:
         return _api.too_large(limit)
+    # any other status aiohttp answers with: its code is data, made from that status
     return ServiceError(exc.reason or "bad request", code=f"V{exc.status}", status=exc.status)
 
 
@@ -121,8 +128,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         response = _answer(request, err)
     except Exception:  # noqa: BLE001 - an answer, never a traceback; the log has the detail
         log.exception("unexpected error answering %s %s", request.method, request.path)
-        response = _answer(request, ServiceError("internal error: the service log has the detail", code="V500",
-                                                 status=500))
+        response = _answer(request, InternalServiceError("internal error: the service log has the detail"))
     request.app[METRICS].http.labels(operation, request.method, str(response.status)).inc()
     log.debug("%s %s -> %s (%.1f ms)", request.method, request.path, response.status,
               1000 * (time.monotonic() - started))
@@ -148,11 +154,10 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         raise unmatched
     if request.path.startswith("/api/"):
         if not guard.enabled:
-            raise ServiceError("the API is disabled: set service.token in the settings (e.g. "
-                               "token: ${KLAVIYO_SYNC_TOKEN}) and restart serve", code="V401", status=401)
+            raise UnauthorizedError("the API is disabled: set service.token in the settings (e.g. "
+                                    "token: ${KLAVIYO_SYNC_TOKEN}) and restart serve")
         if not guard.bearer_ok(request.headers.get("authorization")):
-            raise ServiceError("missing or wrong token: send 'Authorization: Bearer <service.token>'",
-                               code="V401", status=401)
+            raise UnauthorizedError("missing or wrong token: send 'Authorization: Bearer <service.token>'")
         return await handler(request)
     if request.path in PUBLIC_PATHS:
         return await handler(request)
@@ -229,15 +234,16 @@ async def serve(settings: Settings, hub_path: str | Path | None = None, *, host:
     with the URL served and the hub file as soon as the service listens (``serve --json``).
 
     Raises:
-        ServiceError: V001 the hub is in use by another serve; V002 a non-loopback host without a
-            token; V003 the address cannot be bound.
+        ServeLockHeldError: the hub is in use by another serve.
+        UnprotectedHostError: a non-loopback host without a token.
+        ListenError: the address cannot be bound.
         CollectionSetError, SettingsError: as ``poll`` and ``dispatch`` raise them, before anything runs.
     """
     host = host or settings.service.host
     port = settings.service.port if port is None else port
     if not is_loopback(host) and settings.service.token is None:
-        raise ServiceError(f"refusing to listen on {host}: a non-loopback address needs service.token in the "
-                           "settings (every API call and form is then authenticated)", code="V002")
+        raise UnprotectedHostError(f"refusing to listen on {host}: a non-loopback address needs service.token in "
+                                   "the settings (every API call and form is then authenticated)")
     path = Path(hub_path) if hub_path else settings.hub_path
     with ServeLock(path):
         service = Service(settings, path) if lease_seconds is None else \
@@ -250,7 +256,7 @@ async def serve(settings: Settings, hub_path: str | Path | None = None, *, host:
         except OSError as exc:
             await runner.cleanup()
             await service.stop()
-            raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code="V003") from None
+            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         bound = runner.addresses[0]
         url = f"http://{bound[0] if ':' not in str(bound[0]) else '[' + str(bound[0]) + ']'}:{bound[1]}"
         stop = asyncio.Event()
