@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from engine._json import nested_deeper_than
 from engine.cli._auth import validate_scopes
 from engine.cli._output import emit_json
 from engine.collection import CollectionSet, load_collections
@@ -57,6 +58,8 @@ def _read_json(path: str, what: str) -> Any:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise click.ClickException(f"{path}:{line}:{column}: {what} is not UTF-8 text") from None
+    if nested_deeper_than(text, MAX_JSON_DEPTH):  # refused before the parser recurses that deep
+        raise click.ClickException(f"{path}: {what} is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
 from engine._iter import chunks
+from engine._json import nested_deeper_than
 from engine.errors import HubError, HubRecordError, Location
 from engine.hub._records import MAX_DEPTH, check_customer, check_transaction, json_type
 from engine.hub._sqlite import SqliteHub
@@ -215,6 +216,8 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+#: nesting refused before parsing (shallower records are parsed, and the check names the path)
+PARSE_DEPTH = 500
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)  # made once: json.loads makes one a call
 
 
@@ -228,6 +231,8 @@ def _parse(raw: bytes, *, first: bool = False) -> dict[str, Any]:
     try:
         if text.startswith("\ufeff"):  # as json.loads says it
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        if nested_deeper_than(text, PARSE_DEPTH):  # refused before the parser recurses that deep
+            raise RecursionError
         record = _DECODER.decode(text)
     except json.JSONDecodeError as err:
         raise HubRecordError(f"invalid JSON: {err.msg}", location=Location(column=err.colno)) from None
