@@ -123,8 +123,9 @@ __all__ = ["register"]
 def transactions_cmd(dry_run: bool, batch_size: int, as_json: bool, config: str | None, hub_path: str | None) -> None:
     """Send historical hub Transactions as Placed Order and Ordered Product events.
 
-    The same order flow as dispatch (the same unique ids and versions), one event per call inside
-    the XL tier, so a later dispatch never duplicates an event; every revision works.  Resumes
+    The same order flow as dispatch (the same unique ids and versions), so a later dispatch never
+    duplicates an event; every revision works.  From api_revision 2024-05-15 the events go in bulk
+    event jobs of up to 1,000, before it one event per call inside the XL tier.  Resumes
     after the last Transaction a previous run handled; on a terminal a progress bar runs on
     standard error.
     """
