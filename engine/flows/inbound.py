@@ -294,6 +294,7 @@ class InboundFlow:
         """
         done: list[ProfileResult | None] = []
         counts = {flow: Counter(c) for flow, c in self.summary.counts.items()}
+        tallies = (self.summary.warnings, self.summary.errors)
         try:
             with self.hub.transaction():
                 for resource in page:
@@ -306,7 +307,8 @@ class InboundFlow:
             self._hub_locked(exc)
             return
         except (sqlite3.Error, OSError) as exc:
-            self.summary.counts = counts  # nothing of the page is stored
+            self.summary.counts = counts  # nothing of the page is stored, its log entries neither
+            self.summary.warnings, self.summary.errors = tallies
             self._not_stored(f"the hub could not store a page of {len(page)} profiles: {type(exc).__name__}: {exc}",
                              "nothing of the page was written; the next poll fetches it again")
             return
