@@ -41,7 +41,6 @@ profile id and the hub id, and counted in the :class:`~engine.flows.summary.RunS
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +51,7 @@ from engine.errors import EmailExistsError, HubLockedError, HubRecordError, Klav
 from engine.flows.summary import RunSummary
 from engine.formula.helpers import bind_helpers
 from engine.hub import HubStore, Level
+from engine.hub._db import DB_ERRORS
 from engine.runner import FILTERED, INVALID, OK, Outcome, Runner, flatten_jsonapi
 
 #: Flow name in the error log for problems before a collection was chosen.
@@ -268,7 +268,7 @@ class ProfileTransfer:
             self._log(coll.title, exc.message, pid, result.customer_id, code=exc.code, detail=exc.detail, result=result)
             self.summary.count(coll.title, "invalid")
             return result
-        except (KlaviyoSyncError, sqlite3.Error, OSError) as exc:
+        except (KlaviyoSyncError, *DB_ERRORS, OSError) as exc:
             message = exc.message if isinstance(exc, KlaviyoSyncError) else f"{type(exc).__name__}: {exc}"
             code = exc.code if isinstance(exc, KlaviyoSyncError) else "I001"
             self._log(coll.title, message, pid, result.customer_id, code=code, result=result)

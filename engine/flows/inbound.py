@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -65,6 +64,7 @@ from engine.flows._inbound_cursor import PollCursor, PollRange, fingerprint, for
 from engine.flows._inbound_transfer import INBOUND_FLOW, ProfileResult, ProfileTransfer, inbound_collection
 from engine.flows.summary import RunSummary
 from engine.hub import HubStore
+from engine.hub._db import DB_ERRORS
 from engine.klaviyo import KlaviyoApi
 
 PAGE_SIZE = 100
@@ -306,7 +306,7 @@ class InboundFlow:
         except HubLockedError as exc:  # the page's first write waited in vain: nothing is written
             self._hub_locked(exc)
             return
-        except (sqlite3.Error, OSError) as exc:
+        except (*DB_ERRORS, OSError) as exc:
             self.summary.counts = counts  # nothing of the page is stored, its log entries neither
             self.summary.warnings, self.summary.errors = tallies
             self._not_stored(f"the hub could not store a page of {len(page)} profiles: {type(exc).__name__}: {exc}",
@@ -373,7 +373,7 @@ class InboundFlow:
             cursor.save(self.hub)
         except HubLockedError as exc:
             self._hub_locked(exc)
-        except (sqlite3.Error, OSError) as exc:
+        except (*DB_ERRORS, OSError) as exc:
             self._not_stored(f"the hub could not save the poll's cursor: {type(exc).__name__}: {exc}",
                              "every profile stored stays stored; the next poll reads again from the cursor "
                              "last saved")

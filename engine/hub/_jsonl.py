@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
@@ -29,6 +28,7 @@ from typing import IO, Any, Final
 from engine._iter import chunks
 from engine._json import nested_deeper_than
 from engine.errors import HubError, HubRecordError, Location
+from engine.hub._db import DATA_ERRORS, INTEGRITY_ERRORS
 from engine.hub._records import MAX_DEPTH, check_customer, check_transaction, json_type
 from engine.hub._sqlite import SqliteHub
 
@@ -138,8 +138,7 @@ def _lines(fh: IO[bytes], limit: int) -> Iterator[bytes | None]:
 
 # What a line may fail with once parsed and checked: the store refusing it, or a value our
 # checks did not foresee (every one costs only its own line).
-_LINE_FAILURES = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, OverflowError,
-                  ValueError, RecursionError)
+_LINE_FAILURES = (*INTEGRITY_ERRORS, *DATA_ERRORS, OverflowError, ValueError, RecursionError)
 
 
 def _import_batch(

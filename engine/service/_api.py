@@ -11,7 +11,6 @@ outbound triggers) and wake the dispatch loop.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -30,6 +29,7 @@ from engine.errors import (
     ResourceNotFoundError,
 )
 from engine.hub import SqliteHub
+from engine.hub._db import INTEGRITY_ERRORS
 from engine.hub._records import check_customer, check_transaction
 from engine.klaviyo import revision as rev
 from engine.service._queries import ErrorFilter, hub_status, record_view, search_errors
@@ -143,7 +143,7 @@ def _store(hub: SqliteHub, entity: str, items: list[dict[str, Any]], single: boo
                     out.append(hub.upsert_transaction(record))
             except HubError as err:
                 raise err.at(file=_where(single, i)) from None
-            except sqlite3.IntegrityError as err:
+            except INTEGRITY_ERRORS as err:
                 raise HubRecordError(f"refused by the store: {err}",
                                      location=Location(file=_where(single, i))) from None
     return out
