@@ -70,6 +70,9 @@ DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_SCOPES: Final[tuple[str, ...]] = ()
 ENV_CONFIG: Final = "KLAVIYO_SYNC_CONFIG"
 ENV_API_KEY: Final = "KLAVIYO_API_KEY"
+ENV_HUB: Final = "KLAVIYO_SYNC_HUB"
+ENV_RATE_BUDGET: Final = "KLAVIYO_SYNC_RATE_BUDGET"
+DEFAULT_SUBSCRIPTION: Final = "default"
 SCHEMA_PATH: Final = shipped("schemas", "settings.schema.json")
 SHIPPED_COLLECTIONS: Final = shipped("collections")
 MASK: Final = "********"
@@ -181,6 +184,12 @@ class Settings:
     request_deadline: float = 60.0
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     hub_path: Path = Path(DEFAULT_HUB)
+    #: a PostgreSQL URL when the hub is shared (``hub: postgresql://...``); None: the SQLite file ``hub_path``
+    hub_url: str | None = None
+    subscription: str = DEFAULT_SUBSCRIPTION
+    #: a Redis URL when the rate budget is shared by processes (``rate_budget: redis://...``)
+    rate_budget: str | None = None
+    account: str | None = None
     collections_dir: Path = SHIPPED_COLLECTIONS
     source: Path | None = None
     service: ServiceSettings = field(default_factory=ServiceSettings)
@@ -188,8 +197,14 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """The literal secret values, for masking (``SqliteHub(secrets=...)``)."""
         found = [s.reveal() for s in (self.api_key, self.oauth.client_secret, self.service.token) if s is not None]
-        found.append(_url_password(self.api_url) or "")
+        for url in (self.api_url, self.hub_url, self.rate_budget):
+            found.append(_url_password(url or "") or "")
         return tuple(v for v in found if v)
+
+    @property
+    def hub_target(self) -> str:
+        """The hub as shown to people: the PostgreSQL URL (password masked) or the SQLite file."""
+        return mask_url(self.hub_url) if self.hub_url else str(self.hub_path)
 
     def for_formulas(self) -> dict[str, Any]:
         """What formulas see as ``settings``: plain values, never a secret or a path."""
@@ -231,7 +246,10 @@ class Settings:
             "request_timeout": f"{self.request_timeout:g}s",
             "request_deadline": f"{self.request_deadline:g}s",
             "max_response_bytes": self.max_response_bytes,
-            "hub": str(self.hub_path),
+            "hub": self.hub_target,
+            "subscription": self.subscription,
+            "rate_budget": mask_url(self.rate_budget) if self.rate_budget else None,
+            "account": self.account,
             "collections": str(self.collections_dir),
             "service": {"token": secret(self.service.token), "host": self.service.host,
                         "port": self.service.port, "max_body_bytes": self.service.max_body_bytes},
@@ -329,7 +347,8 @@ def _load(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] 
 
 # -- resolution ------------------------------------------------------------------------
 
-_ENV_KEYS: Final = (("api_key",), ("oauth", "client_id"), ("oauth", "client_secret"), ("service", "token"))
+_ENV_KEYS: Final = (("api_key",), ("oauth", "client_id"), ("oauth", "client_secret"), ("service", "token"), ("hub",),
+                    ("rate_budget",))
 
 
 def _env_problems(data: dict[str, Any], file: Path, marks: dict[Any, tuple[int, int]],
@@ -444,11 +463,27 @@ def _resolve(data: dict[str, Any], file: Path | None, env: Mapping[str, str]) ->
         request_timeout=parse_duration(data.get("request_timeout", DEFAULT_REQUEST_TIMEOUT)),
         request_deadline=parse_duration(data.get("request_deadline", DEFAULT_REQUEST_DEADLINE)),
         max_response_bytes=int(data.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)),
-        hub_path=(base / data.get("hub", DEFAULT_HUB)),
+        **_hub(data, base, env, expand),
+        subscription=data.get("subscription") or DEFAULT_SUBSCRIPTION,
+        rate_budget=(expand(env.get(ENV_RATE_BUDGET) or data.get("rate_budget"))[0] or None),
+        account=data.get("account") or None,
         collections_dir=(base / collections) if collections else SHIPPED_COLLECTIONS,
         source=file,
         service=_service(data.get("service") or {}, expand),
     )
+
+
+def is_hub_url(value: str) -> bool:
+    """Whether a ``hub`` value names a PostgreSQL database rather than a SQLite file."""
+    return value.lower().startswith(("postgresql://", "postgres://"))
+
+
+def _hub(data: dict[str, Any], base: Path, env: Mapping[str, str], expand: Any) -> dict[str, Any]:
+    """``hub_path`` / ``hub_url`` from ``$KLAVIYO_SYNC_HUB`` or the ``hub`` key (``${NAME}`` expanded)."""
+    raw = env.get(ENV_HUB) or expand(data.get("hub"))[0] or DEFAULT_HUB
+    if is_hub_url(raw):
+        return {"hub_url": raw}
+    return {"hub_path": base / raw}
 
 
 def _service(data: dict[str, Any], expand: Any) -> ServiceSettings:

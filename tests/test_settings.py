@@ -110,7 +110,7 @@ def test_api_key_falls_back_to_the_environment(tmp_path: Path) -> None:
         ("colour: blue\n",
          ["1:1: S002 colour: unknown key (valid: name, version, api_url, api_key, api_revision, generate_events, default_phone_region, "
           "throttling, oauth, outbound_triggers, poll_interval, request_timeout, request_deadline, "
-          "max_response_bytes, hub, collections, service)"]),
+          "max_response_bytes, hub, subscription, rate_budget, account, collections, service)"]),
         ("- a\n- b\n", ["1:1: S002 the settings file must be a mapping of keys to values"]),
         ("name: [unclosed\n",
          ["2:1: S001 invalid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"]),
