@@ -120,6 +120,11 @@ Tree::
     ├── DemoFolderError           ``demo --dir`` names a folder holding files the demo did not write  D001
     ├── DocsTargetError           ``docs --out`` cannot write its pages              G001
     │   └── PageNameClashError    two collection files would write one page          G002
+    ├── WorkerError               the ``worker`` command cannot start                 J0xx
+    │   ├── SubscriptionsDirError ``--subscriptions`` is no folder, or holds no settings file  J001
+    │   ├── DuplicateSubscriptionError  two settings files name one subscription            J002
+    │   ├── JobsDatabaseMissingError  no ``--jobs``, and no PostgreSQL hub shared by all    J003
+    │   └── JobsDatabaseError     the jobs database cannot be reached or prepared            J004
     └── ServiceError              the ``serve`` process or one request to it (``status`` = HTTP)  V0xx
         ├── ServeLockHeldError    another ``serve`` holds the hub                           V001
         ├── UnprotectedHostError  a non-loopback host without ``service.token``             V002
@@ -1157,6 +1162,41 @@ class RefusedRecordsError(KlaviyoSyncError):
         super().__init__(f"{len(errors)} record(s) refused; nothing was stored", code=errors[0].code)
 
 
+# -- the worker command (engine/worker/, engine/cli/_worker.py) ---------------------------------
+
+
+class WorkerError(KlaviyoSyncError):
+    """The ``worker`` command cannot start: its subscriptions or its jobs database (J0xx)."""
+
+    code = "J000"
+    exit_code = 2
+
+
+class SubscriptionsDirError(WorkerError):
+    """``--subscriptions`` (or ``$KLAVIYO_SYNC_SUBSCRIPTIONS``) is not a folder, or holds no ``*.yaml``."""
+
+    code = "J001"
+
+
+class DuplicateSubscriptionError(WorkerError):
+    """Two settings files of the subscriptions folder name the same ``subscription``."""
+
+    code = "J002"
+
+
+class JobsDatabaseMissingError(WorkerError):
+    """No ``--jobs`` URL, and the subscriptions do not all share one PostgreSQL hub to default to."""
+
+    code = "J003"
+
+
+class JobsDatabaseError(WorkerError):
+    """The jobs database cannot be reached, or procrastinate's schema cannot be applied to it."""
+
+    code = "J004"
+    exit_code = 3
+
+
 # -- outside the tree ---------------------------------------------------------------------------
 # The sandbox plays Klaviyo: its errors are Klaviyo's answers (an HTTP status and Klaviyo's or
 # OAuth's own error code, which are data), not diagnostics of the engine, so they are not
@@ -1306,6 +1346,11 @@ __all__ = [
     "BodyTooLargeError",
     "UnprocessableRequestError",
     "InternalServiceError",
+    "WorkerError",
+    "SubscriptionsDirError",
+    "DuplicateSubscriptionError",
+    "JobsDatabaseMissingError",
+    "JobsDatabaseError",
     "NoCredentialsError",
     "BackfillRevisionError",
     "ClientIdMissingError",

@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
     "_backfill",
     "_auth",
     "_service",
+    "_worker",
 ]
 
 
