@@ -136,7 +136,12 @@ class WorkerRuntime:
             loaded = load_collections([settings.collections_dir])
             if loaded.errors:
                 raise CollectionSetError(loaded.errors)
-            hubs.append(open_hub(settings))
+            # A second SQLite connection in this process would drop the first one's file locks
+            # (SqliteHub's constructor opens and closes the file to check its header, and closing
+            # any descriptor of a file drops all of the process's POSIX locks on it): another
+            # process closing the file would then take the WAL away from under us.  So one
+            # SQLite connection per hub file per process, shared by the poll and the dispatches.
+            hubs.append(hubs[0] if settings.hub_url is None else open_hub(settings))
             client = open_client(settings, hubs[0])
         except Exception as exc:  # noqa: BLE001 - one subscription's problem, logged below
             self.failed[name] = time.monotonic() + REOPEN_AFTER
@@ -145,7 +150,7 @@ class WorkerRuntime:
                 log_to_hub(hubs[0], name, WORKER_FLOW, message)
             else:
                 log.error("%s", message)
-            for hub in hubs:
+            for hub in {id(h): h for h in hubs}.values():
                 hub.close()
             return None
         self.failed.pop(name, None)
@@ -166,8 +171,9 @@ class WorkerRuntime:
             try:
                 await sub.client.aclose()
             finally:
-                sub.hub_in.close()
                 sub.hub_out.close()
+                if sub.hub_in is not sub.hub_out:
+                    sub.hub_in.close()
 
     # -- the tasks -----------------------------------------------------------------------
 
