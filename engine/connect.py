@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import NoCredentialsError
-from engine.hub import SqliteHub
+from engine.hub import PostgresHub, SqliteHub
 from engine.klaviyo import KlaviyoClient
 from engine.oauth import token_source_for
-from engine.settings import Settings
+from engine.settings import Settings, is_hub_url
 
 #: Factories tried in order by :func:`open_client`; each takes (settings, hub) and returns a
 #: token source or None: the OAuth connection stored in the hub; the API key is the fallback.
@@ -30,7 +30,13 @@ TOKEN_SOURCES: list[Callable[[Settings, Any], Any]] = [token_source_for]
 
 
 def open_hub(settings: Settings, path: str | Path | None = None) -> SqliteHub:
-    """The hub store for these settings (``path`` overrides the settings' ``hub``)."""
+    """The hub store for these settings (``path`` overrides the settings' ``hub``: a SQLite file
+    or a PostgreSQL URL).  On PostgreSQL the store is the settings' ``subscription``."""
+    target = str(path) if path else (settings.hub_url or str(settings.hub_path))
+    if is_hub_url(target):
+        return PostgresHub(target, subscription=settings.subscription,
+                           outbound_triggers=settings.outbound_triggers.entities(), secrets=settings.secrets(),
+                           default_region=settings.default_phone_region)
     return SqliteHub(
         Path(path) if path else settings.hub_path,
         outbound_triggers=settings.outbound_triggers.entities(),

@@ -95,6 +95,7 @@ Tree::
     │   ├── HubLockedError        another process holds the hub file's write lock past the wait  H007
     │   ├── HubVersionError       the hub file was written by a newer release                 H004
     │   ├── HubFileError          the hub path is a folder or not a SQLite database           H005
+    │   ├── HubDatabaseError      the hub's PostgreSQL database cannot be reached or used     H008
     │   └── ExportTargetError     an export would overwrite a database, or its folder is missing  H006
     ├── RefusedRecordsError       several records of one hub API request refused together   H0xx
     ├── KlaviyoError              talking to Klaviyo                                 K0xx
@@ -846,6 +847,12 @@ class HubFileError(HubError):
     exit_code = 2
 
 
+class HubDatabaseError(HubError):
+    """The hub's PostgreSQL database cannot be reached, refused the connection, or the subscription is unusable."""
+
+    code = "H008"
+
+
 class ExportTargetError(HubError):
     """``hub export`` refused its FILE: a SQLite file (a hub) would be overwritten, or its folder is missing."""
 
@@ -1320,6 +1327,7 @@ __all__ = [
     "HubVersionError",
     "HubLockedError",
     "HubFileError",
+    "HubDatabaseError",
     "ExportTargetError",
     "DemoFolderError",
     "DocsTargetError",

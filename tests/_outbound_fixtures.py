@@ -106,18 +106,17 @@ class OutboundEnv:
 
 
 @pytest.fixture
-def outbound_factory(sandbox_factory: Callable[..., SandboxHandle], tmp_path: Path
-                     ) -> Iterator[Callable[..., OutboundEnv]]:
-    """Build an :class:`OutboundEnv`: ``outbound_factory(revision=..., generate_events=..., **sandbox_options)``."""
-    hubs: list[SqliteHub] = []
+def outbound_factory(sandbox_factory: Callable[..., SandboxHandle], hub_factory: Callable[..., SqliteHub],
+                     tmp_path: Path) -> Iterator[Callable[..., OutboundEnv]]:
+    """Build an :class:`OutboundEnv`: ``outbound_factory(revision=..., generate_events=..., **sandbox_options)``
+    (its hub from ``hub_factory``: on each backend)."""
 
     def make(*, revision: str = "2023-10-15", generate_events: bool = True, lists: tuple[str, ...] = (
             "Sms Subscribers", "Preview List"), name: str = "hub.db", **sandbox_options: Any) -> OutboundEnv:
         sandbox = sandbox_factory(**sandbox_options)
         for list_name in lists:
             sandbox.state.add_list(list_name)
-        hub = SqliteHub(tmp_path / name, outbound_triggers={"Customer", "Transaction"}, secrets=[OUTBOUND_KEY])
-        hubs.append(hub)
+        hub = hub_factory(name, outbound_triggers={"Customer", "Transaction"}, secrets=[OUTBOUND_KEY])
         settings = Settings(api_url=sandbox.url, api_key=Secret(OUTBOUND_KEY), api_revision=revision,
                             generate_events=generate_events, hub_path=tmp_path / name)
         report = load_collections([settings.collections_dir])
@@ -125,8 +124,6 @@ def outbound_factory(sandbox_factory: Callable[..., SandboxHandle], tmp_path: Pa
         return OutboundEnv(sandbox, hub, settings, report.collections, dict(FAST_CLIENT))
 
     yield make
-    for hub in hubs:
-        hub.close()
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ def test_each_import_error_is_logged_on_its_record(outbound_factory, tmp_path) -
     env = outbound_factory(revision=REVISION)
     for n in range(1, 5):
         _customer(env.hub, n)
-    store_legacy_email(tmp_path / "hub.db", 3, "not-an-email")
+    store_legacy_email(env.hub, 3, "not-an-email")
     report = _backfill(env)
     assert {"linked": 3, "failed": 1} == report.summary.to_dict()["flows"]["Add Klaviyo Profile FROM Hub"]
     assert [None, None] == [env.hub.get_klaviyo_id("Customer", 3), None]

@@ -58,6 +58,7 @@ def test_orders_are_sent_once_and_a_later_dispatch_or_backfill_adds_nothing(outb
     assert 4 == len(env.events("Placed Order"))
 
 
+@pytest.mark.sqlite_only("runs the CLI on the hub file")
 def test_the_command_prints_json_and_resumes(outbound_factory, tmp_path: Path) -> None:
     env = outbound_factory()
     _shop(env)

@@ -90,6 +90,7 @@ def test_redact_masks_secret_shapes(text: str, expected: str) -> None:
     assert expected == redact(text)
 
 
+@pytest.mark.sqlite_only("reads the bytes of the SQLite file")
 def test_secrets_never_reach_the_file(hub_factory: Callable[..., SqliteHub]) -> None:
     """Neither a pk_ key nor a configured literal secret is written to the database file."""
     store = hub_factory(secrets=["my-client-secret-value"])

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine.hub import SqliteHub, import_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,7 @@ def _without_times(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [strip(r) for r in records]
 
 
+@pytest.mark.sqlite_only("runs the CLI on the hub file")
 def test_export_carries_the_klaviyo_links_a_dispatch_saved_and_import_restores_them(outbound: Any, tmp_path: Path) -> None:
     """After a real dispatch, the exported Customer holds its profile id, the Transaction and each
     Line their event links; importing the files into a new hub restores every link."""

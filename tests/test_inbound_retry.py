@@ -46,6 +46,7 @@ def test_a_failed_change_never_joins_the_seen_set() -> None:
     assert ({"p1": ["2024-05-01T10:00:05+00:00", "def"]}, []) == (cursor.seen, cursor.retry)
 
 
+@pytest.mark.sqlite_only("a second connection on the file")
 async def test_a_write_the_hub_refused_is_stored_by_the_next_poll(env: InboundEnv) -> None:
     """A profile whose hub write failed goes on the retry list; the next poll stores it and empties the list."""
     pids = _seed(env, 3)
@@ -84,6 +85,7 @@ async def test_a_retried_profile_is_stored_even_if_its_change_was_recorded_as_se
     assert [] == PollCursor.load(env.hub).retry
 
 
+@pytest.mark.sqlite_only("another process locks the file")
 async def test_hub_locked_during_a_poll_stops_it_and_the_next_poll_stores_the_change(env: InboundEnv) -> None:
     """With the hub locked by another connection mid-poll the poll stops with H007; once free, every change arrives."""
     pids = _seed(env, 4)
@@ -111,6 +113,7 @@ async def test_hub_locked_during_a_poll_stops_it_and_the_next_poll_stores_the_ch
     assert [] == PollCursor.load(env.hub).retry
 
 
+@pytest.mark.sqlite_only("another process locks the file")
 async def test_hub_locked_when_a_poll_starts_ends_it_cleanly_with_the_retry_list_kept(env: InboundEnv) -> None:
     """A hub locked before the poll begins: H007, nothing written, the retry list kept; later it is worked off."""
     pids = _seed(env, 2)
@@ -131,6 +134,7 @@ async def test_hub_locked_when_a_poll_starts_ends_it_cleanly_with_the_retry_list
     assert [] == PollCursor.load(env.hub).retry
 
 
+@pytest.mark.sqlite_only("a second connection on the file")
 async def test_a_page_the_hub_cannot_commit_is_stored_whole_by_the_next_poll(env: InboundEnv) -> None:
     """A page's profiles and the cursor's advance commit together: when the hub refuses the cursor's
     save (as a full disk would), nothing of that page is stored, the poll stops with the error, the
@@ -163,6 +167,7 @@ async def test_a_page_the_hub_cannot_commit_is_stored_whole_by_the_next_poll(env
     assert 6 == len(env.customers())
 
 
+@pytest.mark.sqlite_only("a second connection on the file")
 async def test_a_cursor_the_hub_cannot_save_stops_the_poll_with_an_error(env: InboundEnv) -> None:
     """The hub refusing every save of the cursor: the poll stops with H000 and the reason, no traceback."""
     pids = _seed(env, 2)

@@ -29,6 +29,7 @@ def _logged(hub: Any) -> list[tuple[str, str, str | None]]:
     return [(e["Flow"], e["Message"], e["Code"]) for e in hub.errors.list()]
 
 
+@pytest.mark.sqlite_only("runs the CLI on the hub file")
 async def test_login_with_pkce_stores_tokens_and_the_client_uses_them(oauth_sandbox, hub, tmp_path) -> None:
     """Login sends an S256 challenge, exchanges the code, stores the tokens owner-only, and API calls use Bearer."""
     settings = oauth_settings(oauth_sandbox, tmp_path)

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from _hub_fixtures import store_legacy_email
 from _outbound_fixtures import OUTBOUND_KEY
 from test_outbound_orders import _transaction
@@ -118,6 +119,7 @@ def _cli(settings: Path, *args: str, quiet: bool = False) -> subprocess.Popen[st
                             stdout=pipe, stderr=pipe)
 
 
+@pytest.mark.sqlite_only("runs the CLI on the hub file")
 def test_killed_dispatch_rerun_delivers_everything_exactly_once(outbound_factory, tmp_path) -> None:
     """SIGKILL in the middle of `dispatch`, then a rerun after the lease: each change delivered once."""
     env = outbound_factory(latency_ms=40)
@@ -138,6 +140,7 @@ def test_killed_dispatch_rerun_delivers_everything_exactly_once(outbound_factory
     _exactly_once(env, customers=30, transactions=20, lines=2)
 
 
+@pytest.mark.sqlite_only("runs the CLI on the hub file")
 def test_push_cli_dry_run_prints_requests_and_unknown_id_fails(outbound, tmp_path) -> None:
     """`push customer ID --dry-run` prints the decision and requests; an unknown id exits 1."""
     _customer(outbound.hub)
@@ -156,7 +159,7 @@ def test_push_cli_dry_run_prints_requests_and_unknown_id_fails(outbound, tmp_pat
 def test_one_bad_record_does_not_stop_the_dispatch(outbound) -> None:
     """A Customer Klaviyo rejects is logged with Klaviyo's answer; the next Customer still goes."""
     bad = _customer(outbound.hub, 1, Phone=None)
-    store_legacy_email(outbound.settings.hub_path, bad["Id"], "not-an-email")  # the hub refuses it today
+    store_legacy_email(outbound.hub, bad["Id"], "not-an-email")  # the hub refuses it today
     good = _customer(outbound.hub, 2)
     report = outbound.dispatch()
     [entry] = outbound.hub.errors.list()

@@ -125,8 +125,8 @@ def order_of_a_customer_klaviyo_refuses(env: Any) -> tuple[dict[str, Any], dict[
     c = _customer(env.hub, Phone=None)
     env.hub.ack_change(env.hub.pending_changes()[0])
     tx = _transaction(env.hub, c["Id"])
-    store_legacy_email(env.settings.hub_path, c["Id"], "not-an-email")
-    store_legacy_email(env.settings.hub_path, c["Id"], "not-an-email", transaction_id=tx["Id"])
+    store_legacy_email(env.hub, c["Id"], "not-an-email")
+    store_legacy_email(env.hub, c["Id"], "not-an-email", transaction_id=tx["Id"])
     return c, tx
 
 

@@ -22,9 +22,10 @@ import click
 
 from engine.cli._hub import common_options, load_cli_settings, open_settings_hub
 from engine.cli._output import BoundedFloat, emit_json
+from engine.connect import open_hub
 from engine.errors import KlaviyoSyncError
-from engine.hub import SqliteHub
 from engine.oauth import connection_status, login, logout, redirect_query, requested_scopes, scope_warnings
+from engine.settings import is_hub_url
 
 
 @click.group("auth")
@@ -160,12 +161,11 @@ def validate_scopes(config: str | None, hub_path: str | None, collections: Any,
         settings = load_cli_settings(config)
     except KlaviyoSyncError as err:
         return [err], []
-    path = Path(hub_path) if hub_path else settings.hub_path
-    if not path.is_file():
+    target = hub_path or settings.hub_url or str(settings.hub_path)
+    if not is_hub_url(target) and not Path(target).is_file():
         return [], []
     try:
-        with SqliteHub(path, outbound_triggers=settings.outbound_triggers.entities(),
-                       secrets=settings.secrets()) as store:
+        with open_hub(settings, target) as store:
             return [], scope_warnings(settings, store, collections)
     except KlaviyoSyncError as err:
         return [err], []

@@ -21,11 +21,12 @@ import click
 
 from engine.cli._output import COUNT, RECORD_ID, emit_json, fail, report
 from engine.cli._progress import count_lines, progress
+from engine.connect import open_hub
 from engine.errors import ExportTargetError, HubNotFoundError, KlaviyoSyncError, Location
 from engine.hub import SqliteHub, export_jsonl, import_jsonl
 from engine.hub._sqlite import SIDE_FILES, is_sqlite_file
 from engine.klaviyo import revision as rev
-from engine.settings import Settings, load_settings
+from engine.settings import Settings, is_hub_url, load_settings
 
 KINDS = click.Choice(["customers", "transactions"])
 
@@ -36,7 +37,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--config", "config", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_CONFIG",
                   help="Settings file (default ./klaviyo-sync.yaml; env KLAVIYO_SYNC_CONFIG).")
     @click.option("--hub", "hub_path", type=click.Path(dir_okay=False), envvar="KLAVIYO_SYNC_HUB",
-                  help="Hub SQLite file (default: settings 'hub'; env KLAVIYO_SYNC_HUB).")
+                  help="Hub SQLite file or PostgreSQL URL (default: settings 'hub'; env KLAVIYO_SYNC_HUB).")
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -53,9 +54,7 @@ def load_cli_settings(config: str | None) -> Settings:
 
 def open_settings_hub(config: str | None, hub_path: str | None) -> tuple[Settings, SqliteHub]:
     settings = load_cli_settings(config)
-    path = Path(hub_path) if hub_path else settings.hub_path
-    store = SqliteHub(path, outbound_triggers=settings.outbound_triggers.entities(), secrets=settings.secrets())
-    return settings, store
+    return settings, open_hub(settings, hub_path)
 
 
 def _echo_record(record: dict[str, Any], indent: str = "") -> None:
@@ -155,7 +154,9 @@ def export_cmd(kind: str, file: str | None, as_json: bool, config: str | None, h
     if as_json and not file:
         raise click.UsageError("--json needs FILE: without one, standard output carries the JSONL records")
     if file:
-        _check_export_target(Path(file), Path(hub_path) if hub_path else load_cli_settings(config).hub_path)
+        settings = load_cli_settings(config)
+        in_use = hub_path or settings.hub_url or str(settings.hub_path)
+        _check_export_target(Path(file), None if is_hub_url(in_use) else Path(in_use))
     _, store = open_settings_hub(config, hub_path)
     with store:
         if file:
@@ -169,11 +170,12 @@ def export_cmd(kind: str, file: str | None, as_json: bool, config: str | None, h
             export_jsonl(store, kind, click.get_text_stream("stdout"))  # type: ignore[operator]
 
 
-def _check_export_target(target: Path, hub: Path) -> None:
-    """Refuse an export FILE that would overwrite the hub (or its -wal/-shm), any SQLite file,
-    or whose folder is missing; nothing is touched."""
-    resolved, hub_file = target.resolve(), hub.resolve()
-    if resolved in {hub_file, *(hub_file.with_name(hub_file.name + s) for s in SIDE_FILES)}:
+def _check_export_target(target: Path, hub: Path | None) -> None:
+    """Refuse an export FILE that would overwrite the hub file (or its -wal/-shm), any SQLite file,
+    or whose folder is missing; nothing is touched.  ``hub``: None for a PostgreSQL hub."""
+    resolved = target.resolve()
+    hub_file = hub.resolve() if hub is not None else None
+    if hub_file is not None and resolved in {hub_file, *(hub_file.with_name(hub_file.name + s) for s in SIDE_FILES)}:
         raise ExportTargetError(f"refusing to export over the hub in use ({hub}); choose another FILE",
                                 location=Location(file=str(target)))
     if is_sqlite_file(resolved):
@@ -256,7 +258,7 @@ def status_cmd(as_json: bool, config: str | None, hub_path: str | None) -> None:
     settings, store = open_settings_hub(config, hub_path)
     with store:
         data: dict[str, Any] = {
-            "hub": str(store.path),
+            "hub": store.target,
             "settings": str(settings.source) if settings.source else None,
             "authentication": "api key" if settings.api_key else "none configured",
             "api_revision": settings.api_revision,

@@ -58,6 +58,9 @@ from engine.runner import FILTERED, INVALID, OK, Outcome, Runner, flatten_jsonap
 INBOUND_FLOW = "Klaviyo Profile TO Hub"
 ADDRESS_FIELDS = ("Address1", "Address2", "City", "Region", "PostalCode", "Country")
 
+#: what writing one profile to the hub may fail with, beside a refused record
+_FAILURES: tuple[type[Exception], ...] = (KlaviyoSyncError, *DB_ERRORS, OSError)
+
 
 @dataclass
 class ProfileResult:
@@ -268,7 +271,7 @@ class ProfileTransfer:
             self._log(coll.title, exc.message, pid, result.customer_id, code=exc.code, detail=exc.detail, result=result)
             self.summary.count(coll.title, "invalid")
             return result
-        except (KlaviyoSyncError, *DB_ERRORS, OSError) as exc:
+        except _FAILURES as exc:
             message = exc.message if isinstance(exc, KlaviyoSyncError) else f"{type(exc).__name__}: {exc}"
             code = exc.code if isinstance(exc, KlaviyoSyncError) else "I001"
             self._log(coll.title, message, pid, result.customer_id, code=code, result=result)

@@ -74,6 +74,9 @@ ADDITIONAL_FIELDS = ("subscriptions",)
 POLL_FLOW = "Poll Klaviyo Profiles TO Hub"
 _PROFILE_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
+#: what storing a page may fail with: the database refused it, or the disk did
+_STORE_ERRORS: tuple[type[Exception], ...] = (*DB_ERRORS, OSError)
+
 
 def check_profile_id(profile_id: str) -> str:
     """The profile id, stripped, if it has a Klaviyo profile id's form (letters and digits).
@@ -306,7 +309,7 @@ class InboundFlow:
         except HubLockedError as exc:  # the page's first write waited in vain: nothing is written
             self._hub_locked(exc)
             return
-        except (*DB_ERRORS, OSError) as exc:
+        except _STORE_ERRORS as exc:
             self.summary.counts = counts  # nothing of the page is stored, its log entries neither
             self.summary.warnings, self.summary.errors = tallies
             self._not_stored(f"the hub could not store a page of {len(page)} profiles: {type(exc).__name__}: {exc}",
@@ -373,7 +376,7 @@ class InboundFlow:
             cursor.save(self.hub)
         except HubLockedError as exc:
             self._hub_locked(exc)
-        except (*DB_ERRORS, OSError) as exc:
+        except _STORE_ERRORS as exc:
             self._not_stored(f"the hub could not save the poll's cursor: {type(exc).__name__}: {exc}",
                              "every profile stored stays stored; the next poll reads again from the cursor "
                              "last saved")

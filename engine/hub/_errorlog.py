@@ -43,7 +43,8 @@ class ErrorLog:
         self._secrets = tuple(s for s in secrets if s)
 
     def _mask(self, text: str | None) -> str | None:
-        return None if text is None else redact(str(text), self._secrets)
+        # NUL shown as \x00: PostgreSQL's text cannot hold it, and a log entry must always store
+        return None if text is None else redact(str(text), self._secrets).replace("\0", "\\x00")
 
     def log(
         self,
@@ -97,8 +98,9 @@ class ErrorLog:
         """Entries newest first, filtered by flow, level, code, record (a hub id or a Klaviyo id),
         text (in the message or the detail) and resolution; ``offset`` skips that many."""
         where, args = _where(flow, level, code, record, text, unresolved_only)
-        rows = self._conn.execute(f"SELECT * FROM error_log{where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                                       (*args, -1 if limit is None else limit, offset))
+        paging = f" {self._hub.SQL_NO_LIMIT} OFFSET ?" if limit is None else " LIMIT ? OFFSET ?"
+        rows = self._conn.execute(f"SELECT * FROM error_log{where} ORDER BY id DESC{paging}",
+                                  (*args, offset) if limit is None else (*args, limit, offset))
         return [_entry(r) for r in rows]
 
     # list's filters again (not its paging), each keyword spelled out; both build the WHERE in _where.
@@ -126,9 +128,14 @@ class ErrorLog:
     def for_record(self, entity: str, hub_id: int, klaviyo_id: str | None = None, *,
                    limit: int = 200) -> builtins.list[dict[str, Any]]:
         """Entries newest first about one hub record, or about its Klaviyo id."""
-        rows = self._conn.execute(
-            "SELECT * FROM error_log WHERE (entity = ? AND hub_id = ?) OR (klaviyo_id IS NOT NULL AND klaviyo_id = ?)"
-            " ORDER BY id DESC LIMIT ?", (entity, hub_id, klaviyo_id or "\0", limit))
+        if klaviyo_id:
+            rows = self._conn.execute(
+                "SELECT * FROM error_log WHERE (entity = ? AND hub_id = ?) OR klaviyo_id = ? ORDER BY id DESC LIMIT ?",
+                (entity, hub_id, klaviyo_id.replace("\0", "\\x00"), limit))
+        else:
+            rows = self._conn.execute(
+                "SELECT * FROM error_log WHERE entity = ? AND hub_id = ? ORDER BY id DESC LIMIT ?",
+                (entity, hub_id, limit))
         return [_entry(r) for r in rows]
 
     def get(self, entry_id: int) -> dict[str, Any] | None:
@@ -157,6 +164,8 @@ def _where(flow: str | None, level: str | None, code: str | None, record: str | 
     """The WHERE clause (or "") and its arguments for :meth:`ErrorLog.list` / :meth:`ErrorLog.count`."""
     where: list[str] = []
     args: list[Any] = []
+    # NUL as the log stores it (see ErrorLog._mask)
+    record, text = (None if v is None else v.replace("\0", "\\x00") for v in (record, text))
     for column, value in (("flow", flow), ("level", level), ("code", code)):
         if value:
             where.append(f"{column} = ?")

@@ -138,7 +138,9 @@ def _lines(fh: IO[bytes], limit: int) -> Iterator[bytes | None]:
 
 # What a line may fail with once parsed and checked: the store refusing it, or a value our
 # checks did not foresee (every one costs only its own line).
-_LINE_FAILURES = (*INTEGRITY_ERRORS, *DATA_ERRORS, OverflowError, ValueError, RecursionError)
+_LINE_FAILURES: tuple[type[Exception], ...] = (*INTEGRITY_ERRORS, *DATA_ERRORS, OverflowError, ValueError,
+                                                RecursionError)
+_BAD_LINE: tuple[type[Exception], ...] = (HubError, *_LINE_FAILURES)
 
 
 def _import_batch(
@@ -160,7 +162,7 @@ def _import_batch(
             record = _parse(raw, first=lineno == 1)
             record, links = split_links(kind, record)
             check(record)
-        except (HubError, *_LINE_FAILURES) as err:
+        except _BAD_LINE as err:
             report.errors.append(_line_error(err, name, lineno, record))
             continue
         checked.append((lineno, record, links))
@@ -175,14 +177,14 @@ def _import_batch(
     try:
         with hub.transaction(), hub.queue_at_end():
             outcomes = [store(record, links) for _, record, links in checked]
-    except (HubError, *_LINE_FAILURES):
+    except _BAD_LINE:
         outcomes = []
         with hub.transaction():
             for lineno, record, links in checked:
                 try:
                     with hub.transaction():  # a savepoint: a bad line undoes only itself
                         outcomes.append(store(record, links))
-                except (HubError, *_LINE_FAILURES) as err:
+                except _BAD_LINE as err:
                     report.errors.append(_line_error(err, name, lineno, record))
     for outcome in outcomes:
         setattr(report, outcome, getattr(report, outcome) + 1)

@@ -49,7 +49,8 @@ _ADDRESS_COLUMNS = {
 }
 _FLAGS = ("IsPrimaryBilling", "IsPrimaryShipping")
 _QUEUE_CHANGE = ("INSERT INTO outbound_queue(entity, hub_id, op, queued_at, changed_at) VALUES (?, ?, ?, ?, ?)"
-                 " ON CONFLICT(entity, hub_id) DO UPDATE SET version = version + 1, changed_at = excluded.changed_at")
+                 " ON CONFLICT(entity, hub_id) DO UPDATE SET version = outbound_queue.version + 1,"
+                 " changed_at = excluded.changed_at")
 _INSERT_ADDRESS = (f"INSERT INTO customer_addresses(customer_id, {', '.join(_ADDRESS_COLUMNS.values())}, created_at,"
                    f" updated_at) VALUES (?, {', '.join('?' * len(_ADDRESS_COLUMNS))}, ?, ?)")
 _FLAG_COLUMNS = tuple(1 + list(_ADDRESS_COLUMNS).index(flag) for flag in _FLAGS)  # in an _INSERT_ADDRESS row
@@ -94,6 +95,12 @@ class SqliteHub(TransactionsMixin, StateMixin):
         HubLockedError: another process kept the file locked longer than ``busy_timeout``.
     """
 
+    # The two spots where SQLite's dialect and PostgreSQL's part (engine/hub/_postgres.py overrides them):
+    #: emails equal but for ASCII letter case
+    _SQL_EMAIL_IGNORING_CASE = "SELECT id FROM customers WHERE email = ? COLLATE NOCASE AND email != ? ORDER BY id"
+    #: a LIMIT clause that limits nothing (SQLite wants one before an OFFSET)
+    SQL_NO_LIMIT = "LIMIT -1"
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -104,16 +111,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         busy_timeout: float = 30.0,
     ) -> None:
         self.path = Path(path)
-        self.busy_timeout = float(busy_timeout)
-        self.outbound_triggers = frozenset(outbound_triggers)
-        unknown = self.outbound_triggers - {"Customer", "Transaction"}
-        if unknown:
-            raise ValueError(f"unknown outbound trigger(s): {', '.join(sorted(unknown))}")
-        self.default_region = default_region
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._enqueue_on = True
-        self._queued: list[tuple[str, int, str, str, str]] | None = None  # see queue_at_end()
+        self._setup(outbound_triggers, default_region, busy_timeout)
         _create_private(self.path)
         self._conn = sqlite3.connect(
             str(self.path), isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
@@ -139,6 +137,19 @@ class SqliteHub(TransactionsMixin, StateMixin):
             raise
         self.errors = ErrorLog(self, self._conn, secrets)
 
+    def _setup(self, outbound_triggers: Iterable[str], default_region: str, busy_timeout: float) -> None:
+        """The state every hub store keeps beside its connection (PostgresHub shares it)."""
+        self.busy_timeout = float(busy_timeout)
+        self.outbound_triggers = frozenset(outbound_triggers)
+        unknown = self.outbound_triggers - {"Customer", "Transaction"}
+        if unknown:
+            raise ValueError(f"unknown outbound trigger(s): {', '.join(sorted(unknown))}")
+        self.default_region = default_region
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._enqueue_on = True
+        self._queued: list[tuple[str, int, str, str, str]] | None = None  # see queue_at_end()
+
     # -- lifecycle and transactions -------------------------------------------------
 
     def close(self) -> None:
@@ -150,6 +161,11 @@ class SqliteHub(TransactionsMixin, StateMixin):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def target(self) -> str:
+        """Where this hub lives, for people: the SQLite file's path."""
+        return str(self.path)
 
     def __repr__(self) -> str:
         return f"SqliteHub({str(self.path)!r}, outbound_triggers={sorted(self.outbound_triggers)})"
@@ -165,12 +181,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         with self._lock:
             depth = self._depth
             savepoint = f"sp{depth}"
-            try:
-                self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
-            except sqlite3.OperationalError as exc:
-                if _is_locked(exc):
-                    raise self.locked_error() from None
-                raise
+            self._begin(savepoint if depth else None)
             previous = self._enqueue_on
             self._enqueue_on = previous and enqueue
             self._depth = depth + 1
@@ -199,6 +210,15 @@ class SqliteHub(TransactionsMixin, StateMixin):
                     raise
             else:
                 self._conn.execute(f"RELEASE {savepoint}")
+
+    def _begin(self, savepoint: str | None) -> None:
+        """Open the outermost transaction (taking the write lock at once), or a savepoint inside it."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE" if savepoint is None else f"SAVEPOINT {savepoint}")
+        except sqlite3.OperationalError as exc:
+            if _is_locked(exc):
+                raise self.locked_error() from None
+            raise
 
     def locked_error(self) -> HubLockedError:
         """The error for a write that waited ``busy_timeout`` for another process's lock in vain."""
@@ -306,9 +326,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
         """Customers whose email equals ``email`` but for ASCII letter case and surrounding spaces,
         the exact match excluded, lowest Id first (the case-only differences the seeds ask to review)."""
         text = email.strip()
-        rows = self._conn.execute(
-            "SELECT id FROM customers WHERE email = ? COLLATE NOCASE AND email != ? ORDER BY id", (text, email)
-        ).fetchall()
+        rows = self._conn.execute(self._SQL_EMAIL_IGNORING_CASE, (text, email)).fetchall()
         found = [self.get_customer(int(r[0])) for r in rows]
         return [c for c in found if c is not None]
 
@@ -322,9 +340,9 @@ class SqliteHub(TransactionsMixin, StateMixin):
         if e164 is None:
             return None
         row = self._conn.execute(
-            "SELECT id FROM customers WHERE phone_e164 = ?1 OR number_e164 = ?1"
-            " ORDER BY (phone_e164 IS ?1) DESC, id LIMIT 1",
-            (e164,),
+            "SELECT id FROM customers WHERE phone_e164 = ? OR number_e164 = ?"
+            " ORDER BY CASE WHEN phone_e164 = ? THEN 0 ELSE 1 END, id LIMIT 1",
+            (e164, e164, e164),
         ).fetchone()
         return None if row is None else self.get_customer(row[0])
 
@@ -554,7 +572,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
             if address.get(flag):
                 col = _ADDRESS_COLUMNS[flag]
                 self._conn.execute(
-                    f"UPDATE customer_addresses SET {col} = 0 WHERE customer_id = ? AND id IS NOT ?",
+                    f"UPDATE customer_addresses SET {col} = 0 WHERE customer_id = ? AND id <> COALESCE(?, 0)",
                     (customer_id, keep),
                 )
 

@@ -138,9 +138,10 @@ class StateMixin:
 
     def pending_changes(self, limit: int | None = 100) -> list[QueuedChange]:
         """Queued changes not yet acknowledged, oldest first (claimed ones included)."""
-        rows = self._conn.execute(
-            "SELECT * FROM outbound_queue ORDER BY id LIMIT ?", (-1 if limit is None else limit,)
-        )
+        if limit is None:
+            rows = self._conn.execute("SELECT * FROM outbound_queue ORDER BY id")
+        else:
+            rows = self._conn.execute("SELECT * FROM outbound_queue ORDER BY id LIMIT ?", (limit,))
         return [_change(r) for r in rows]
 
     def claim_changes(self, limit: int = 100, *, lease_seconds: float = 300.0) -> list[QueuedChange]:
