@@ -90,9 +90,11 @@ class Shop:
 
 
 def make_shop(sandbox_factory: Callable[..., SandboxHandle], folder: Path, name: str, *, customers: int,
-              transactions: int, profiles: int, poll_interval: str = "2s", extra: str = "", **sandbox: Any) -> Shop:
-    """A subscription named ``name``: a sandbox with ``profiles`` profiles, a hub with
-    ``customers`` customers and ``transactions`` orders of two lines each, all queued."""
+              transactions: int, profiles: int, hub: str | None = None, poll_interval: str = "2s", extra: str = "",
+              **sandbox: Any) -> Shop:
+    """A subscription named ``name``: a sandbox with ``profiles`` profiles, a hub (``hub``: a PostgreSQL
+    URL, else a SQLite file beside the folder) with ``customers`` customers and ``transactions`` orders
+    of two lines each, all queued."""
     sb = sandbox_factory(**sandbox)
     for list_name in LISTS:
         sb.state.add_list(list_name)
@@ -100,7 +102,7 @@ def make_shop(sandbox_factory: Callable[..., SandboxHandle], folder: Path, name:
     subs = folder / "subscriptions"
     subs.mkdir(exist_ok=True)
     file = subs / f"{name}.yaml"
-    file.write_text(f"subscription: {name}\napi_url: {sb.url}\napi_key: {KEY}\nhub: ../{name}.db\n"
+    file.write_text(f"subscription: {name}\napi_url: {sb.url}\napi_key: {KEY}\nhub: {hub or f'../{name}.db'}\n"
                     f"poll_interval: {poll_interval}\noutbound_triggers: {{customer: true, transaction: true}}\n{extra}")
     shop = Shop(name, file, sb, customers, transactions, seeded)
     with shop.hub() as hub:
@@ -139,7 +141,7 @@ def assert_exactly_once(shop: Shop) -> None:
 class Workers:
     """Worker processes on one subscriptions folder and jobs database, their output kept in files."""
 
-    def __init__(self, folder: Path, jobs: str, *options: str) -> None:
+    def __init__(self, folder: Path, jobs: str | None, *options: str) -> None:
         self.folder, self.jobs, self.options = folder, jobs, options
         self.procs: list[subprocess.Popen[str]] = []
         self.logs: list[IO[str]] = []
@@ -150,7 +152,7 @@ class Workers:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "worker", "--subscriptions", str(self.folder / "subscriptions"),
-             "--jobs", self.jobs, "--json", *self.options], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+             *(["--jobs", self.jobs] if self.jobs else []), "--json", *self.options], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE if wait else subprocess.DEVNULL, stderr=log, text=True)
         if wait:
             assert proc.stdout is not None
@@ -201,8 +203,8 @@ class Workers:
 def workers_factory(jobs_url: str, tmp_path: Path) -> Iterator[Callable[..., Workers]]:
     made: list[Workers] = []
 
-    def make(*options: str) -> Workers:
-        made.append(Workers(tmp_path, jobs_url, *options))
+    def make(*options: str, jobs: str | None = jobs_url) -> Workers:
+        made.append(Workers(tmp_path, jobs, *options))
         return made[-1]
 
     yield make
@@ -230,15 +232,15 @@ def test_one_worker_polls_and_dispatches_two_subscriptions(sandbox_factory: Any,
         assert_exactly_once(shop)
 
 
-def test_four_workers_killed_at_random_lose_and_duplicate_nothing(sandbox_factory: Any, tmp_path: Path,
+def test_four_workers_killed_at_random_lose_and_duplicate_nothing(sandbox_factory: Any, tmp_path: Path, jobs_url: str,
                                                                   workers_factory: Callable[..., Workers]) -> None:
-    """4 workers SIGKILLed and restarted at random while two subscriptions dispatch and poll: in the end
-    each sandbox holds one profile per customer and each event once, queues are empty, and every polled
-    profile is in its hub once."""
+    """4 workers SIGKILLed and restarted at random while two subscriptions of one PostgreSQL hub (also
+    the jobs database) dispatch and poll: in the end each sandbox holds one profile per customer and
+    each event once, queues are empty, and every polled profile is in its hub once."""
     rnd = random.Random(19)
-    shops = [make_shop(sandbox_factory, tmp_path, name, customers=100, transactions=60, profiles=60,
+    shops = [make_shop(sandbox_factory, tmp_path, name, customers=100, transactions=60, profiles=60, hub=jobs_url,
                        extra="throttling: {max_concurrency: 2}\n", latency_ms=100) for name in ("east", "west")]
-    workers = workers_factory(*FAST, "--concurrency", "3")
+    workers = workers_factory(*FAST, "--concurrency", "3", jobs=None)  # the jobs go to the shared hub's database
     live = [workers.start(wait=True) for _ in range(4)]
     kills = 0
     end = time.monotonic() + 15
