@@ -20,6 +20,7 @@ import click
 import httpx
 import pytest
 from _oauth_helpers import CLIENT_ID, CLIENT_SECRET, follow
+from test_worker import jobs_url  # noqa: F401 - the fixture: a fresh PostgreSQL database
 from click.testing import CliRunner
 
 from engine.cli import main
@@ -52,7 +53,7 @@ QUICK: dict[str, tuple[list[str], int, str]] = {
     "auth logout": ([], 0, "connected"),
 }
 #: Long-running commands, each run as a real process by a test below.
-LONG_RUNNING = {"sandbox serve", "serve", "auth login"}
+LONG_RUNNING = {"sandbox serve", "serve", "worker", "auth login"}
 
 
 def _commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
@@ -169,6 +170,19 @@ def test_serve_json_prints_one_line_with_the_url(sandbox: Any, tmp_path: Path) -
     assert started["url"].startswith("http://127.0.0.1:")
     assert ("", 0) == (out, proc.returncode)
     assert "klaviyo-sync serve: listening on" in err and "stopped cleanly" in err
+
+
+def test_worker_json_prints_one_line_with_its_subscriptions(sandbox: Any, tmp_path: Path, jobs_url: str) -> None:
+    """worker --json prints {"pid", "subscriptions", "jobs"} once running; its announcements go to stderr."""
+    subs = tmp_path / "subscriptions"
+    subs.mkdir()
+    (subs / "one.yaml").write_text(f"subscription: one\napi_url: {sandbox.url}\napi_key: pk_test_0123456789abcdef\n"
+                                   "hub: ../one.db\n", encoding="utf-8")
+    proc = _start("worker", "--subscriptions", str(subs), "--jobs", jobs_url, "--json", env={"KLAVIYO_API_KEY": ""})
+    started, out, err = _first_line_then_stop(proc)
+    assert (proc.pid, ["one"], jobs_url) == (started.get("pid"), started.get("subscriptions"), started.get("jobs")), err
+    assert ("", 0) == (out, proc.returncode)
+    assert "klaviyo-sync worker: running 1 subscription(s)" in err and "stopped cleanly" in err
 
 
 def test_auth_login_json_prints_the_status_once_connected(sandbox_factory: Any, tmp_path: Path) -> None:

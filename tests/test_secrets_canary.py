@@ -32,6 +32,7 @@ from urllib.parse import quote, quote_plus, urlencode
 import click
 import httpx
 from aiohttp import web
+from test_worker import jobs_url  # noqa: F401 - the fixture: a fresh PostgreSQL database
 
 from engine.cli import main
 from engine.hub._sqlite import SIDE_FILES, is_sqlite_file
@@ -261,7 +262,7 @@ TRANSACTIONS = (
 )
 
 
-def test_no_command_prints_or_writes_a_secret(sandbox_factory: Any, tmp_path: Path) -> None:
+def test_no_command_prints_or_writes_a_secret(sandbox_factory: Any, tmp_path: Path, jobs_url: str) -> None:
     """Every command, against the sandbox and an echoing hostile Klaviyo, prints and writes no form
     of the API key, the client secret (raw, URL-encoded, Basic base64) or an OAuth token."""
     handle = sandbox_factory(oauth_clients={CLIENT_ID: CLIENT_SECRET})
@@ -392,6 +393,24 @@ def test_no_command_prints_or_writes_a_secret(sandbox_factory: Any, tmp_path: Pa
         assert 0 == svc.returncode, err
         r.printed.append(("serve", first + out + err + "\n".join(bodies)))
         r._note(("serve",))
+
+        # -- the worker, its jobs database URL holding the canary password (trust auth ignores it) --
+        (work / "subscriptions").mkdir()
+        write("subscriptions/canary.yaml", "subscription: canary\n" + _settings(handle.url, hub="../worker.db"))
+        canary_jobs = jobs_url.replace("@", f":{URL_PASSWORD}@", 1)
+        wrk = subprocess.Popen([sys.executable, "-m", "engine", "worker", "--subscriptions", "subscriptions",
+                                "--jobs", canary_jobs, "--json", "--tick", "1", "--log-level", "debug"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work, env=r.env)
+        assert wrk.stdout is not None
+        first = wrk.stdout.readline()
+        time.sleep(3)  # a scheduler run, a poll and a dispatch
+        wrk.send_signal(signal.SIGTERM)
+        out, err = wrk.communicate(timeout=30)
+        assert 0 == wrk.returncode, err
+        r.printed.append(("worker", first + out + err))
+        r._note(("worker",))
+        r.run("worker", "--subscriptions", "subscriptions", "--jobs",
+              f"postgresql://root:{URL_PASSWORD}@127.0.0.1:1/none", ok=False)
 
         # -- bad settings that hold secrets ----------------------------------------------------
         for name in bad:

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import psycopg
 import pytest
+from _hub_fixtures import POSTGRES_URL
 
 from engine.connect import open_hub
 from engine.klaviyo import KlaviyoClient
@@ -33,7 +34,7 @@ from engine.settings import load_settings
 from engine.worker import POLL_STATE
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_URL = os.environ.get("KLAVIYO_SYNC_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/test")
+ADMIN_URL = POSTGRES_URL
 KEY = "pk_worker_test_000000001"
 LISTS = ("Sms Subscribers", "Preview List")
 
