@@ -5,6 +5,7 @@ from _inbound_fixtures import inbound, inbound_factory  # noqa: F401,E402
 from _log_fixtures import engine_logging_reset  # noqa: F401,E402
 from _outbound_fixtures import outbound, outbound_factory  # noqa: F401,E402
 from _sandbox_fixtures import sandbox, sandbox_api_key, sandbox_factory  # noqa: F401,E402
+from _worker_fixtures import jobs_url  # noqa: F401,E402
 
 
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]

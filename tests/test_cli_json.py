@@ -20,7 +20,6 @@ import click
 import httpx
 import pytest
 from _oauth_helpers import CLIENT_ID, CLIENT_SECRET, follow
-from test_worker import jobs_url  # noqa: F401 - the fixture: a fresh PostgreSQL database
 from click.testing import CliRunner
 
 from engine.cli import main

@@ -32,7 +32,6 @@ from urllib.parse import quote, quote_plus, urlencode
 import click
 import httpx
 from aiohttp import web
-from test_worker import jobs_url  # noqa: F401 - the fixture: a fresh PostgreSQL database
 
 from engine.cli import main
 from engine.hub._sqlite import SIDE_FILES, is_sqlite_file

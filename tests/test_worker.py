@@ -17,15 +17,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import psycopg
 import pytest
-from _hub_fixtures import POSTGRES_URL
 
 from engine.connect import open_hub
 from engine.klaviyo import KlaviyoClient
@@ -34,25 +31,8 @@ from engine.settings import load_settings
 from engine.worker import POLL_STATE
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_URL = POSTGRES_URL
 KEY = "pk_worker_test_000000001"
 LISTS = ("Sms Subscribers", "Preview List")
-
-
-@pytest.fixture
-def jobs_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test (dropped afterwards); fails if PostgreSQL is down."""
-    name = f"kswk_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"test_worker needs PostgreSQL at {ADMIN_URL} (set KLAVIYO_SYNC_TEST_POSTGRES): {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
