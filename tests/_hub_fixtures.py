@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from engine.hub import PostgresHub, SqliteHub
@@ -82,3 +84,61 @@ def store_legacy_email(hub: SqliteHub | Path, customer_id: int, email: str, *, t
             hub._conn.execute("UPDATE customers SET email = ? WHERE id = ?", (email, customer_id))
         else:
             hub._conn.execute("UPDATE transactions SET email = ? WHERE id = ?", (email, transaction_id))
+
+
+class OtherWriter:
+    """Another process's hold on a hub, through a connection of its own (never the hub's).
+
+    ``lock()`` takes the hub's write lock and keeps it until ``unlock()`` (SQLite: an exclusive
+    transaction on the file; PostgreSQL: the subscription's advisory lock in an open transaction).
+    ``refuse(table, when, message)`` makes the database refuse every UPDATE of ``table`` whose new
+    row matches ``when`` (SQL over ``NEW``/``OLD``), as a full disk would; ``allow()`` lifts it.
+    ``error_name`` is the driver's class name for that refusal.
+    """
+
+    def __init__(self, hub: SqliteHub) -> None:
+        self.hub = hub
+        self.postgres = isinstance(hub, PostgresHub)
+        if isinstance(hub, PostgresHub):
+            self.pg = psycopg.connect(hub.url, autocommit=True)
+            self.pg.execute(f"SET search_path TO {hub.schema}")
+            self.error_name = "RaiseException"
+        else:
+            self.lite = sqlite3.connect(hub.path, isolation_level=None, check_same_thread=False)
+            self.error_name = "IntegrityError"
+
+    def lock(self) -> None:
+        if isinstance(self.hub, PostgresHub):
+            self.pg.execute("BEGIN")
+            self.pg.execute("SELECT pg_advisory_xact_lock(%s)", (self.hub._key,))
+        else:
+            self.lite.execute("BEGIN EXCLUSIVE")
+
+    def unlock(self) -> None:
+        (self.pg if self.postgres else self.lite).execute("ROLLBACK")
+
+    def refuse(self, table: str, when: str, message: str) -> None:
+        if self.postgres:
+            self.pg.execute(f"CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                            f"RAISE EXCEPTION '{message}'; END $$")
+            self.pg.execute(f"CREATE TRIGGER refuse BEFORE UPDATE ON {table} FOR EACH ROW WHEN ({when}) "
+                            "EXECUTE FUNCTION refuse()")
+        else:
+            self.lite.execute(f"CREATE TRIGGER refuse BEFORE UPDATE ON {table} WHEN {when} "
+                              f"BEGIN SELECT RAISE(ABORT, '{message}'); END")
+
+    def allow(self) -> None:
+        if self.postgres:
+            self.pg.execute("DROP TRIGGER refuse ON " + self._table())
+            self.pg.execute("DROP FUNCTION refuse()")
+        else:
+            self.lite.execute("DROP TRIGGER refuse")
+
+    def _table(self) -> str:
+        row = self.pg.execute("SELECT event_object_table FROM information_schema.triggers WHERE trigger_name = "
+                              "'refuse' AND trigger_schema = current_schema() LIMIT 1").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def close(self) -> None:
+        (self.pg if self.postgres else self.lite).close()

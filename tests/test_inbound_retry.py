@@ -3,10 +3,10 @@ and stored by a later poll, and leaves the list only once stored."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
+from _hub_fixtures import OtherWriter
 from _inbound_fixtures import InboundEnv
 
 from engine.collection import DEFAULT_COLLECTIONS_DIR
@@ -46,22 +46,18 @@ def test_a_failed_change_never_joins_the_seen_set() -> None:
     assert ({"p1": ["2024-05-01T10:00:05+00:00", "def"]}, []) == (cursor.seen, cursor.retry)
 
 
-@pytest.mark.sqlite_only("a second connection on the file")
 async def test_a_write_the_hub_refused_is_stored_by_the_next_poll(env: InboundEnv) -> None:
     """A profile whose hub write failed goes on the retry list; the next poll stores it and empties the list."""
     pids = _seed(env, 3)
     await env.poll()
     env.sandbox.state.update_profile(pids[1], {"first_name": "Second"})
-    other = sqlite3.connect(env.hub.path)  # the hub refuses this one write (as a full disk would)
-    other.execute("CREATE TRIGGER refuse BEFORE UPDATE ON customers WHEN NEW.first_name = 'Second' "
-                  "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
-    other.commit()
+    other = OtherWriter(env.hub)  # the hub refuses this one write (as a full disk would)
+    other.refuse("customers", "NEW.first_name = 'Second'", "disk I/O error")
     failed = await env.poll()
     assert ["failed"] == list(failed.summary.to_dict()["flows"][UPDATE])
     assert [pids[1]] == PollCursor.load(env.hub).retry
     assert "N1" == _names(env)[pids[1]]
-    other.execute("DROP TRIGGER refuse")
-    other.commit()
+    other.allow()
     other.close()
     again = await env.poll()
     assert None is again.error
@@ -85,27 +81,26 @@ async def test_a_retried_profile_is_stored_even_if_its_change_was_recorded_as_se
     assert [] == PollCursor.load(env.hub).retry
 
 
-@pytest.mark.sqlite_only("another process locks the file")
 async def test_hub_locked_during_a_poll_stops_it_and_the_next_poll_stores_the_change(env: InboundEnv) -> None:
     """With the hub locked by another connection mid-poll the poll stops with H007; once free, every change arrives."""
     pids = _seed(env, 4)
     await env.poll()
     for n, pid in enumerate(pids):
         env.sandbox.state.update_profile(pid, {"first_name": f"New{n}"})
-    other = sqlite3.connect(env.hub.path, isolation_level=None, check_same_thread=False)
+    other = OtherWriter(env.hub)
     handled: list[object] = []
 
     def lock_after_first_page(result: object) -> None:  # told once the page of 2 is committed
         handled.append(result)
         if len(handled) == 1:
-            other.execute("BEGIN EXCLUSIVE")
+            other.lock()
 
     locked = await env.poll(page_size=2, on_profile=lock_after_first_page)
     assert isinstance(locked.error, HubLockedError)
-    assert f"the hub file {env.hub.path} is locked by another process; retry later" == locked.error.message
+    assert env.hub.locked_error().message == locked.error.message
     assert 2 == len(handled)  # the first page; nothing of the second
     assert {pids[0]: "New0", pids[1]: "New1", pids[2]: "N2", pids[3]: "N3"} == _names(env)
-    other.execute("ROLLBACK")
+    other.unlock()
     other.close()
     again = await env.poll(page_size=2)
     assert None is again.error
@@ -113,7 +108,6 @@ async def test_hub_locked_during_a_poll_stops_it_and_the_next_poll_stores_the_ch
     assert [] == PollCursor.load(env.hub).retry
 
 
-@pytest.mark.sqlite_only("another process locks the file")
 async def test_hub_locked_when_a_poll_starts_ends_it_cleanly_with_the_retry_list_kept(env: InboundEnv) -> None:
     """A hub locked before the poll begins: H007, nothing written, the retry list kept; later it is worked off."""
     pids = _seed(env, 2)
@@ -122,19 +116,18 @@ async def test_hub_locked_when_a_poll_starts_ends_it_cleanly_with_the_retry_list
     cursor = PollCursor.load(env.hub)
     cursor.retry.append(pids[1])
     cursor.save(env.hub)
-    other = sqlite3.connect(env.hub.path, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
+    other = OtherWriter(env.hub)
+    other.lock()
     locked = await env.poll()
     assert ("H007", 1) == (locked.error.code if locked.error else None, locked.summary.errors)
     assert [pids[1]] == PollCursor.load(env.hub).retry
-    other.execute("ROLLBACK")
+    other.unlock()
     other.close()
     await env.poll()
     assert "Queued" == _names(env)[pids[1]]
     assert [] == PollCursor.load(env.hub).retry
 
 
-@pytest.mark.sqlite_only("a second connection on the file")
 async def test_a_page_the_hub_cannot_commit_is_stored_whole_by_the_next_poll(env: InboundEnv) -> None:
     """A page's profiles and the cursor's advance commit together: when the hub refuses the cursor's
     save (as a full disk would), nothing of that page is stored, the poll stops with the error, the
@@ -144,21 +137,18 @@ async def test_a_page_the_hub_cannot_commit_is_stored_whole_by_the_next_poll(env
     before = PollCursor.load(env.hub).to_dict()
     for n, pid in enumerate(pids):
         env.sandbox.state.update_profile(pid, {"first_name": f"New{n}"})
-    other = sqlite3.connect(env.hub.path)
-    other.execute("CREATE TRIGGER refuse BEFORE UPDATE ON sync_state WHEN NEW.key LIKE '%profiles%' AND NEW.value != OLD.value "
-                  "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
-    other.commit()
+    other = OtherWriter(env.hub)
+    other.refuse("sync_state", "NEW.key LIKE '%profiles%' AND NEW.value != OLD.value", "database or disk is full")
     told: list[object] = []
     stopped = await env.poll(page_size=3, on_profile=told.append)
     assert stopped.error is not None and "H000" == stopped.error.code
-    assert ("the hub could not store a page of 3 profiles: IntegrityError: database or disk is full"
+    assert (f"the hub could not store a page of 3 profiles: {other.error_name}: database or disk is full"
             == stopped.error.message)
     assert ([], 1) == (told, stopped.summary.errors)  # nobody is told of a profile that was not stored
     assert {} == stopped.summary.to_dict()["flows"]
     assert [f"N{n}" for n in range(6)] == [_names(env)[pid] for pid in pids]  # nothing of the page
     assert before == PollCursor.load(env.hub).to_dict()
-    other.execute("DROP TRIGGER refuse")
-    other.commit()
+    other.allow()
     other.close()
     again = await env.poll(page_size=3)
     assert None is again.error
@@ -167,21 +157,17 @@ async def test_a_page_the_hub_cannot_commit_is_stored_whole_by_the_next_poll(env
     assert 6 == len(env.customers())
 
 
-@pytest.mark.sqlite_only("a second connection on the file")
 async def test_a_cursor_the_hub_cannot_save_stops_the_poll_with_an_error(env: InboundEnv) -> None:
     """The hub refusing every save of the cursor: the poll stops with H000 and the reason, no traceback."""
     pids = _seed(env, 2)
     await env.poll()
-    other = sqlite3.connect(env.hub.path)
-    other.execute("CREATE TRIGGER refuse BEFORE UPDATE ON sync_state WHEN NEW.key LIKE '%profiles%' "
-                  "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
-    other.commit()
+    other = OtherWriter(env.hub)
+    other.refuse("sync_state", "NEW.key LIKE '%profiles%'", "disk I/O error")
     env.sandbox.state.update_profile(pids[0], {"first_name": "Later"})
     stopped = await env.poll()
     assert stopped.error is not None and "H000" == stopped.error.code
-    assert "the hub could not save the poll's cursor: IntegrityError: disk I/O error" == stopped.error.message
+    assert f"the hub could not save the poll's cursor: {other.error_name}: disk I/O error" == stopped.error.message
     assert "N0" == _names(env)[pids[0]]
-    other.execute("DROP TRIGGER refuse")
-    other.commit()
+    other.allow()
     other.close()
     assert "Later" == (await env.poll(), _names(env))[1][pids[0]]

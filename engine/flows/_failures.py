@@ -21,6 +21,7 @@ import traceback
 
 from engine.catalog import ERROR_CALLING_KLAVIYO
 from engine.errors import AuthError, KlaviyoApiError, KlaviyoAuthError, KlaviyoSyncError
+from engine.hub._db import describe
 
 #: What an operator does about refused credentials.
 AUTH_HINT = ("check the private API key (api_key in the settings file, or KLAVIYO_API_KEY) and its scopes, "
@@ -60,7 +61,7 @@ def from_klaviyo(exc: BaseException) -> bool:
 
 def unexpected_failure(exc: BaseException) -> str:
     """One line for an exception no layer turned into an error of ours."""
-    text = f"{type(exc).__name__}: {exc}".strip()
+    text = describe(exc)
     if len(text) > _MAX_TEXT:
         text = text[:_MAX_TEXT - 3] + "..."
     if from_klaviyo(exc):

@@ -51,7 +51,7 @@ from engine.errors import EmailExistsError, HubLockedError, HubRecordError, Klav
 from engine.flows.summary import RunSummary
 from engine.formula.helpers import bind_helpers
 from engine.hub import HubStore, Level
-from engine.hub._db import DB_ERRORS
+from engine.hub._db import DB_ERRORS, describe
 from engine.runner import FILTERED, INVALID, OK, Outcome, Runner, flatten_jsonapi
 
 #: Flow name in the error log for problems before a collection was chosen.
@@ -272,7 +272,7 @@ class ProfileTransfer:
             self.summary.count(coll.title, "invalid")
             return result
         except _FAILURES as exc:
-            message = exc.message if isinstance(exc, KlaviyoSyncError) else f"{type(exc).__name__}: {exc}"
+            message = exc.message if isinstance(exc, KlaviyoSyncError) else describe(exc)
             code = exc.code if isinstance(exc, KlaviyoSyncError) else "I001"
             self._log(coll.title, message, pid, result.customer_id, code=code, result=result)
             self.summary.count(coll.title, "failed")

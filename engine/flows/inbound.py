@@ -64,7 +64,7 @@ from engine.flows._inbound_cursor import PollCursor, PollRange, fingerprint, for
 from engine.flows._inbound_transfer import INBOUND_FLOW, ProfileResult, ProfileTransfer, inbound_collection
 from engine.flows.summary import RunSummary
 from engine.hub import HubStore
-from engine.hub._db import DB_ERRORS
+from engine.hub._db import DB_ERRORS, describe
 from engine.klaviyo import KlaviyoApi
 
 PAGE_SIZE = 100
@@ -312,7 +312,7 @@ class InboundFlow:
         except _STORE_ERRORS as exc:
             self.summary.counts = counts  # nothing of the page is stored, its log entries neither
             self.summary.warnings, self.summary.errors = tallies
-            self._not_stored(f"the hub could not store a page of {len(page)} profiles: {type(exc).__name__}: {exc}",
+            self._not_stored(f"the hub could not store a page of {len(page)} profiles: {describe(exc)}",
                              "nothing of the page was written; the next poll fetches it again")
             return
         if on_profile:
@@ -377,7 +377,7 @@ class InboundFlow:
         except HubLockedError as exc:
             self._hub_locked(exc)
         except _STORE_ERRORS as exc:
-            self._not_stored(f"the hub could not save the poll's cursor: {type(exc).__name__}: {exc}",
+            self._not_stored(f"the hub could not save the poll's cursor: {describe(exc)}",
                              "every profile stored stays stored; the next poll reads again from the cursor "
                              "last saved")
 

@@ -18,4 +18,12 @@ INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg
 DATA_ERRORS: tuple[type[Exception], ...] = (sqlite3.DataError, sqlite3.ProgrammingError, psycopg.DataError,
                                             psycopg.ProgrammingError)
 
-__all__ = ["DB_ERRORS", "INTEGRITY_ERRORS", "DATA_ERRORS"]
+
+def describe(exc: BaseException) -> str:
+    """``ClassName: message`` on one line: PostgreSQL's errors carry CONTEXT and HINT lines after the
+    message, which belong in no log line (the first line is the server's primary message)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+__all__ = ["DB_ERRORS", "INTEGRITY_ERRORS", "DATA_ERRORS", "describe"]
