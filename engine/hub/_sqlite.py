@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,6 +101,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
     _SQL_EMAIL_IGNORING_CASE = "SELECT id FROM customers WHERE email = ? COLLATE NOCASE AND email != ? ORDER BY id"
     #: a LIMIT clause that limits nothing (SQLite wants one before an OFFSET)
     SQL_NO_LIMIT = "LIMIT -1"
+    _open_key: str | None  # the file's entry in _OPEN_HERE while connected
 
     def __init__(
         self,
@@ -112,10 +114,18 @@ class SqliteHub(TransactionsMixin, StateMixin):
     ) -> None:
         self.path = Path(path)
         self._setup(outbound_triggers, default_region, busy_timeout)
-        _create_private(self.path)
-        self._conn = sqlite3.connect(
-            str(self.path), isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
-        )
+        with _OPEN_LOCK:
+            key = os.path.realpath(self.path)
+            _create_private(self.path, read_header=not _OPEN_HERE[key])
+            _OPEN_HERE[key] += 1
+            self._open_key = key
+        try:
+            self._conn = sqlite3.connect(
+                str(self.path), isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+            )
+        except BaseException:
+            self._forget_open()
+            raise
         self._conn.row_factory = sqlite3.Row
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -126,6 +136,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
             self.schema_version = migrate(self._conn, str(self.path))
         except sqlite3.DatabaseError as exc:
             self._conn.close()
+            self._forget_open()
             if _is_locked(exc):
                 raise self.locked_error() from None
             if not _not_a_database(exc):
@@ -134,6 +145,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
                                location=Location(file=str(self.path))) from None
         except BaseException:
             self._conn.close()
+            self._forget_open()
             raise
         self.errors = ErrorLog(self, self._conn, secrets)
 
@@ -149,12 +161,20 @@ class SqliteHub(TransactionsMixin, StateMixin):
         self._depth = 0
         self._enqueue_on = True
         self._queued: list[tuple[str, int, str, str, str]] | None = None  # see queue_at_end()
+        self._open_key = None
 
     # -- lifecycle and transactions -------------------------------------------------
 
     def close(self) -> None:
         """Close the connection (the file stays)."""
         self._conn.close()
+        self._forget_open()
+
+    def _forget_open(self) -> None:
+        with _OPEN_LOCK:
+            if self._open_key is not None:
+                _OPEN_HERE[self._open_key] -= 1
+                self._open_key = None
 
     def __enter__(self) -> SqliteHub:
         return self
@@ -612,8 +632,17 @@ def is_sqlite_file(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def _create_private(path: Path) -> None:
+#: Hub files this process holds a connection to (by real path, with how many).  A file open here is
+#: never read again with open(): closing any descriptor of a file drops every POSIX lock the process
+#: holds on it, SQLite's included, and another process then deletes the WAL under our connection
+#: (SQLite's "How To Corrupt An SQLite Database File", 2.2).
+_OPEN_HERE: Counter[str] = Counter()
+_OPEN_LOCK = threading.Lock()
+
+
+def _create_private(path: Path, *, read_header: bool = True) -> None:
     """Check the hub path, create the file owner-only (0600) if missing, make an existing one 0600.
+    ``read_header=False``: the file is open in this process already (checked then); do not open it.
 
     A folder, or a non-empty file that is not a SQLite database (a text file, a
     typo'd path), is refused with :class:`HubFileError` before SQLite touches it.
@@ -627,7 +656,7 @@ def _create_private(path: Path) -> None:
                            location=Location(file=str(path)))
     try:
         if path.exists():
-            if path.stat().st_size and not is_sqlite_file(path):
+            if read_header and path.stat().st_size and not is_sqlite_file(path):
                 raise HubFileError(f"the hub path {path} is not a hub: the file exists and is not a "
                                    "SQLite database; it was left untouched",
                                    location=Location(file=str(path)))
