@@ -149,6 +149,7 @@ class SandboxServer:
                 loop.run_until_complete(self.start())
             except BaseException as exc:  # reported to the caller below
                 failure.append(exc)
+                loop.close()
                 ready.set()
                 return
             ready.set()

@@ -144,10 +144,11 @@ class Accounts:
         return any(s.dirty for s in list(self._states.values()))
 
     def to_json(self) -> dict[str, Any]:
-        """The state file's content: one account's shape when shared, ``{"accounts": {...}}`` when separate."""
+        """The state file's content: one account's shape when shared, ``{"accounts": {...}}`` when separate
+        (an account without any data, e.g. one that only read, is left out)."""
         if not self.separate:
             return self.default.to_json()
-        return {"accounts": {aid: s.to_json() for aid, s in list(self._states.items())}}
+        return {"accounts": {aid: s.to_json() for aid, s in list(self._states.items()) if not _empty(s)}}
 
     def load_json(self, data: Mapping[str, Any]) -> None:
         """Replace every account with a state file's content (either shape); ValueError when it is not one."""
@@ -197,6 +198,11 @@ class Accounts:
     def load(self, path: Path) -> None:
         """Read a state file (either shape)."""
         self.load_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _empty(state: SandboxState) -> bool:
+    with state.lock:
+        return not (state.profiles or state.lists or state.metrics or state.events or state.jobs)
 
 
 AuthRef = Callable[[], Callable[[web.Request, "SandboxOptions"], Awaitable[str]]]
