@@ -291,3 +291,18 @@ def test_serve_accounts_by_key_in_a_real_process(tmp_path: Path) -> None:
     saved = json.loads(path.read_text(encoding="utf-8"))["accounts"]
     assert (1, 1) == (len(saved[key_account(KEY_A)]["profiles"]), len(saved[key_account(KEY_B)]["profiles"]))
     assert not any(k in out + err + path.read_text() for k in (KEY_A, KEY_B))
+
+
+def test_delayed_jobs_of_several_accounts_all_complete_each_in_its_account(start: Any) -> None:
+    """With job_delay_s, bulk imports queued by three accounts are all processed, each into its own account."""
+    sb = start(job_delay_s=0.2)
+    jobs = {}
+    for n, key in enumerate((KEY_A, KEY_B, KEY_C)):
+        body = {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [
+            {"type": "profile", "attributes": {"email": f"k{n}-{i}@example.com"}} for i in range(n + 1)]}}}}
+        resp = call(sb, "POST", "/api/profile-bulk-import-jobs", key, body, revision=NEW)
+        assert (202, "queued") == (resp.status_code, resp.json()["data"]["attributes"]["status"])
+        jobs[key] = resp.json()["data"]["id"]
+    done = {key: _wait_complete(sb, key, job)["completed_count"] for key, job in jobs.items()}
+    assert {KEY_A: 1, KEY_B: 2, KEY_C: 3} == done
+    assert [1, 2, 3] == [len(ids(call(sb, "GET", "/api/profiles", key))) for key in (KEY_A, KEY_B, KEY_C)]
