@@ -61,18 +61,23 @@ def sandbox() -> None:
               help="Keep an OAuth refresh token valid after use (default: each refresh issues a new one).")
 @click.option("--job-delay", "job_delay", default=0.0, type=BoundedFloat(0, 86_400), show_default=True,
               help="Seconds each asynchronous job (bulk import, subscribe) stays queued before it is processed.")
+@click.option("--accounts-by-key", is_flag=True,
+              help="Give each private key (and each OAuth client) its own Klaviyo account: its own profiles, lists, "
+                   "events and jobs, as at Klaviyo. Default: every key sees one shared account.")
 @click.option("--json", "as_json", is_flag=True,
               help='On start print one JSON line {"url", "pid", "state"} on standard output; other messages go to '
                    "standard error.")
 def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fault_5xx: float, fault_timeout: float,
           timeout_hold: float, fault_drop: float, no_rate_limits: bool, tiers: str | None, state_file: str | None,
-          seed: int | None, oauth_access_ttl: float, no_rotate_refresh: bool, job_delay: float, as_json: bool) -> None:
+          seed: int | None, oauth_access_ttl: float, no_rotate_refresh: bool, job_delay: float, accounts_by_key: bool,
+          as_json: bool) -> None:
     """Serve Klaviyo's API on HOST:PORT until Ctrl-C or SIGTERM (both save --state).
 
     While it runs, `kill -USR1 PID` expires every OAuth access token (the engine's
     next call refreshes) and `kill -USR2 PID` revokes every OAuth token (the engine
     must log in again); PID is printed at start.  With --json the start is one JSON
     line on standard output, so a script reads the URL with one readline.
+    GET /__sandbox__/accounts shows each account's counts (see docs/sandbox.md).
     """
     try:
         tier_map = json.loads(tiers) if tiers else None
@@ -90,6 +95,7 @@ def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fa
         fault_timeout=fault_timeout, timeout_hold_s=timeout_hold, fault_drop=fault_drop,
         rate_limits=not no_rate_limits, tiers=tier_map, state_file=state_file, seed=seed,
         oauth_access_ttl_s=oauth_access_ttl, oauth_rotate_refresh=not no_rotate_refresh, job_delay_s=job_delay,
+        accounts_by_key=accounts_by_key,
     )
     server = SandboxServer(options)
 
@@ -110,6 +116,9 @@ def serve(host: str, port: int, api_keys: tuple[str, ...], latency_ms: float, fa
             click.echo(f"Point the engine at it with API URL {url} and any key starting with pk_"
                        if not api_keys else f"Point the engine at it with API URL {url} and one of the given keys",
                        err=as_json)
+            if accounts_by_key:
+                click.echo("Each key is its own Klaviyo account (--accounts-by-key); "
+                           f"counts per account: {url}/__sandbox__/accounts", err=as_json)
             click.echo(f"PID {os.getpid()}: kill -USR1 expires OAuth access tokens, "
                        "kill -USR2 revokes every OAuth token", err=as_json)
             await stop.wait()

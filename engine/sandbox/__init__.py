@@ -15,6 +15,9 @@ Use in tests and the demo::
         handle.stop()
 
 or inside a running event loop: ``url = await server.start()`` ... ``await server.stop()``.
+
+With ``SandboxOptions(accounts_by_key=True)`` each private key is its own Klaviyo account
+(:mod:`engine.sandbox._accounts`); ``handle.state_for(key)`` reaches one account's data.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from aiohttp import web
 
 from engine.errors import SandboxStateFileError
+from engine.sandbox._accounts import DEFAULT, Accounts, key_account
 from engine.sandbox._oauth import SandboxOAuth
 from engine.sandbox._server import AuthHook, SandboxOptions, build_app, private_key_auth
 from engine.sandbox._state import SandboxState
@@ -39,11 +43,13 @@ MAX_STATE_BYTES = 1024 * 1024 * 1024  # a state file larger than this is refused
 
 
 class SandboxServer:
-    """One sandbox account served over HTTP.
+    """A sandbox served over HTTP: one shared account, or one per key (``accounts_by_key``).
 
     Args:
         options: behaviour (:class:`SandboxOptions`); defaults are Klaviyo's real limits.
-        state: data to serve (a fresh :class:`SandboxState` by default).
+        state: data of the default account (a fresh :class:`SandboxState` by default): every
+            key's when shared; under ``accounts_by_key`` the first of ``api_keys``' (else an
+            account named ``default`` no key reaches, see :mod:`engine.sandbox._accounts`).
         auth: the auth hook; ``None`` = :func:`private_key_auth` plus the Bearer tokens
             issued by :attr:`oauth` (``/oauth/authorize|token|revoke``, see ``_oauth``).
             Reassign :attr:`auth` at any time.
@@ -55,13 +61,27 @@ class SandboxServer:
     ) -> None:
         self.options = options or SandboxOptions()
         self.state = state or SandboxState(seed=self.options.seed)
+        keys = self.options.api_keys
+        default_id = key_account(keys[0]) if self.options.accounts_by_key and keys else DEFAULT
+        #: every account's state (one shared one unless ``accounts_by_key``)
+        self.accounts = Accounts(self.state, separate=self.options.accounts_by_key, seed=self.options.seed,
+                                 default_id=default_id)
         self.oauth = SandboxOAuth(self.options)
         self.auth: AuthHook = auth or self.oauth.auth_hook(private_key_auth)
-        self.app = build_app(self.state, self.options, lambda: self.auth)
+        self.app = build_app(self.state, self.options, lambda: self.auth, self.accounts)
         self.oauth.mount(self.app)
         self._runner: web.AppRunner | None = None
         self._saver: asyncio.Task[None] | None = None
         self.url = ""
+
+    def state_for(self, api_key: str) -> SandboxState:
+        """The state of the account ``api_key`` reaches (created if it has none yet); the shared
+        state unless ``accounts_by_key``.  The key is not kept: the account is found by its digest."""
+        return self.accounts.state_of(key_account(api_key))
+
+    def account_id(self, api_key: str) -> str:
+        """The account id (digest) of ``api_key``, as the state file and ``/__sandbox__/accounts`` show it."""
+        return key_account(api_key)
 
     async def start(self) -> str:
         """Listen (in the running loop) and return the base URL, e.g. ``http://127.0.0.1:8123``.
@@ -90,7 +110,7 @@ class SandboxServer:
         try:
             if path.stat().st_size > MAX_STATE_BYTES:
                 raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
-            self.state.load(path)
+            self.accounts.load(path)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             if isinstance(exc, (KeyError, TypeError, AttributeError)):
@@ -102,8 +122,8 @@ class SandboxServer:
     async def _autosave(self, path: Path) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if self.state.dirty:
-                self.state.save(path)
+            if self.accounts.dirty:
+                self.accounts.save(path)
 
     async def stop(self) -> None:
         """Stop listening and save the state file if one is configured."""
@@ -115,7 +135,7 @@ class SandboxServer:
             await self._runner.cleanup()
             self._runner = None
         if self.options.state_file:
-            self.state.save(Path(self.options.state_file))
+            self.accounts.save(Path(self.options.state_file))
 
     def start_in_thread(self) -> SandboxHandle:
         """Run the server in a background thread with its own loop; returns a handle."""
@@ -129,6 +149,7 @@ class SandboxServer:
                 loop.run_until_complete(self.start())
             except BaseException as exc:  # reported to the caller below
                 failure.append(exc)
+                loop.close()
                 ready.set()
                 return
             ready.set()
@@ -165,6 +186,10 @@ class SandboxHandle:
     def options(self) -> SandboxOptions:
         return self.server.options
 
+    def state_for(self, api_key: str) -> SandboxState:
+        """The state of ``api_key``'s account (:meth:`SandboxServer.state_for`)."""
+        return self.server.state_for(api_key)
+
     def stop(self) -> None:
         """Stop the server and wait for its thread to end."""
         if self.thread.is_alive():
@@ -172,4 +197,5 @@ class SandboxHandle:
             self.thread.join(10)
 
 
-__all__ = ["SandboxServer", "SandboxHandle", "SandboxOptions", "SandboxState", "private_key_auth", "AuthHook"]
+__all__ = ["SandboxServer", "SandboxHandle", "SandboxOptions", "SandboxState", "private_key_auth", "AuthHook",
+           "Accounts", "key_account"]

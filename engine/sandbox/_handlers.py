@@ -20,6 +20,7 @@ from aiohttp import web
 from engine.errors import FilterError
 from engine.klaviyo import revision as rev
 from engine.sandbox import _filters as flt
+from engine.sandbox._accounts import ACCOUNT_KEY, ACCOUNTS_KEY
 from engine.sandbox._render import (
     BODY_KEY,
     REVISION_KEY,
@@ -70,7 +71,8 @@ INTEGRATION = {"object": "integration", "id": "0rG4eQ", "name": "API", "category
 
 
 def request_state(request: web.Request) -> SandboxState:
-    return request.app[STATE_KEY]
+    """The state of the request's account (:mod:`engine.sandbox._accounts`): one dict lookup."""
+    return request.app[ACCOUNTS_KEY].state_of(request.get(ACCOUNT_KEY))
 
 
 def filter_conditions(request: web.Request, allowed: dict[str, set[str]],

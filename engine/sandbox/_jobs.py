@@ -39,6 +39,7 @@ from aiohttp import web
 from engine.errors import SandboxApiError
 from engine.klaviyo import revision as rev
 from engine.sandbox import _filters as flt
+from engine.sandbox._accounts import Accounts
 from engine.sandbox._handlers import (
     STATE_KEY,
     Handler,
@@ -173,7 +174,7 @@ def _enqueue(request: web.Request, job: dict[str, Any]) -> dict[str, Any]:
         state.dirty = True
     runner = request.app.get(RUNNER_KEY)
     if runner is not None:
-        runner.notify(job["id"])
+        runner.notify(job["id"], state)
     return job
 
 
@@ -399,19 +400,50 @@ def drain(state: SandboxState, limit: int | None = None) -> int:
 
 
 class JobRunner:
-    """The background processor, one task in the server's event loop."""
+    """The background processor, one task in the server's event loop, for every account.
 
-    def __init__(self, state: SandboxState, options: SandboxOptions) -> None:
-        self.state, self.options = state, options
-        self.enqueued: dict[str, float] = {}  # job id -> monotonic time it was queued
+    It works on the accounts that may have pending jobs (every account at start, for jobs a
+    state file brought back; then each account a job is queued in), taking them in turn: one
+    step of the first account whose next job is due, which then goes to the back of the line.
+    An account without pending jobs leaves the line, so the cost per step does not grow with
+    idle accounts.
+    """
+
+    def __init__(self, accounts: Accounts, options: SandboxOptions) -> None:
+        self.accounts, self.options = accounts, options
+        self.state = accounts.default
+        #: (account state's id(), job id) -> monotonic time it was queued
+        self.enqueued: dict[tuple[int, str], float] = {}
+        self._active: dict[int, SandboxState] = {}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def notify(self, job_id: str) -> None:
-        """A job was queued (called in the loop, by the handler)."""
-        self.enqueued[job_id] = time.monotonic()
+    def notify(self, job_id: str, state: SandboxState | None = None) -> None:
+        """A job was queued in ``state`` (default: the default account's), called in the loop by the handler."""
+        state = state if state is not None else self.state
+        self._active[id(state)] = state
+        self.enqueued[(id(state), job_id)] = time.monotonic()
         if self._wake is not None:
             self._wake.set()
+
+    def _next(self) -> tuple[SandboxState, dict[str, Any], float] | None:
+        """The first account (in turn) whose pending job is due, its job, 0; else the soonest one's wait."""
+        soonest: tuple[SandboxState, dict[str, Any], float] | None = None
+        for key, state in list(self._active.items()):
+            with state.lock:
+                job = _pending(state)
+            if job is None:
+                del self._active[key]
+                continue
+            wait = 0.0
+            if job["attributes"]["status"] == "queued":
+                queued = self.enqueued.setdefault((key, job["id"]), time.monotonic())
+                wait = queued + self._delay() - time.monotonic()
+            if wait <= 0:
+                return state, job, 0.0
+            if soonest is None or wait < soonest[2]:
+                soonest = (state, job, wait)
+        return soonest
 
     def _delay(self) -> float:
         d = getattr(self.options, "job_delay_s", 0.0)
@@ -419,30 +451,35 @@ class JobRunner:
 
     async def run(self) -> None:
         assert self._wake is not None
+        for state in self.accounts.states():  # jobs a state file brought back
+            self._active[id(state)] = state
         while True:
-            with self.state.lock:
-                job = _pending(self.state)
-            if job is None:
+            found = self._next()
+            if found is None:
                 self.enqueued.clear()
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            if job["attributes"]["status"] == "queued":
-                wait = self.enqueued.setdefault(job["id"], time.monotonic()) + self._delay() - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                    continue
+            state, job, wait = found
+            if wait > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):  # a job queued meanwhile may be due sooner
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                continue
             # A consent job (at most 1,000 profiles) goes in one step, so a read that follows
             # its 202 sees it applied; an import lets requests in between chunks.
             try:
-                step(self.state, job, CHUNK if job["type"] == BULK_IMPORT else None)
+                step(state, job, CHUNK if job["type"] == BULK_IMPORT else None)
             except Exception:  # noqa: BLE001 - one broken job must not stop the processor
                 log.exception("sandbox job %s could not be processed; it is cancelled", job.get("id"))
-                with self.state.lock:
+                with state.lock:
                     job["attributes"]["status"] = "cancelled"
-                    self.state.dirty = True
+                    state.dirty = True
             if job["attributes"]["status"] not in PENDING:
-                self.enqueued.pop(job["id"], None)
+                self.enqueued.pop((id(state), job["id"]), None)
+            key = id(state)  # to the back of the line: accounts take turns
+            if self._active.pop(key, None) is not None:
+                self._active[key] = state
             await asyncio.sleep(0)
 
     async def start(self, _app: web.Application) -> None:
@@ -460,12 +497,17 @@ class JobRunner:
 RUNNER_KEY: web.AppKey[JobRunner] = web.AppKey("job_runner", JobRunner)
 
 
-def mount(app: web.Application, state: SandboxState, options: SandboxOptions) -> JobRunner:
-    """Register the background processor with the app (started and stopped with it)."""
+def mount(app: web.Application, accounts: Accounts | SandboxState, options: SandboxOptions) -> JobRunner:
+    """Register the background processor with the app (started and stopped with it).
+
+    ``accounts`` is the app's :class:`~engine.sandbox._accounts.Accounts` (a bare state: one shared account).
+    """
     delay = getattr(options, "job_delay_s", 0.0)
     if not (isinstance(delay, (int, float)) and 0 <= delay <= 86_400):  # NaN fails both comparisons
         raise ValueError(f"job_delay_s must be between 0 and 86400 seconds, got {delay}")
-    runner = JobRunner(state, options)
+    if isinstance(accounts, SandboxState):
+        accounts = Accounts(accounts, separate=False)
+    runner = JobRunner(accounts, options)
     app[RUNNER_KEY] = runner
     app.on_startup.append(runner.start)
     app.on_cleanup.append(runner.stop)

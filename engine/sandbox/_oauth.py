@@ -19,9 +19,10 @@ Routes (mounted beside ``/api/`` by :class:`~engine.sandbox.SandboxServer`):
   refresh token takes its access tokens with it; unknown tokens answer 200 (RFC 7009).
 
 :meth:`SandboxOAuth.auth_hook` wraps the private-key hook so the API also accepts
-``Bearer`` tokens issued here; an OAuth install is its own rate-limit account, as
-on Klaviyo.  A Bearer request whose endpoint needs a scope the token was not granted
-(the endpoint's ``x-klaviyo-scopes`` in the spec of the request's revision, read by
+``Bearer`` tokens issued here; an OAuth install (one client id) is its own account, as
+on Klaviyo: its own rate limits, and its own data under ``accounts_by_key``.  A Bearer
+request whose endpoint needs a scope the token was not granted (the endpoint's
+``x-klaviyo-scopes`` in the spec of the request's revision, read by
 :mod:`engine.klaviyo.scopes`) gets Klaviyo's 403 ``permission_denied`` naming the
 missing scopes; private keys are not scope-checked.  Tests reach the server side through ``handle.server.oauth``
 (:meth:`~SandboxOAuth.expire_access_tokens`, :meth:`~SandboxOAuth.revoke_all`,
@@ -45,6 +46,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from engine.errors import SandboxApiError, SandboxOAuthError
 from engine.klaviyo import scopes as klaviyo_scopes
+from engine.sandbox._accounts import oauth_account
 from engine.sandbox._render import REVISION_KEY
 from engine.sandbox._server import ROUTE_META_KEY, not_authenticated
 
@@ -142,7 +144,7 @@ class SandboxOAuth:
             if rec.expires_at <= time.time():
                 raise not_authenticated("Access token has expired.")
             _check_scopes(request, rec.scope)
-            return "oauth:" + rec.client_id
+            return oauth_account(rec.client_id)
 
         return hook
 

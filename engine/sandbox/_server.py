@@ -30,7 +30,8 @@ from aiohttp import web
 from engine.errors import SandboxApiError
 from engine.klaviyo import revision as rev
 from engine.klaviyo.ratelimit import Tier, resolve_tiers
-from engine.sandbox import _jobs
+from engine.sandbox import _accounts, _jobs
+from engine.sandbox._accounts import ACCOUNT_KEY, Accounts, key_account
 from engine.sandbox._handlers import ROUTES, STATE_KEY, Handler
 from engine.sandbox._render import BODY_KEY, JSONAPI, REVISION_KEY, body_response
 from engine.sandbox._spec import spec_for
@@ -58,6 +59,9 @@ class SandboxOptions:
         oauth_access_ttl_s: access-token lifetime; oauth_rotate_refresh: new refresh token per refresh.
         job_delay_s: how long every asynchronous job (subscribe, unsubscribe, bulk import) stays
             ``queued`` before the sandbox starts it (0 = at once, after the 202 is sent).
+        accounts_by_key: each private key (each listed one, or each ``pk_`` key that calls) and each
+            OAuth client is its own Klaviyo account with its own data (:mod:`engine.sandbox._accounts`);
+            False (the default): every key sees one shared account.
     """
 
     host: str = "127.0.0.1"
@@ -81,6 +85,7 @@ class SandboxOptions:
     oauth_rotate_refresh: bool = True
     oauth_grant_scopes: tuple[str, ...] | None = None  # None: grant what is asked; else only these of it
     job_delay_s: float = 0.0
+    accounts_by_key: bool = False
 
     def __post_init__(self) -> None:
         """Refuse options no sandbox can honour (ValueError), before anything listens."""
@@ -136,7 +141,8 @@ def unknown_revision(revision: str) -> SandboxApiError:
 
 
 async def private_key_auth(request: web.Request, options: SandboxOptions) -> str:
-    """Default auth hook: ``Klaviyo-API-Key pk_...``; returns the account (rate bucket) id.
+    """Default auth hook: ``Klaviyo-API-Key pk_...``; returns the account id (rate bucket, and the
+    data's account under ``accounts_by_key``): :func:`~engine.sandbox._accounts.key_account`, a digest.
 
     Replace :attr:`SandboxServer.auth` to accept ``Bearer`` tokens (OAuth).
     """
@@ -149,7 +155,7 @@ async def private_key_auth(request: web.Request, options: SandboxOptions) -> str
         raise not_authenticated()
     if not options.api_keys and not key.startswith("pk_"):
         raise not_authenticated()
-    return "account:" + str(hash(key))
+    return key_account(key)
 
 
 class RateLimiter:
@@ -214,8 +220,16 @@ def _retry_after_text(seconds: float, scale: float) -> str:
     return str(max(1, math.ceil(seconds))) if scale >= 1 else f"{max(seconds, 0.001):.3f}"
 
 
-def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[], AuthHook]) -> web.Application:
-    """The aiohttp application serving :data:`ROUTES` at both path styles."""
+def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[], AuthHook],
+              accounts: Accounts | None = None) -> web.Application:
+    """The aiohttp application serving :data:`ROUTES` at both path styles.
+
+    ``accounts`` holds the states by account (default: ``state`` for every key, or one state
+    per key when ``options.accounts_by_key``, ``state`` being the default account's).
+    """
+    if accounts is None:
+        accounts = Accounts(state, separate=options.accounts_by_key, seed=options.seed)
+    throttled = accounts.throttled
     rng = random.Random(options.seed)
     resolve_tiers(options.tiers)  # refuse bad overrides before anything listens
     limiter = RateLimiter(options.tiers, options.rate_window_scale)
@@ -246,6 +260,7 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
             if not rev.is_known(revision):
                 raise unknown_revision(revision)
             account = await auth_ref()(request, options)
+            request[ACCOUNT_KEY] = account
             route = request.match_info.route
             canonical = route.resource.canonical if route.resource else ""
             meta = request.app[ROUTE_META_KEY].get(canonical, {}).get(request.method)
@@ -253,6 +268,7 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
                 wait, headers = limiter.check(account, meta["tier"], time.monotonic(), request[REVISION_KEY])
                 if wait is not None:
                     bump("429")
+                    throttled[account] = throttled.get(account, 0) + 1
                     secs = max(1, math.ceil(wait))
                     err = SandboxApiError(429, "throttled", "Request was throttled.",
                                           "Request was throttled. "
@@ -320,7 +336,8 @@ def build_app(state: SandboxState, options: SandboxOptions, auth_ref: Callable[[
             route_meta.setdefault(path, {})[method] = {"tier": tier, "capability": capability, "template": template}
     app[ROUTE_META_KEY] = route_meta
     app[LIMITER_KEY] = limiter
-    _jobs.mount(app, state, options)
+    _jobs.mount(app, accounts, options)
+    _accounts.mount(app, accounts, options, auth_ref)
     return app
 
 
