@@ -316,3 +316,66 @@ async def test_other_subscriptions_hubs_are_reused_and_the_least_recently_used_c
         await subs.close()
         await own.stop()
     assert [] == subs.open_names()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _browser_api():  # type: ignore[no-untyped-def]
+    """Playwright's sync API, as tests/test_service_browser.py requires it (a failure in CI, else a skip)."""
+    required = os.environ.get("KLAVIYO_SYNC_REQUIRE_BROWSER") == "1"
+    if not CHROMIUM.exists():
+        if required:
+            raise RuntimeError(f"{CHROMIUM} is missing and KLAVIYO_SYNC_REQUIRE_BROWSER=1: install Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    if required:
+        import playwright.sync_api as sync_api  # a missing Playwright fails CI instead of skipping
+
+        return sync_api
+    return pytest.importorskip("playwright.sync_api")
+
+
+def test_the_browser_switches_subscriptions_and_sees_each_ones_records(shared: Shared) -> None:
+    """Subscriptions page -> B's error log and record; the switcher -> C's error log and record, never B's."""
+    sync_api = _browser_api()
+    serve = _serve(shared.settings, "--no-sync", "--subscriptions", str(shared.folder))
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(serve.url + "/subscriptions")
+                assert "/login" in page.url
+                page.fill("input[name=token]", TOKEN)
+                page.click("button:has-text('Sign in')")
+                assert page.inner_text("h1").startswith("Subscriptions")
+                for name, customers in ((shared.a, "1"), (shared.b, "2"), (shared.c, "3")):
+                    assert customers == page.inner_text(f"#subscription-{name} td.customers")
+                assert "read-only" in page.inner_text(f"#subscription-{shared.c} td.mode")
+                page.click(f"#subscription-{shared.b} a.name")
+                assert shared.b in page.inner_text("h1")
+                page.click("nav >> text=Error Logs")
+                row = page.locator("tr.entry").first
+                assert "bravo record broken" == row.locator(".message").inner_text()
+                assert 1 == page.locator("tr.entry").count()
+                row.locator("a.record").click()
+                assert "b1@example.com" in page.inner_text("#record")
+                page.click("#switcher summary")
+                page.click(f"#switcher a[data-subscription={shared.c}]")
+                assert shared.c == page.inner_text("#current-subscription")
+                assert page.inner_text("#read-only").startswith("Read-only")
+                page.click("nav >> text=Error Logs")
+                messages = page.locator("tr.entry .message").all_inner_texts()
+                assert ["charlie second failure", "charlie record broken"] == messages
+                assert 0 == page.locator("button.resolve").count(), "a read-only subscription offers actions"
+                page.locator("tr.entry a.record").last.click()
+                record = page.inner_text("#record")
+                assert "c1@example.com" in record and "b1@example.com" not in record
+                _no_secret(page.content())
+            finally:
+                browser.close()
+    finally:
+        rc, out, err, _ = serve.stop(signal.SIGTERM)
+    assert 0 == rc, err
+    _no_secret(out, err)

@@ -41,7 +41,7 @@ def serve_cmd(host: str | None, port: int | None, lease_seconds: float, no_sync:
     One serve per hub (per subscription of a PostgreSQL hub): a second one refuses
     to start.  On a shared PostgreSQL hub every subscription is shown
     (/subscriptions, /api/subscriptions): read-only unless --subscriptions holds
-    its settings.  --no-sync leaves polling and dispatching to the workers.
+    its settings.  With --no-sync the workers poll and dispatch instead.
     Ctrl-C or SIGTERM stops claiming work, finishes what is in flight, saves the
     cursor and exits 0.  With --json the start is one JSON line on standard
     output (the URL to call).
