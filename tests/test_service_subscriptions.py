@@ -21,6 +21,7 @@ import pytest
 from _hub_fixtures import POSTGRES_URL, subscription_name
 from test_service import ROOT, TOKEN, Serve
 
+from engine.flows.inbound import POLL_FLOW
 from engine.hub import PostgresHub
 from engine.hub._postgres import drop_subscription, subscriptions
 from engine.service import Service, Subscriptions
@@ -316,6 +317,40 @@ async def test_other_subscriptions_hubs_are_reused_and_the_least_recently_used_c
         await subs.close()
         await own.stop()
     assert [] == subs.open_names()
+
+
+def test_a_sqlite_hub_lists_its_one_subscription(sandbox, tmp_path: Path) -> None:
+    """On a SQLite hub /api/subscriptions lists the serve's one subscription; another name is 404."""
+    path = tmp_path / "klaviyo-sync.yaml"
+    path.write_text(f"api_url: {sandbox.url}\napi_key: {KEY_A}\nhub: hub.db\npoll_interval: 1h\n"
+                    "service:\n  token: ${SVC_TOKEN}\n  port: 0\n")
+    serve = _serve(path)
+    try:
+        body = serve.api("GET", "/api/subscriptions").json()
+        assert (False, "default", ["default"]) == (body["shared"], body["own"], [r["name"] for r in body["subscriptions"]])
+        assert (0, True) == (body["subscriptions"][0]["counts"]["customers"], body["subscriptions"][0]["syncing"])
+        assert 200 == serve.api("GET", "/api/subscriptions/default/queue").status_code
+        assert 404 == serve.api("GET", "/api/subscriptions/other/queue").status_code
+    finally:
+        rc, _, err, _ = serve.stop()
+    assert 0 == rc, err
+
+
+def test_a_no_sync_serve_refuses_to_retry_a_poll_it_does_not_run(shared: Shared) -> None:
+    """serve --no-sync answers 422 to the retry of a poll's error-log entry (the workers' next poll retries it)."""
+    with PostgresHub(URL, subscription=shared.a) as hub:
+        entry = hub.errors.log(POLL_FLOW, "the poll failed: boom", code="V500")
+    serve = _serve(shared.settings, "--no-sync")
+    try:
+        queue = serve.api("GET", "/api/queue").json()
+        assert (1, False) == (queue["length"], queue["dispatching"])
+        retry = serve.api("POST", f"/api/errors/{entry}/retry")
+        assert (422, "V422") == (retry.status_code, retry.json()["error"]["code"])
+        assert "this serve does not poll subscription" in retry.json()["error"]["message"]
+    finally:
+        rc, out, err, _ = serve.stop()
+    assert 0 == rc, err
+    assert "stopped cleanly" in out and "cursor saved" not in out
 
 
 CHROMIUM = Path("/usr/bin/chromium")

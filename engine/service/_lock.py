@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,7 @@ class PgServeLock:
         self.keys = serve_lock_key(subscription)
         self.timeout = timeout
         self._conn: psycopg.Connection[Any] | None = None
+        self._mutex = threading.Lock()  # held() runs on a worker thread, release() on the main one
 
     def _connect(self) -> psycopg.Connection[Any]:
         name = f"{_PREFIX}pid={os.getpid()} host={socket.gethostname()}"[:63]
@@ -154,6 +156,10 @@ class PgServeLock:
         Returns False when the session was lost and another serve has taken the lock since (or
         the database cannot be reached to take it again).
         """
+        with self._mutex:
+            return self._held()
+
+    def _held(self) -> bool:
         conn = self._conn
         if conn is not None and not conn.broken and not conn.closed:
             try:
@@ -161,7 +167,7 @@ class PgServeLock:
                 return True
             except psycopg.Error:
                 pass
-        self.release()
+        self._release()
         try:
             fresh = self._connect()
         except HubDatabaseError:
@@ -176,6 +182,10 @@ class PgServeLock:
         return False
 
     def release(self) -> None:
+        with self._mutex:
+            self._release()
+
+    def _release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
