@@ -1113,7 +1113,8 @@ class UnauthorizedError(ServiceError):
 
 
 class ForbiddenError(ServiceError):
-    """A form without a valid CSRF token, or a state-changing page while no token is set."""
+    """A form without a valid CSRF token, a state-changing page while no token is set, or an action on
+    a subscription the serve has no settings for (``serve --subscriptions``)."""
 
     code = "V403"
     status = 403

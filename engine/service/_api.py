@@ -11,7 +11,7 @@ outbound triggers) and wake the dispatch loop.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,15 +34,27 @@ from engine.hub._records import check_customer, check_transaction
 from engine.klaviyo import revision as rev
 from engine.service._queries import ErrorFilter, hub_status, record_view, search_errors
 from engine.service._runtime import Service
+from engine.service._subscriptions import Subscriptions, Target, acting
 
 SERVICE = web.AppKey("service", Service)
+SUBSCRIPTIONS = web.AppKey("subscriptions", Subscriptions)
+#: the path prefix that addresses one subscription: ``/api/subscriptions/{subscription}/...``
+PREFIX = "/api/subscriptions/{subscription}"
+Scoped = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 MAX_BODY = web.AppKey("max_body_bytes", int)
 BODY = "request body"
 MAX_PAGE = 500
 
 
-def _service(request: web.Request) -> Service:
-    return request.app[SERVICE]
+def scoped(handler: Scoped) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A handler of one subscription's route: the one in the path, else the serve's own."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        async with request.app[SUBSCRIPTIONS].use(request.match_info.get("subscription")) as target:
+            return await handler(request, target)
+
+    run.__name__ = handler.__name__
+    return run
 
 
 def ok(data: Any, status: int = 200) -> web.Response:
@@ -149,9 +161,9 @@ def _store(hub: SqliteHub, entity: str, items: list[dict[str, Any]], single: boo
     return out
 
 
-async def _write(request: web.Request, kind: str, *, record_id: int | None = None,
-                 partial: bool = False) -> web.Response:
-    svc = _service(request)
+async def _write(request: web.Request, target: Target, kind: str, *, record_id: int | None = None,
+                  partial: bool = False) -> web.Response:
+    svc = acting(target, f"writing {kind}")
     entity, checker = _KINDS[kind]
     body = await read_json(request)
     single = not isinstance(body, list)
@@ -188,28 +200,27 @@ def _with_link(hub: SqliteHub, entity: str, record: dict[str, Any]) -> dict[str,
     return {**record, "KlaviyoId": hub.get_klaviyo_id(entity, int(record["Id"]))}
 
 
-async def create_customers(request: web.Request) -> web.Response:
-    return await _write(request, "customers")
+async def create_customers(request: web.Request, target: Target) -> web.Response:
+    return await _write(request, target, "customers")
 
 
-async def put_customer(request: web.Request) -> web.Response:
-    return await _write(request, "customers", record_id=path_id(request))
+async def put_customer(request: web.Request, target: Target) -> web.Response:
+    return await _write(request, target, "customers", record_id=path_id(request))
 
 
-async def patch_customer(request: web.Request) -> web.Response:
-    return await _write(request, "customers", record_id=path_id(request), partial=True)
+async def patch_customer(request: web.Request, target: Target) -> web.Response:
+    return await _write(request, target, "customers", record_id=path_id(request), partial=True)
 
 
-async def create_transactions(request: web.Request) -> web.Response:
-    return await _write(request, "transactions")
+async def create_transactions(request: web.Request, target: Target) -> web.Response:
+    return await _write(request, target, "transactions")
 
 
-async def put_transaction(request: web.Request) -> web.Response:
-    return await _write(request, "transactions", record_id=path_id(request))
+async def put_transaction(request: web.Request, target: Target) -> web.Response:
+    return await _write(request, target, "transactions", record_id=path_id(request))
 
 
-async def _get(request: web.Request, entity: str) -> web.Response:
-    svc = _service(request)
+async def _get(request: web.Request, svc: Target, entity: str) -> web.Response:
     hub_id = path_id(request)
     view = await svc.db(record_view, svc.hub_api, entity, hub_id)
     if view is None:
@@ -217,12 +228,12 @@ async def _get(request: web.Request, entity: str) -> web.Response:
     return ok({**view["record"], "KlaviyoId": view["links"]["Klaviyo"], "Queue": view["queue"]})
 
 
-async def get_customer(request: web.Request) -> web.Response:
-    return await _get(request, "Customer")
+async def get_customer(request: web.Request, target: Target) -> web.Response:
+    return await _get(request, target, "Customer")
 
 
-async def get_transaction(request: web.Request) -> web.Response:
-    return await _get(request, "Transaction")
+async def get_transaction(request: web.Request, target: Target) -> web.Response:
+    return await _get(request, target, "Transaction")
 
 
 # -- error log, queue, Manual Sync ---------------------------------------------------------
@@ -237,8 +248,7 @@ def error_filter(query: Mapping[str, str]) -> ErrorFilter:
                        include_resolved=query.get("all", "") in ("1", "true", "yes", "on"))
 
 
-async def list_errors(request: web.Request) -> web.Response:
-    svc = _service(request)
+async def list_errors(request: web.Request, svc: Target) -> web.Response:
     flt = error_filter(request.query)
     limit = query_int(request, "limit", 50, low=1, high=MAX_PAGE)
     offset = query_int(request, "offset", 0)
@@ -246,18 +256,16 @@ async def list_errors(request: web.Request) -> web.Response:
     return ok({"total": total, "limit": limit, "offset": offset, "filter": flt.to_dict(), "entries": entries})
 
 
-async def resolve_error(request: web.Request) -> web.Response:
-    svc = _service(request)
+async def resolve_error(request: web.Request, target: Target) -> web.Response:
+    svc = acting(target, "resolving an error-log entry")
     return ok(await svc.db(svc.hub_api.errors.resolve, path_id(request)))
 
 
-async def retry_error(request: web.Request) -> web.Response:
-    svc = _service(request)
-    return ok(await svc.retry(path_id(request)))
+async def retry_error(request: web.Request, target: Target) -> web.Response:
+    return ok(await acting(target, "a retry").retry(path_id(request)))
 
 
-async def get_queue(request: web.Request) -> web.Response:
-    svc = _service(request)
+async def get_queue(request: web.Request, svc: Target) -> web.Response:
     limit = query_int(request, "limit", 100, low=1, high=MAX_PAGE)
     changes = await svc.db(svc.hub_api.pending_changes, limit)
     length = await svc.db(svc.hub_api.queue_length)
@@ -270,13 +278,14 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
-async def sync_pull(request: web.Request) -> web.Response:
+async def sync_pull(request: web.Request, target: Target) -> web.Response:
+    svc = acting(target, "a Manual Sync")
     body = _object(await read_json(request))
     pid = body.get("profile_id")
     if not isinstance(pid, (str, int)) or isinstance(pid, bool):
         raise BadRequestError("profile_id is required: a Klaviyo profile id such as 01H8TVABCDEF1234567890 or 44552",
                               location=Location(file=BODY))
-    return ok(await _service(request).pull(str(pid)))
+    return ok(await svc.pull(str(pid)))
 
 
 def push_args(body: Mapping[str, Any]) -> tuple[str, int, bool]:
@@ -293,27 +302,32 @@ def push_args(body: Mapping[str, Any]) -> tuple[str, int, bool]:
     return entity, hub_id, dry in (True, "1", "true", "on")
 
 
-async def sync_push(request: web.Request) -> web.Response:
+async def sync_push(request: web.Request, target: Target) -> web.Response:
+    svc = acting(target, "a Manual Sync")
     entity, hub_id, dry = push_args(_object(await read_json(request)))
-    report = await _service(request).push(entity, hub_id, dry_run=dry)
+    report = await svc.push(entity, hub_id, dry_run=dry)
     data = report.to_dict()
     data["ok"] = all(r.outcome not in ("failed", "invalid") for r in report.results)
     return ok(data)
 
 
-async def status(request: web.Request) -> web.Response:
-    svc = _service(request)
+async def status(request: web.Request, svc: Target) -> web.Response:
     data = await svc.db(hub_status, svc.hub_api)
     return ok({**data, **overview(svc)})
 
 
-def overview(svc: Service) -> dict[str, Any]:
+def overview(svc: Target) -> dict[str, Any]:
     """What the dashboard shows beside the hub's counts (never a secret)."""
+    base = {"subscription": svc.subscription, "hub": svc.hub_api.target, "syncing": svc.syncing,
+            "dispatching": svc.dispatching, "actions": isinstance(svc, Service)}
+    if not isinstance(svc, Service):
+        return base
     s = svc.settings
-    return {"connection": svc.connection_method(), "api_url": _public_url(s.api_url), "revision": s.api_revision,
+    return {**base, "connection": svc.connection_method(), "api_url": _public_url(s.api_url),
+            "revision": s.api_revision,
             "revision_support": rev.support(s.api_revision).to_dict(),
             "generate_events": s.generate_events, "outbound_triggers": sorted(s.outbound_triggers.entities()),
-            "dispatching": svc.dispatching, "poll_interval": s.poll_interval_text, "klaviyo": svc.client_stats(),
+            "poll_interval": s.poll_interval_text, "klaviyo": svc.client_stats(),
             "last_poll": dict(svc.last_poll),
             "started": svc.started}
 
@@ -327,24 +341,50 @@ def _public_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+async def list_subscriptions(request: web.Request) -> web.Response:
+    subs = request.app[SUBSCRIPTIONS]
+    own = subs.own
+    return ok({"hub": own.target, "own": own.subscription, "shared": own.shared,
+               "subscriptions": await subs.summaries()})
+
+
+async def get_subscription(request: web.Request) -> web.Response:
+    subs = request.app[SUBSCRIPTIONS]
+    name = request.match_info["subscription"]
+    async with subs.use(name):  # 404 for an unknown one
+        pass
+    return ok(await subs.summary(name))
+
+
+#: (method, path below /api or the subscription's prefix, handler, operation id): the OpenAPI
+#: document lists the same ones, twice (``{op}`` and ``{op}InSubscription``).
+SCOPED: list[tuple[str, str, Scoped, str]] = [
+    ("POST", "/customers", create_customers, "createCustomers"),
+    ("GET", "/customers/{id}", get_customer, "getCustomer"),
+    ("PUT", "/customers/{id}", put_customer, "putCustomer"),
+    ("PATCH", "/customers/{id}", patch_customer, "patchCustomer"),
+    ("POST", "/transactions", create_transactions, "createTransactions"),
+    ("GET", "/transactions/{id}", get_transaction, "getTransaction"),
+    ("PUT", "/transactions/{id}", put_transaction, "putTransaction"),
+    ("GET", "/errors", list_errors, "listErrors"),
+    ("POST", "/errors/{id}/resolve", resolve_error, "resolveError"),
+    ("POST", "/errors/{id}/retry", retry_error, "retryError"),
+    ("GET", "/queue", get_queue, "getQueue"),
+    ("POST", "/sync/pull", sync_pull, "syncPull"),
+    ("POST", "/sync/push", sync_push, "syncPush"),
+    ("GET", "/status", status, "getStatus"),
+]
+
+
 def routes() -> list[web.RouteDef]:
     """The API's routes (the OpenAPI document lists the same ones)."""
-    return [
-        web.post("/api/customers", create_customers, name="createCustomers"),
-        web.get("/api/customers/{id}", get_customer, name="getCustomer"),
-        web.put("/api/customers/{id}", put_customer, name="putCustomer"),
-        web.patch("/api/customers/{id}", patch_customer, name="patchCustomer"),
-        web.post("/api/transactions", create_transactions, name="createTransactions"),
-        web.get("/api/transactions/{id}", get_transaction, name="getTransaction"),
-        web.put("/api/transactions/{id}", put_transaction, name="putTransaction"),
-        web.get("/api/errors", list_errors, name="listErrors"),
-        web.post("/api/errors/{id}/resolve", resolve_error, name="resolveError"),
-        web.post("/api/errors/{id}/retry", retry_error, name="retryError"),
-        web.get("/api/queue", get_queue, name="getQueue"),
-        web.post("/api/sync/pull", sync_pull, name="syncPull"),
-        web.post("/api/sync/push", sync_push, name="syncPush"),
-        web.get("/api/status", status, name="getStatus"),
-    ]
+    out = [web.get("/api/subscriptions", list_subscriptions, name="listSubscriptions"),
+           web.get(PREFIX, get_subscription, name="getSubscription")]
+    for method, path, handler, name in SCOPED:
+        out.append(web.route(method, "/api" + path, scoped(handler), name=name))
+        out.append(web.route(method, PREFIX + path, scoped(handler), name=name + "InSubscription"))
+    return out
 
 
-__all__ = ["SERVICE", "error_filter", "ok", "overview", "push_args", "read_json", "routes", "too_large"]
+__all__ = ["PREFIX", "SCOPED", "SERVICE", "SUBSCRIPTIONS", "error_filter", "ok", "overview", "push_args",
+           "read_json", "routes", "scoped", "too_large"]

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document of the hub API, served at ``/openapi.json``.
 
 The record schemas are built from the hub's own field tables (:mod:`engine.hub._records`), so
-the document cannot disagree with what ``hub import`` and the API accept.
+the document cannot disagree with what ``hub import`` and the API accept.  Every route of one
+subscription is listed twice: as ``/api/...`` (the serve's own subscription) and as
+``/api/subscriptions/{subscription}/...`` (operation id ``...InSubscription``), built from the first.
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ _RECORD_ERRORS = {**_ERRORS, "409": _answer("Email address already exists (H002)
                   "422": _answer("A record refused with the message hub import gives, located in the body; "
                                  "nothing was stored", _ref("Error"))}
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+_SUBSCRIPTION = {"name": "subscription", "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_]{0,39}$"},
+                 "description": "a subscription of the shared hub (GET /api/subscriptions lists them)"}
+_READ_ONLY_ANSWER = _answer("The subscription is read-only in this serve: it has no settings for it "
+                            "(serve --subscriptions DIR) (V403)", _ref("Error"))
+_UNKNOWN = _answer("No such subscription in the hub database (V404)", _ref("Error"))
 
 
 def _records(entity: str, kind: str) -> dict[str, Any]:
@@ -105,6 +113,24 @@ def _q(name: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
 
 
+def _in_subscription(paths: dict[str, Any]) -> dict[str, Any]:
+    """Each ``/api/...`` operation again under ``/api/subscriptions/{subscription}/...``."""
+    out: dict[str, Any] = {}
+    for path, ops in paths.items():
+        if not path.startswith("/api/") or path.startswith("/api/subscriptions"):
+            continue
+        scoped: dict[str, Any] = {}
+        for method, op in ops.items():
+            op = {**op, "operationId": op["operationId"] + "InSubscription",
+                  "parameters": [_SUBSCRIPTION, *op.get("parameters", [])],
+                  "responses": {**op["responses"], "404": op["responses"].get("404", _UNKNOWN)}}
+            if method != "get":
+                op["responses"]["403"] = _READ_ONLY_ANSWER
+            scoped[method] = op
+        out["/api/subscriptions/{subscription}" + path[len("/api"):]] = scoped
+    return out
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh dict)."""
     obj = {"type": "object"}
@@ -154,6 +180,14 @@ def document() -> dict[str, Any]:
                                        "dry_run": {"type": "boolean", "default": False}}}, "What to send"))},
         "/api/status": {"get": _op("getStatus", "Counts, cursors, outcomes per flow, Klaviyo calls, connection",
                                    {"200": _answer("Status", obj), **_ERRORS})},
+        "/api/subscriptions": {"get": _op(
+            "listSubscriptions", "Every subscription of the hub (one on a SQLite hub) with its counts, last poll "
+            "and whether this serve may act on it",
+            {"200": _answer("The hub (password masked), this serve's subscription, and one row each",
+                            _ref("SubscriptionList")), **_ERRORS})},
+        "/api/subscriptions/{subscription}": {"get": _op(
+            "getSubscription", "One subscription's row", {"200": _answer("The row", _ref("Subscription")),
+                                                         "404": _UNKNOWN, **_ERRORS}, params=[_SUBSCRIPTION])},
         "/healthz": {"get": _op("healthz", "Alive", {"200": _answer("ok", obj)}, secure=False)},
         "/readyz": {"get": _op("readyz", "Hub open and Klaviyo reachable",
                                {"200": _answer("ready", obj), "503": _answer("not ready, with the reason", obj)},
@@ -164,6 +198,7 @@ def document() -> dict[str, Any]:
                                 secure=False)},
         "/openapi.json": {"get": _op("openapi", "This document", {"200": _answer("OpenAPI 3.1", obj)}, secure=False)},
     }
+    paths.update(_in_subscription(paths))
     error = {"type": "object", "required": ["error"], "properties": {
         "error": {"type": "object", "properties": {
             "code": {"type": "string"}, "message": {"type": "string"}, "detail": {"type": ["string", "null"]},
@@ -173,12 +208,26 @@ def document() -> dict[str, Any]:
     write = {"type": "object", "properties": {"record": obj, "outcome": {"enum": ["added", "updated", "unchanged"]},
                                               "results": {"type": "array", "items": obj},
                                               "queue_length": {"type": "integer"}}}
+    counts = {"type": "object", "properties": {k: {"type": "integer"} for k in (
+        "customers", "transactions", "links", "queue_length", "unresolved_errors", "unresolved_warnings")}}
+    subscription = {"type": "object", "required": ["name", "own", "settings", "actions"], "properties": {
+        "name": {"type": "string"}, "own": {"type": "boolean", "description": "this serve's own subscription"},
+        "settings": {"type": "boolean", "description": "this serve has its settings"},
+        "actions": {"type": "boolean", "description": "writes, retries, resolve and Manual Sync are allowed"},
+        "syncing": {"type": "boolean", "description": "this serve polls and dispatches it"},
+        "counts": counts, "last_poll": {"type": ["string", "null"], "description": "when a poll last saved a cursor"},
+        "error": {"type": "object", "description": "instead of counts, when the subscription cannot be opened"}}}
+    listing = {"type": "object", "properties": {"hub": {"type": "string"}, "own": {"type": "string"},
+                                                "shared": {"type": "boolean"},
+                                                "subscriptions": {"type": "array", "items": _ref("Subscription")}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "klaviyo-sync hub API", "version": "1",
                  "description": "Customers and Transactions in the hub's record shape (as hub import), the error "
                                 "log, the outbound queue and Manual Sync. Every /api call needs "
-                                "'Authorization: Bearer <service.token>'."},
+                                "'Authorization: Bearer <service.token>'. The routes act on the serve's own "
+                                "subscription; under /api/subscriptions/{subscription}/ on the one named "
+                                "(read-only when the serve has no settings for it)."},
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
@@ -190,6 +239,8 @@ def document() -> dict[str, Any]:
                 "TransactionLine": _schema(LINE_FIELDS),
                 "Error": error,
                 "WriteResult": write,
+                "Subscription": subscription,
+                "SubscriptionList": listing,
             },
         },
     }

@@ -8,6 +8,12 @@
 - ``/records/customer/{id}``, ``/records/transaction/{id}``: a record with its Klaviyo links,
   queue state and error-log entries.
 - ``/login``, ``/logout``: sessions (see :mod:`._security`).
+- ``/subscriptions``: every subscription of the hub with its counts and last poll.
+
+Those pages show the serve's own subscription; the same pages under ``/s/{subscription}/``
+(``/s/acme/errors``) show another one, and every page's header has a switcher.  On a
+subscription this serve has no settings for, the pages are read-only (no action buttons; a
+forged form gets 403).
 
 Every form posts a CSRF token.  Secrets are never passed to a template.
 """
@@ -27,12 +33,18 @@ from engine.flows.summary import OUTCOMES
 from engine.service import _api
 from engine.service._queries import error_facets, hub_status, record_view, search_errors
 from engine.service._security import SID_COOKIE, Guard
+from engine.service._subscriptions import Target, acting
 
 ENV = web.AppKey("jinja", jinja2.Environment)
 SID = web.RequestKey("sid", str)
 FORM = web.RequestKey("form", object)
+SCOPE = web.RequestKey("scope", dict)
 PAGE_SIZE = 25
+PREFIX = "/s/{subscription}"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Scoped = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
+#: the sections a switcher keeps when it moves to another subscription
+_SECTIONS = ("/errors", "/sync")
 
 
 def setup(app: web.Application) -> None:
@@ -48,13 +60,43 @@ def _guard(request: web.Request) -> Guard:
     return request.app[GUARD]
 
 
+def _scope(request: web.Request) -> dict[str, Any]:
+    """Which subscription a page shows: its name, its path prefix, whether it takes actions, the others."""
+    found = request.get(SCOPE)
+    if found is not None:
+        return dict(found)
+    svc = request.app[_api.SERVICE]
+    return {"name": svc.subscription, "base": "", "writable": True, "names": [], "section": "",
+            "own": svc.subscription}
+
+
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     guard = _guard(request)
     sid = request.get(SID) or ""
+    scope = _scope(request)
     html = request.app[ENV].get_template(template).render(
         csrf=guard.csrf(sid) if sid else "", signed_in=guard.signed_in(sid), token_set=guard.enabled,
-        path=request.path, outcomes=OUTCOMES, **context)
+        path=request.path, outcomes=OUTCOMES, scope=scope, base=scope["base"],
+        actions=guard.enabled and scope["writable"], **context)
     return web.Response(text=html, status=status, content_type="text/html")
+
+
+def scoped(handler: Scoped) -> Handler:
+    """A page of one subscription: the one in the path (``/s/{subscription}/...``), else the serve's own."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        subs = request.app[_api.SUBSCRIPTIONS]
+        name = request.match_info.get("subscription")
+        async with subs.use(name) as target:
+            base = "" if name is None else f"/s/{target.subscription}"
+            rest = request.path[len(base):] or "/"
+            request[SCOPE] = {"name": target.subscription, "base": base, "own": subs.own.subscription,
+                              "writable": subs.has_settings(target.subscription), "names": await subs.names(),
+                              "section": next((s for s in _SECTIONS if rest.startswith(s)), "")}
+            return await handler(request, target)
+
+    run.__name__ = handler.__name__
+    return run
 
 
 def error_page(request: web.Request, err: KlaviyoSyncError, status: int) -> web.Response:
@@ -148,14 +190,12 @@ async def logout(request: web.Request) -> web.StreamResponse:
 # -- pages ---------------------------------------------------------------------------------
 
 
-async def dashboard(request: web.Request) -> web.Response:
-    svc = request.app[_api.SERVICE]
+async def dashboard(request: web.Request, svc: Target) -> web.Response:
     data = await svc.db(hub_status, svc.hub_api)
     return render(request, "dashboard.html", status_data=data, info=_api.overview(svc))
 
 
-async def errors_page(request: web.Request) -> web.Response:
-    svc = request.app[_api.SERVICE]
+async def errors_page(request: web.Request, svc: Target) -> web.Response:
     flt = _api.error_filter(request.query)
     page = max(1, _api.query_int(request, "page", 1, low=1))
     entries, total = await svc.db(search_errors, svc.hub_api, flt, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
@@ -164,41 +204,45 @@ async def errors_page(request: web.Request) -> web.Response:
                                "q": flt.text, "all": "1" if flt.include_resolved else None}.items() if v}
     pages = max(1, -(-total // PAGE_SIZE))
 
+    base = _scope(request)["base"]
+
     def link(n: int) -> str:
-        return "/errors?" + urlencode({**query, "page": n})
+        return f"{base}/errors?" + urlencode({**query, "page": n})
 
     return render(request, "errors.html", entries=entries, total=total, page=page, pages=pages, flt=flt,
                   facets=facets, prev_link=link(page - 1) if page > 1 else None,
-                  next_link=link(page + 1) if page < pages else None, back="/errors?" + urlencode(query))
+                  next_link=link(page + 1) if page < pages else None, back=f"{base}/errors?" + urlencode(query))
 
 
-async def resolve_action(request: web.Request) -> web.StreamResponse:
-    svc = request.app[_api.SERVICE]
+async def resolve_action(request: web.Request, target: Target) -> web.StreamResponse:
+    svc = acting(target, "resolving an error-log entry")
     entry = await svc.db(svc.hub_api.errors.resolve, _api.path_id(request))
     back = str(_form(request).get("back") or "")
-    return _redirect(_safe_next(back) if back else f"/errors?record={entry['HubId'] or entry['KlaviyoId'] or ''}&all=1")
+    base = _scope(request)["base"]
+    return _redirect(_safe_next(back) if back else
+                     f"{base}/errors?record={entry['HubId'] or entry['KlaviyoId'] or ''}&all=1")
 
 
-async def retry_action(request: web.Request) -> web.Response:
-    svc = request.app[_api.SERVICE]
+async def retry_action(request: web.Request, target: Target) -> web.Response:
+    svc = acting(target, "a retry")
     result = await svc.retry(_api.path_id(request))
     return render(request, "result.html", title="Retry", result=result, ok=result["ok"],
-                  back=_safe_next(str(_form(request).get("back") or "/errors")))
+                  back=_safe_next(str(_form(request).get("back") or f"{_scope(request)['base']}/errors")))
 
 
-async def sync_page(request: web.Request) -> web.Response:
+async def sync_page(request: web.Request, target: Target) -> web.Response:
     return render(request, "sync.html", result=None, kind=None)
 
 
-async def sync_pull_action(request: web.Request) -> web.Response:
-    svc = request.app[_api.SERVICE]
+async def sync_pull_action(request: web.Request, target: Target) -> web.Response:
+    svc = acting(target, "a Manual Sync")
     pid = str(_form(request).get("profile_id") or "")
     out = await svc.pull(pid)
     return render(request, "sync.html", result=out, kind="pull")
 
 
-async def sync_push_action(request: web.Request) -> web.Response:
-    svc = request.app[_api.SERVICE]
+async def sync_push_action(request: web.Request, target: Target) -> web.Response:
+    svc = acting(target, "a Manual Sync")
     form = _form(request)
     entity, hub_id, dry = _api.push_args({"entity": form.get("entity"), "id": form.get("id"),
                                           "dry_run": form.get("dry_run") or False})
@@ -206,8 +250,7 @@ async def sync_push_action(request: web.Request) -> web.Response:
     return render(request, "sync.html", result=report, kind="push", entity=entity, hub_id=hub_id)
 
 
-async def record_page(request: web.Request) -> web.Response:
-    svc = request.app[_api.SERVICE]
+async def record_page(request: web.Request, svc: Target) -> web.Response:
     entity = {"customer": "Customer", "transaction": "Transaction"}.get(request.match_info["entity"])
     if entity is None:
         raise ResourceNotFoundError(f"no such record kind: {request.match_info['entity'][:40]!r} "
@@ -215,8 +258,15 @@ async def record_page(request: web.Request) -> web.Response:
     hub_id = _api.path_id(request)
     view = await svc.db(record_view, svc.hub_api, entity, hub_id)
     if view is None:
-        raise ResourceNotFoundError(f"no {entity} with Id {hub_id} in the hub")
+        raise ResourceNotFoundError(f"no {entity} with Id {hub_id} in the hub subscription {svc.subscription}")
     return render(request, "record.html", view=view)
+
+
+async def subscriptions_page(request: web.Request) -> web.Response:
+    subs = request.app[_api.SUBSCRIPTIONS]
+    rows = await subs.summaries()
+    request[SCOPE] = {**_scope(request), "names": [r["name"] for r in rows]}
+    return render(request, "subscriptions.html", rows=rows, hub=subs.own.target, shared=subs.own.shared)
 
 
 async def stylesheet(request: web.Request) -> web.Response:
@@ -224,17 +274,30 @@ async def stylesheet(request: web.Request) -> web.Response:
                         content_type="text/css")
 
 
+#: (method, path, handler, name) of the pages of one subscription: served for the own one at
+#: the path, and for any one under ``/s/{subscription}``.
+SCOPED: list[tuple[str, str, Scoped, str]] = [
+    ("GET", "/", dashboard, "dashboard"),
+    ("GET", "/errors", errors_page, "errors"),
+    ("POST", "/errors/{id}/resolve", resolve_action, "resolvePage"),
+    ("POST", "/errors/{id}/retry", retry_action, "retryPage"),
+    ("GET", "/sync", sync_page, "sync"),
+    ("POST", "/sync/pull", sync_pull_action, "pullPage"),
+    ("POST", "/sync/push", sync_push_action, "pushPage"),
+    ("GET", "/records/{entity}/{id}", record_page, "record"),
+]
+
+
 # A route table like service/_api.py routes(): data, not logic to share.
 def routes() -> list[web.RouteDef]:
+    out: list[web.RouteDef] = []
+    for method, path, handler, name in SCOPED:
+        out.append(web.route(method, path, scoped(handler), name=name))
+        out.append(web.route(method, PREFIX + (path if path != "/" else ""), scoped(handler), name=name + "In"))
+    out.append(web.route("GET", PREFIX + "/", scoped(dashboard), name="dashboardInSlash"))
     return [
-        web.get("/", dashboard, name="dashboard"),
-        web.get("/errors", errors_page, name="errors"),
-        web.post("/errors/{id}/resolve", resolve_action, name="resolvePage"),
-        web.post("/errors/{id}/retry", retry_action, name="retryPage"),
-        web.get("/sync", sync_page, name="sync"),
-        web.post("/sync/pull", sync_pull_action, name="pullPage"),
-        web.post("/sync/push", sync_push_action, name="pushPage"),
-        web.get("/records/{entity}/{id}", record_page, name="record"),
+        *out,
+        web.get("/subscriptions", subscriptions_page, name="subscriptions"),
         web.get("/login", login_page, name="login"),
         web.post("/login", login_submit, name="loginSubmit"),
         web.post("/logout", logout, name="logout"),

@@ -1,7 +1,8 @@
 """The service at work: the scheduled poll, continuous dispatch, Manual Sync and retries.
 
-One :class:`Service` per ``serve`` process.  It opens three connections to the hub file,
-one per kind of user, so no two threads share a connection mid-transaction:
+One :class:`Service` per subscription a ``serve`` process runs or acts for.  It opens three
+connections to the hub (a SQLite file, or the subscription's schema of a PostgreSQL hub), one per
+kind of user, so no two threads share a connection mid-transaction:
 
 - ``hub_in``: the poll and the Manual Sync pull (the inbound flow writes from a worker thread);
 - ``hub_out``: dispatch, push and retries (on the event loop, as the ``dispatch`` command does);
@@ -9,6 +10,10 @@ one per kind of user, so no two threads share a connection mid-transaction:
 
 and one :class:`~engine.klaviyo.KlaviyoClient`, so the poll, dispatch and Manual Sync share
 one rate budget.
+
+:meth:`Service.start` starts the loops; a service never started (``serve --no-sync``, or another
+subscription's service the process opened to act for it) runs no schedule: its Manual Sync,
+push and retries still work, and workers do the polling and dispatching.
 
 **Poll** (:meth:`Service._poll_loop`): one :meth:`InboundFlow.poll` every ``poll_interval``,
 the same cursor as ``klaviyo-sync poll``.  **Dispatch** (:meth:`Service._dispatch_loop`): while
@@ -47,7 +52,7 @@ from engine.flows import InboundFlow, OutboundReport, RunSummary, dispatch, push
 from engine.flows.inbound import POLL_FLOW
 from engine.flows.outbound import open_outbound_client
 from engine.hub import QueuedChange, SqliteHub
-from engine.settings import Settings
+from engine.settings import Settings, is_hub_url
 
 T = TypeVar("T")
 
@@ -100,7 +105,8 @@ class Service:
 
     Args:
         settings: the subscription settings.
-        hub_path: the hub file (default: the settings' ``hub``).
+        hub_path: the hub file or PostgreSQL URL (default: the settings' ``hub``); on PostgreSQL
+            the subscription is the settings' ``subscription``.
         lease_seconds: how long a claimed change stays reserved (a killed process's claims
             are sent again after it).
         batch_size: changes claimed at once.
@@ -116,7 +122,16 @@ class Service:
                  lease_seconds: float = DEFAULT_LEASE, batch_size: int = DEFAULT_BATCH, tick: float = DEFAULT_TICK,
                  client_overrides: dict[str, Any] | None = None) -> None:
         self.settings = settings
-        self.hub_path = Path(hub_path) if hub_path else settings.hub_path
+        self.subscription = settings.subscription
+        #: the hub as given: a SQLite file, or a PostgreSQL URL (never printed: see ``target``)
+        self.location: str | Path = hub_path if isinstance(hub_path, Path) else \
+            (str(hub_path) if hub_path else (settings.hub_url or settings.hub_path))
+        if isinstance(self.location, str) and not is_hub_url(self.location):
+            self.location = Path(self.location)
+        #: the SQLite hub file; None on PostgreSQL
+        self.hub_path: Path | None = self.location if isinstance(self.location, Path) else None
+        #: whether the poll and dispatch loops run (set by :meth:`start`)
+        self.syncing = False
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
         self.tick = tick
@@ -135,21 +150,36 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._poll_flow: InboundFlow | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-api")
-        self.hub_in = open_hub(settings, self.hub_path)
-        self.hub_out = open_hub(settings, self.hub_path)
-        self.hub_api = open_hub(settings, self.hub_path)
+        self.hub_in = open_hub(settings, self.location)
+        try:
+            self.hub_out = open_hub(settings, self.location)
+            self.hub_api = open_hub(settings, self.location)
+        except BaseException:
+            self.hub_in.close()
+            raise
         self._claims = _ClaimTracker(self.hub_out)
         self.client = open_client(settings, self.hub_out, **self.client_overrides)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @property
+    def shared(self) -> bool:
+        """Whether the hub is a shared PostgreSQL database (else one SQLite file)."""
+        return self.hub_path is None
+
+    @property
+    def target(self) -> str:
+        """The hub's location for people (a PostgreSQL password masked)."""
+        return str(self.hub_api.target)
+
+    @property
     def dispatching(self) -> bool:
-        """Whether continuous dispatch runs (an outbound trigger is enabled)."""
-        return bool(self.settings.outbound_triggers.entities())
+        """Whether continuous dispatch runs (the loops were started and an outbound trigger is enabled)."""
+        return self.syncing and bool(self.settings.outbound_triggers.entities())
 
     def start(self) -> None:
         """Start the poll and dispatch loops on the running event loop."""
+        self.syncing = True
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="poll"))
         if self.dispatching:
             self._tasks.append(asyncio.create_task(self._dispatch_loop(), name="dispatch"))
@@ -303,6 +333,10 @@ class Service:
         if entry is None:
             raise HubNotFoundError(f"no error log entry with Id {entry_id}", location=Location(record_id=str(entry_id)))
         if entry["Flow"] == POLL_FLOW:
+            if not self.syncing:
+                raise UnprocessableRequestError(
+                    f"error log entry {entry_id} is of the poll, and this serve does not poll subscription "
+                    f"{self.subscription} (--no-sync, or another subscription's): the workers' next poll retries it")
             self.poll_now()
             return {"entry": entry_id, "action": "poll", "ok": True, "resolved": []}
         newest = max((e["Id"] for e in self.hub_out.errors.list(limit=1)), default=0)

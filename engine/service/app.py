@@ -7,8 +7,9 @@ answer (JSON under ``/api`` and for the service routes, HTML for pages): 400 bad
 token, 403 CSRF, 404 unknown route or record, 405 wrong method, 413 too large, 422 refused
 record, 502 Klaviyo failed.  No traceback is ever sent.
 
-:func:`serve` runs the process: the serve lock, the service, the site, and the clean stop on
-SIGTERM / Ctrl-C.
+:func:`serve` runs the process: the serve lock (a file beside a SQLite hub, an advisory lock per
+subscription on PostgreSQL), the service, the other subscriptions of a shared hub
+(:mod:`._subscriptions`), the site, and the clean stop on SIGTERM / Ctrl-C.
 """
 
 from __future__ import annotations
@@ -37,16 +38,18 @@ from engine.errors import (
     ProfileNotFoundError,
     ResourceNotFoundError,
     ServiceError,
+    SettingsValueError,
     UnauthorizedError,
     UnprotectedHostError,
 )
 from engine.service import _api, _pages
-from engine.service._lock import ServeLock
+from engine.service._lock import PgServeLock, ServeLock
 from engine.service._metrics import CONTENT_TYPE, Metrics
 from engine.service._openapi import document
 from engine.service._runtime import Service
 from engine.service._security import PUBLIC_PATHS, Guard, is_loopback
-from engine.settings import Settings
+from engine.service._subscriptions import DEFAULT_KEEP_OPEN, Subscriptions, load_subscription_settings
+from engine.settings import Settings, is_hub_url
 
 log = logging.getLogger("engine.service")
 GUARD = web.AppKey("guard", Guard)
@@ -55,6 +58,7 @@ MAX_BODY = _api.MAX_BODY
 READY_CACHE = web.AppKey("ready_cache", dict)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 READY_CACHE_SECONDS = 5.0
+LOCK_CHECK_SECONDS = 10.0
 
 
 def _status_of(err: KlaviyoSyncError) -> int:
@@ -204,11 +208,22 @@ async def openapi(request: web.Request) -> web.Response:
     return _api.ok(document())
 
 
-def build_app(service: Service) -> web.Application:
-    """The application for a started or startable :class:`Service`."""
+def build_app(service: Service, subscriptions: Subscriptions | None = None) -> web.Application:
+    """The application for a started or startable :class:`Service`.
+
+    ``subscriptions``: the other subscriptions of a shared hub it shows (default: every one
+    the hub lists, read-only); closed when the app is cleaned up.
+    """
     limit = service.settings.service.max_body_bytes
     app = web.Application(client_max_size=limit, middlewares=[middleware])
     app[_api.SERVICE] = service
+    subs = subscriptions if subscriptions is not None else Subscriptions(service)
+    app[_api.SUBSCRIPTIONS] = subs
+
+    async def close_subscriptions(_: web.Application) -> None:
+        await subs.close()
+
+    app.on_cleanup.append(close_subscriptions)
     app[GUARD] = Guard(service.settings.service.token)
     app[METRICS] = Metrics(service)
     app[MAX_BODY] = limit
@@ -227,14 +242,19 @@ def build_app(service: Service) -> web.Application:
 async def serve(settings: Settings, hub_path: str | Path | None = None, *, host: str | None = None,
                 port: int | None = None, lease_seconds: float | None = None,
                 announce: Callable[[str], None] = print, stop_deadline: float = 7.0,
-                on_listening: Callable[[str, Path], None] | None = None) -> int:
+                on_listening: Callable[[str, str], None] | None = None, sync: bool = True,
+                subscriptions_dir: str | Path | None = None, keep_open: int = DEFAULT_KEEP_OPEN) -> int:
     """Run the service until SIGTERM / SIGINT; return the exit status (0 after a clean stop).
 
     ``announce`` gets each line to show the user; ``on_listening``, when given, is called once
-    with the URL served and the hub file as soon as the service listens (``serve --json``).
+    with the URL served and the hub (file, or masked URL and subscription) as soon as the service
+    listens (``serve --json``).  ``sync=False`` runs no poll or dispatch and takes no serve lock
+    (workers do the work).  ``subscriptions_dir`` holds other subscriptions' settings (their
+    actions are then allowed); ``keep_open`` caps their open hubs.  Exit status 1 when the
+    serve lock was lost (the database went away and another serve took the subscription).
 
     Raises:
-        ServeLockHeldError: the hub is in use by another serve.
+        ServeLockHeldError: the hub (or subscription) is in use by another serve.
         UnprotectedHostError: a non-loopback host without a token.
         ListenError: the address cannot be bound.
         CollectionSetError, SettingsError: as ``poll`` and ``dispatch`` raise them, before anything runs.
@@ -244,44 +264,93 @@ async def serve(settings: Settings, hub_path: str | Path | None = None, *, host:
     if not is_loopback(host) and settings.service.token is None:
         raise UnprotectedHostError(f"refusing to listen on {host}: a non-loopback address needs service.token in "
                                    "the settings (every API call and form is then authenticated)")
-    path = Path(hub_path) if hub_path else settings.hub_path
-    with ServeLock(path):
-        service = Service(settings, path) if lease_seconds is None else \
-            Service(settings, path, lease_seconds=lease_seconds)
-        runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            await service.stop()
-            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        bound = runner.addresses[0]
-        url = f"http://{bound[0] if ':' not in str(bound[0]) else '[' + str(bound[0]) + ']'}:{bound[1]}"
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        service.start()
-        mode = "dispatching continuously" if service.dispatching else "outbound triggers off: not dispatching"
-        token = "" if settings.service.token is not None else "; no service.token: API disabled, pages read-only"
-        if on_listening is not None:
-            on_listening(url, path)
-        announce(f"klaviyo-sync serve: listening on {url} (hub {path}; polling every "
-                 f"{settings.poll_interval_text}; {mode}{token})")
-        try:
-            await stop.wait()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-        announce("klaviyo-sync serve: stopping (no new work is claimed; finishing what is in flight)")
-        await site.stop()
-        result = await service.stop(deadline=stop_deadline)
+    location: str | Path = str(hub_path) if hub_path else (settings.hub_url or settings.hub_path)
+    if isinstance(location, str) and not is_hub_url(location):
+        location = Path(location)
+    others: dict[str, Settings] = {}
+    if subscriptions_dir is not None:
+        if not isinstance(location, str):
+            raise SettingsValueError(f"--subscriptions needs a shared PostgreSQL hub (hub: postgresql://...); this "
+                                     f"serve's hub is the file {location}", location=Location(file=str(location)))
+        others = load_subscription_settings(Path(subscriptions_dir), location, settings.subscription)
+    lock: ServeLock | PgServeLock | None = None
+    if sync:
+        lock = PgServeLock(location, settings.subscription) if isinstance(location, str) else ServeLock(location)
+        lock.acquire()
+    try:
+        return await _run(settings, location, lock, others, host=host, port=port, lease_seconds=lease_seconds,
+                          announce=announce, stop_deadline=stop_deadline, on_listening=on_listening, sync=sync,
+                          keep_open=keep_open)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+async def _run(settings: Settings, location: str | Path, lock: ServeLock | PgServeLock | None,
+               others: dict[str, Settings], *, host: str, port: int, lease_seconds: float | None,
+               announce: Callable[[str], None], stop_deadline: float,
+               on_listening: Callable[[str, str], None] | None, sync: bool, keep_open: int) -> int:
+    service = Service(settings, location) if lease_seconds is None else \
+        Service(settings, location, lease_seconds=lease_seconds)
+    subs = Subscriptions(service, others, keep_open=keep_open)
+    runner = web.AppRunner(build_app(service, subs), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
         await runner.cleanup()
-        released = f"; {result['released']} change(s) released for the next run" if result["released"] else ""
-        announce(f"klaviyo-sync serve: stopped cleanly, cursor saved{released}")
-    return 0
+        await service.stop()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = runner.addresses[0]
+    url = f"http://{bound[0] if ':' not in str(bound[0]) else '[' + str(bound[0]) + ']'}:{bound[1]}"
+    stop = asyncio.Event()
+    lost = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if sync:
+        service.start()
+        mode = f"polling every {settings.poll_interval_text}; " + (
+            "dispatching continuously" if service.dispatching else "outbound triggers off: not dispatching")
+    else:
+        mode = "--no-sync: pages and API only, no poll or dispatch"
+    token = "" if settings.service.token is not None else "; no service.token: API disabled, pages read-only"
+    shown = service.target
+    if on_listening is not None:
+        on_listening(url, shown)
+    extra = f"; settings for {len(others)} other subscription(s)" if others else ""
+    announce(f"klaviyo-sync serve: listening on {url} (hub {shown}; {mode}{token}{extra})")
+    watchdog = asyncio.create_task(_watch_lock(lock, stop, lost)) if isinstance(lock, PgServeLock) else None
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+    if lost.is_set():
+        announce(f"klaviyo-sync serve: lost the serve lock of subscription {service.subscription} (the database "
+                 "connection dropped and another serve holds it now): stopping")
+    announce("klaviyo-sync serve: stopping (no new work is claimed; finishing what is in flight)")
+    await site.stop()
+    result = await service.stop(deadline=stop_deadline)
+    await runner.cleanup()
+    released = f"; {result['released']} change(s) released for the next run" if result["released"] else ""
+    announce(f"klaviyo-sync serve: stopped cleanly{', cursor saved' if sync else ''}{released}")
+    return 1 if lost.is_set() else 0
+
+
+async def _watch_lock(lock: PgServeLock, stop: asyncio.Event, lost: asyncio.Event) -> None:
+    """Every few seconds, check the PostgreSQL serve lock is still held (taking it again after a
+    dropped connection); stop the service when another serve has it now."""
+    while not stop.is_set():
+        await asyncio.sleep(LOCK_CHECK_SECONDS)
+        if not await asyncio.to_thread(lock.held):
+            log.error("lost the serve lock of subscription %s", lock.subscription)
+            lost.set()
+            stop.set()
 
 
 __all__ = ["build_app", "error_body", "serve"]
