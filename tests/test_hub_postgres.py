@@ -235,6 +235,10 @@ def test_refusals_name_the_problem_and_hide_the_password(names: Any) -> None:
         PostgresHub(POSTGRES_URL, subscription="Bad-Name")
     with pytest.raises(ValueError):
         schema_for("x" * 41)
+    missing = names()
+    with pytest.raises(HubDatabaseError, match=f"there is no subscription {missing} in the hub database"):
+        PostgresHub(POSTGRES_URL, subscription=missing, create=False)
+    assert missing not in subscriptions(POSTGRES_URL)
     name = names()
     hub = PostgresHub(POSTGRES_URL, subscription=name)
     hub._pg.execute("INSERT INTO schema_migrations(version, name, applied_at) VALUES (99, 'future', 'now')")

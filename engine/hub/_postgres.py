@@ -74,6 +74,7 @@ class PostgresHub(SqliteHub):
         outbound_triggers, secrets, default_region: as for :class:`SqliteHub`.
         busy_timeout: seconds a write waits for another writer of the same subscription.
         connect_timeout: seconds to wait for the server.
+        create: make the subscription when the database has none of that name (else HubDatabaseError).
 
     Raises:
         HubDatabaseError: the server cannot be reached or refused us, or the name is unusable.
@@ -94,7 +95,9 @@ class PostgresHub(SqliteHub):
         default_region: str = "US",
         busy_timeout: float = 30.0,
         connect_timeout: float = 10.0,
+        create: bool = True,
     ) -> None:
+        self.create = create
         try:
             self.schema = schema_for(subscription)
         except ValueError as exc:
@@ -143,9 +146,13 @@ class PostgresHub(SqliteHub):
             try:
                 conn.script(f"CREATE SCHEMA IF NOT EXISTS {REGISTRY_SCHEMA};"
                             f"CREATE TABLE IF NOT EXISTS {REGISTRY_SCHEMA}.subscriptions ("
-                            " name TEXT PRIMARY KEY, schema_name TEXT NOT NULL, created_at TEXT NOT NULL);"
-                            f"CREATE SCHEMA IF NOT EXISTS {self.schema};"
-                            f"SET search_path TO {self.schema};"
+                            " name TEXT PRIMARY KEY, schema_name TEXT NOT NULL, created_at TEXT NOT NULL)")
+                if self.create:
+                    conn.script(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+                elif conn.raw.execute("SELECT to_regnamespace(%s)", (self.schema,)).fetchone() == (None,):
+                    raise HubDatabaseError(f"there is no subscription {self.subscription} in the hub database "
+                                           f"{mask_url(self.url)}", location=Location(file=mask_url(self.url)))
+                conn.script(f"SET search_path TO {self.schema};"
                             "CREATE TABLE IF NOT EXISTS schema_migrations ("
                             " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
                 have = int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchall()[0][0])

@@ -52,7 +52,7 @@ class ReadOnlyView:
 
     def __init__(self, url: str, subscription: str, secrets: tuple[str, ...] | list[str]) -> None:
         self.subscription = subscription
-        self.hub_api: SqliteHub = PostgresHub(url, subscription=subscription, secrets=secrets)
+        self.hub_api: SqliteHub = PostgresHub(url, subscription=subscription, secrets=secrets, create=False)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hub-{subscription}")
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
