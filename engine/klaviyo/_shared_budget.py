@@ -18,7 +18,7 @@ How one request takes budget (:data:`ACQUIRE_LUA`, one atomic script a request):
    window after the ``steady``-th last one.  Each is a lower bound, so their maximum fits all.
 3. It records ``at`` in the log (a Redis list, newest last, trimmed to the longest limit),
    moves the pace on, sets both keys to expire once the steady window has passed after
-   ``at``, and answers ``at - now`` in microseconds.
+   ``at``, and answers ``at`` and ``at - now`` in microseconds.
 4. The client sleeps that long *outside* Redis, then sends.  The request was counted at
    ``at`` already: a late wake-up only sends later, never crowds a window.
 
@@ -47,7 +47,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -67,7 +67,8 @@ log = logging.getLogger("engine.klaviyo")
 KEY_PREFIX = "klaviyo-sync:rate"
 
 #: KEYS: the log, the pace.  ARGV: burst, steady, burst window, steady window, gap, slack
-#: (times in microseconds).  Answers the wait in microseconds; the reservation is recorded.
+#: (times in microseconds).  Answers ``{at, wait}``: the reservation (Redis clock, recorded) and
+#: how long until then.
 ACQUIRE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -96,8 +97,16 @@ if due < at then due = at end
 local ttl = math.ceil((at - now + swin) / 1000) + 1000
 redis.call('SET', KEYS[2], string.format('%.0f', due + gap), 'PX', ttl)
 redis.call('PEXPIRE', KEYS[1], ttl)
-return at - now
+return {at, at - now}
 """
+
+
+class Reservation(NamedTuple):
+    """One request counted by the script: when it may start (Redis clock, seconds since the epoch)
+    and how long the caller waits for that (seconds)."""
+
+    at: float
+    wait: float
 
 
 class TierBudget(Protocol):
@@ -229,10 +238,11 @@ class SharedRateBudget:
     def _error(self, what: str, exc: BaseException) -> RateBudgetError:
         text = redact(f"{type(exc).__name__}: {exc}", [self._password()])
         return RateBudgetError(f"the shared rate budget at {self.url} {what} ({text})",
-                               detail="rate_budget in the settings file, or $KLAVIYO_SYNC_RATE_BUDGET")
+                               detail="nothing was sent to Klaviyo; check the Redis server that the rate_budget "
+                                      "setting (or $KLAVIYO_SYNC_RATE_BUDGET) names")
 
-    async def reserve(self, tier: str) -> float:
-        """Count one request of ``tier`` now or at the earliest moment it fits; seconds until then.
+    async def reserve(self, tier: str) -> Reservation:
+        """Count one request of ``tier`` now or at the earliest moment it fits, and say when that is.
 
         Raises:
             RateBudgetError: Redis refused the script, could not be reached at the first
@@ -249,7 +259,7 @@ class SharedRateBudget:
         while True:
             try:
                 self._redis()
-                wait_us = await self._script(keys=[key, key + ":pace"], args=args, client=self._client)
+                at_us, wait_us = await self._script(keys=[key, key + ":pace"], args=args, client=self._client)
             except (rexc.AuthenticationError, rexc.AuthorizationError, rexc.ResponseError) as exc:
                 raise self._error("refused the request", exc) from None
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
@@ -271,11 +281,11 @@ class SharedRateBudget:
                 self._down = False
                 log.warning("the shared rate budget at %s is reachable again", self.url)
             self._reached = True
-            return max(int(wait_us), 0) / 1_000_000
+            return Reservation(int(at_us) / 1_000_000, max(int(wait_us), 0) / 1_000_000)
 
     async def acquire(self, tier: str) -> None:
         """Wait until a request of ``tier`` may start (counted in Redis already), then return."""
-        wait = await self.reserve(tier)
+        wait = (await self.reserve(tier)).wait
         if wait > 0:
             self.waited += wait
             await asyncio.sleep(wait)
@@ -287,4 +297,4 @@ class SharedRateBudget:
             await client.aclose()
 
 
-__all__ = ["ACQUIRE_LUA", "KEY_PREFIX", "SharedRateBudget", "TierBudget", "account_digest", "shown_url"]
+__all__ = ["ACQUIRE_LUA", "KEY_PREFIX", "Reservation", "SharedRateBudget", "TierBudget", "account_digest", "shown_url"]
