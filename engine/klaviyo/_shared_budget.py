@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import BlockingConnectionPool, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -65,6 +65,9 @@ log = logging.getLogger("engine.klaviyo")
 
 #: every key of the shared budget starts with this (then ``:<account>:<tier>``)
 KEY_PREFIX = "klaviyo-sync:rate"
+
+#: connections to Redis a budget keeps at most; more requests taking budget at once wait for one
+CONNECTIONS = 16
 
 #: KEYS: the log, the pace.  ARGV: burst, steady, burst window, steady window, gap, slack
 #: (times in microseconds).  Answers ``{at, wait}``: the reservation (Redis clock, recorded) and
@@ -227,10 +230,13 @@ class SharedRateBudget:
     def _redis(self) -> aioredis.Redis:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
+            # A few connections, waited for: every request in flight may be taking budget at once.
             # Retries are ours (a log line, backoff, the outage limit); redis-py's own would hide an outage.
-            self._client = aioredis.from_url(self._url, socket_timeout=self._timeout,
-                                             socket_connect_timeout=self._timeout,
-                                             retry=Retry(NoBackoff(), 0))
+            pool = BlockingConnectionPool.from_url(self._url, max_connections=CONNECTIONS, timeout=self._timeout,
+                                                   socket_timeout=self._timeout,
+                                                   socket_connect_timeout=self._timeout,
+                                                   retry=Retry(NoBackoff(), 0))
+            self._client = aioredis.Redis(connection_pool=pool)
             self._script = self._client.register_script(ACQUIRE_LUA)
             self._loop = loop
         return self._client
@@ -294,7 +300,7 @@ class SharedRateBudget:
         """Close the connections to Redis (the next acquire opens new ones)."""
         client, self._client, self._loop = self._client, None, None
         if client is not None:
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)
 
 
 __all__ = ["ACQUIRE_LUA", "KEY_PREFIX", "Reservation", "SharedRateBudget", "TierBudget", "account_digest", "shown_url"]
