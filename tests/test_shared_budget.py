@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -126,7 +127,7 @@ def own_redis() -> Iterator[_OwnRedis]:
 
 
 async def test_the_script_grants_the_burst_then_waits_for_the_burst_and_steady_windows(prefix: str) -> None:
-    """With burst 2 / steady 5: two go now, the next after the 1.1 s burst window, the sixth after the 60.5 s one."""
+    """Burst 2 / steady 5: two now, the next after the 1.1 s window, the sixth after the 60.5 s one, then evenly."""
     budget = _budget(prefix)
     try:
         got = [await budget.reserve("M") for _ in range(7)]
@@ -138,7 +139,7 @@ async def test_the_script_grants_the_burst_then_waits_for_the_burst_and_steady_w
     assert at[2] == pytest.approx(1.1, abs=2 * US)  # 1 s + 2 x margin after the first
     assert at[3] == pytest.approx(at[1] + 1.1, abs=2 * US)
     assert at[5] == pytest.approx(60.5, abs=2 * US)  # 60 s + 10 x margin after the first
-    assert at[6] == pytest.approx(at[1] + 60.5, abs=2 * US)
+    assert at[6] == pytest.approx(60.5 + 12.1, abs=2 * US)  # the window used up: one each 60.5 s / 5 from then on
     assert 60.0 < got[5].wait <= 60.5
 
 
@@ -153,6 +154,20 @@ async def test_the_script_paces_a_burst_at_nine_tenths_of_the_burst_limit(prefix
     assert all(r.at - got[0].at < gap for r in got[:5])  # the slack: five go at once
     assert [r.at - got[0].at for r in got[5:10]] == pytest.approx([k * gap for k in range(1, 6)], abs=2 * US)
     assert got[10].at - got[0].at == pytest.approx(1.1, abs=2 * US)  # then the burst window: 10 in 1.1 s
+
+
+async def test_once_the_steady_window_is_used_requests_go_evenly_at_the_steady_rate(prefix: str) -> None:
+    """After the first window's burst, reservations are steady window / steady apart, not the burst replayed."""
+    budget = _budget(prefix, overrides={"L": {"burst": 10, "steady": 20}}, window_scale=0.1, margin=0.01)
+    try:
+        got = [await budget.reserve("L") for _ in range(30)]
+    finally:
+        await budget.aclose()
+    step = 6.1 / 20
+    assert got[19].at - got[0].at < 1.0  # the fresh bucket: 20 at the burst pace
+    assert got[20].at - got[0].at == pytest.approx(6.1, abs=2 * US)
+    spacing = [b.at - a.at for a, b in zip(got[20:], got[21:], strict=False)]
+    assert spacing == pytest.approx([step] * 9, abs=2 * US)
 
 
 async def test_window_scale_shrinks_the_windows_and_the_pace(prefix: str) -> None:
@@ -194,8 +209,10 @@ async def test_the_keys_expire_and_hold_only_times(prefix: str, raw: aioredis.Re
     for key in keys:
         ttl = await raw.pttl(key)
         assert 60_500 <= ttl <= 62_600, (key, ttl)  # the steady window after the last reservation, + 1 s
-    values = [v.decode() for v in await raw.lrange(log_key, 0, -1)] + [(await raw.get(log_key + ":pace")).decode()]
-    assert len(values) == 4 and all(v.isdigit() for v in values)
+    pace = {k.decode(): v.decode() for k, v in (await raw.hgetall(log_key + ":pace")).items()}
+    assert {"due", "last", "tokens"} == set(pace)
+    values = [v.decode() for v in await raw.lrange(log_key, 0, -1)] + list(pace.values())
+    assert len(values) == 6 and all(re.fullmatch(r"\d+(\.\d+)?", v) for v in values)
     assert KEY not in " ".join(keys + values)
 
 

@@ -12,15 +12,22 @@ How one request takes budget (:data:`ACQUIRE_LUA`, one atomic script a request):
 1. The script reads the clock with Redis ``TIME``: one clock for every process and host,
    never the callers' own.
 2. It finds the earliest moment ``at`` (not before now) when one more request fits: after
-   the last reservation (so the log stays in order), no earlier than the pace allows (a
+   the last reservation (so the log stays in order), no earlier than the burst pace allows (a
    virtual schedule, GCRA, spacing requests ``1 / (burst x PACE)`` apart with a little slack),
    at least the burst window after the ``burst``-th last request and at least the steady
    window after the ``steady``-th last one.  Each is a lower bound, so their maximum fits all.
-3. It records ``at`` in the log (a Redis list, newest last, trimmed to the longest limit),
-   moves the pace on, sets both keys to expire once the steady window has passed after
-   ``at``, and answers ``at`` and ``at - now`` in microseconds.
-4. The client sleeps that long *outside* Redis, then sends.  The request was counted at
-   ``at`` already: a late wake-up only sends later, never crowds a window.
+3. The steady window is also spent evenly: a bucket of ``steady`` tokens, refilled at
+   ``steady`` per steady window over time when no reservation is waiting.  A fresh account (or
+   one idle for a while) has a full bucket and bursts through it at the burst pace; once it is
+   empty, requests go one each ``steady window / steady``.  Without it, the sliding log would
+   replay the first minute's burst every minute (3,500 events in 11 s, then 49 s of nothing),
+   and bursts are where several processes' jitter crowds a window (``bench_shared_budget.py``
+   drew 429s so).  The rate over full minutes is the same.
+4. It records ``at`` in the log (a Redis list, newest last, trimmed to the longest limit),
+   moves the pace and the bucket on, sets both keys to expire once the steady window has passed
+   after ``at``, and answers ``at`` and ``at - now`` in microseconds.
+5. The client sleeps that long *outside* Redis, then sends.  The request was counted at
+   ``at`` already: a late wake-up only sends later.
 
 Why it is never looser than Klaviyo: any ``burst + 1`` reservations span at least the burst
 window, any ``steady + 1`` at least the steady window, so no interval of 1 s (60 s) holds
@@ -29,9 +36,10 @@ are longer than Klaviyo's by a margin (``2 x margin`` on 1 s, ``10 x margin`` on
 that a request's way from its reservation to Klaviyo may vary by that much; the steady margin
 costs 0.8 % of the tier (60 s of budget handed out every 60.5 s).
 
-Keys: ``klaviyo-sync:rate:<account>:<tier>`` (the log) and ``...:<tier>:pace`` (the pace),
-holding only times; ``account`` is the ``account`` setting or a digest of the credential
-(:func:`account_digest`), never a credential.
+Keys: ``klaviyo-sync:rate:<account>:<tier>`` (the log, a list) and ``...:<tier>:pace`` (a hash:
+the burst pace ``due``, the bucket's ``last`` time and ``tokens``), holding only times and
+counts; ``account`` is the ``account`` setting or a digest of the credential (:func:`account_digest`),
+never a credential.
 
 Failures: Redis down or refusing at the first acquire raises
 :class:`~engine.errors.RateBudgetError` (K004) naming the URL with its password masked.  An
@@ -78,13 +86,21 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local burst, steady = tonumber(ARGV[1]), tonumber(ARGV[2])
 local bwin, swin = tonumber(ARGV[3]), tonumber(ARGV[4])
 local gap, slack = tonumber(ARGV[5]), tonumber(ARGV[6])
-local at = now
-local due = tonumber(redis.call('GET', KEYS[2]) or '0')
+local step = swin / steady
+local pace = redis.call('HMGET', KEYS[2], 'due', 'last', 'tokens')
+local due = tonumber(pace[1] or '0')
+local last = tonumber(pace[2] or '0')
+local tokens = tonumber(pace[3] or tostring(steady))
+if now > last then
+  tokens = math.min(steady, tokens + (now - last) / step)
+  last = now
+end
+local at = last
 if due - slack > at then at = due - slack end
 local n = redis.call('LLEN', KEYS[1])
 if n > 0 then
-  local last = tonumber(redis.call('LINDEX', KEYS[1], -1))
-  if last > at then at = last end
+  local newest = tonumber(redis.call('LINDEX', KEYS[1], -1))
+  if newest > at then at = newest end
   if n >= burst then
     local s = tonumber(redis.call('LINDEX', KEYS[1], -burst)) + bwin
     if s > at then at = s end
@@ -94,11 +110,20 @@ if n > 0 then
     if s > at then at = s end
   end
 end
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  local s = last + (1 - tokens) * step
+  if s > at then at = s end
+  tokens = 0
+end
 redis.call('RPUSH', KEYS[1], string.format('%.0f', at))
 redis.call('LTRIM', KEYS[1], -math.max(burst, steady), -1)
 if due < at then due = at end
 local ttl = math.ceil((at - now + swin) / 1000) + 1000
-redis.call('SET', KEYS[2], string.format('%.0f', due + gap), 'PX', ttl)
+redis.call('HSET', KEYS[2], 'due', string.format('%.0f', due + gap), 'last', string.format('%.0f', at),
+           'tokens', string.format('%.6f', tokens))
+redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[1], ttl)
 return {at, at - now}
 """
