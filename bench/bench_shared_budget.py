@@ -12,9 +12,12 @@ runs in its own process with ``--latency-ms`` of latency and Klaviyo's real tier
 (``bench_ceiling._sandbox``).
 
 Printed: each full 60 s window's accepted requests beside the steady ceiling, the ratio and the
-429s answered in it; the mean and spread of the ratios; the busiest fixed 1 s window beside the
-burst ceiling; and the workers' retries.  The first window starts with a full budget and the last
-is cut short: neither is counted.  Not a test: nothing is asserted; targets (issue 19): no 429,
+429s answered in it; the mean and spread of the ratios, over all full windows and over the steady
+state (the first full window holds the end of the opening burst and the wait after it, so it is
+short of the ceiling by design); the busiest fixed 1 s window beside the burst ceiling; and the
+workers' retries.  The first window starts with a full budget and the last is cut short: neither
+is counted.  On a small shared machine, ``--nice-workers 10`` keeps the sandbox (Klaviyo's
+stand-in, its own machine in life) from being starved of CPU by the workers.  Not a test: nothing is asserted; targets (issue 19): no 429,
 >= 95 % of the steady ceiling over full windows.
 """
 
@@ -147,6 +150,12 @@ def _report(counts: dict[str, int], throttled: dict[int, int], counters: dict[st
         ratios = [100 * n / steady for _, n in full]
         print(f"{len(full)} full 60 s windows: mean {statistics.mean(ratios):.1f} % of the steady ceiling "
               f"(spread {min(ratios):.1f}-{max(ratios):.1f} %)")
+        later = full[1:]
+        if later:
+            shares = [100 * n / steady for _, n in later]
+            print(f"  of which steady state (after the first full window, which holds the end of the opening burst "
+                  f"and the wait after it): mean {statistics.mean(shares):.1f} % (spread {min(shares):.1f}-"
+                  f"{max(shares):.1f} %), {sum(throttled.get(i, 0) for i, _ in later)} x 429")
     else:
         print("no full 60 s window: run longer (--minutes)")
     busy = [n for _, n in seconds]
@@ -160,8 +169,8 @@ def _report(counts: dict[str, int], throttled: dict[int, int], counters: dict[st
     failures = sum(s["failures"] for s in stats)
     waits = [s["throttle_wait_s"] for s in stats]
     print(f"workers: {requests} requests in {wall:.0f} s, {retries} retried, {failures} failed; "
-          f"sandbox answered {counters.get('429', 0)} x 429; per-process budget wait "
-          f"{min(waits):.0f}-{max(waits):.0f} s")
+          f"sandbox answered {counters.get('429', 0)} x 429 in all; budget wait summed over each process's "
+          f"requests {min(waits):.0f}-{max(waits):.0f} s")
     for s in stats:
         for text in s["first_failure"]:
             print(f"a worker's first failure: {text}")
