@@ -47,6 +47,11 @@ BENCHES: list[tuple[str, str, list[str], list[str], str]] = [
     ("Sandbox CPU per write and a 50,000-Customer dispatch", "bench_sandbox.py", [],
      ["--sizes", "1000,10000", "--writes", "500", "--repeat", "1", "--dispatch", "2000"],
      "a bare aiohttp server answering the same requests"),
+    ("Four processes sharing one account's rate budget in Redis", "bench_shared_budget.py", [],
+     ["--minutes", "1.5"], "the account's tier ceilings, per full 60 s window and per 1 s window"),
+    ("Many subscriptions dispatched by 1, 2 and 4 workers", "bench_scale.py", [],
+     ["--subscriptions", "10", "--customers", "100", "--workers", "1,2"],
+     "the sum of the accounts' steady ceilings for the same records; the machine's cores"),
 ]
 
 

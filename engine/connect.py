@@ -9,7 +9,9 @@ settings are applied the same way everywhere:
   API URL, revision, throttling and request limits (``request_timeout``,
   ``request_deadline``, ``max_response_bytes``), authenticated by the OAuth connection when
   one is stored in the hub (:data:`TOKEN_SOURCES` lets the OAuth module plug in)
-  or else by the private API key.
+  or else by the private API key.  With the ``rate_budget`` setting (a Redis URL) the client
+  draws from the account's :class:`~engine.klaviyo.SharedRateBudget`, shared by every process
+  sending for it (:func:`shared_budget`); otherwise from its own in-process budget.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from engine.errors import NoCredentialsError
 from engine.hub import PostgresHub, SqliteHub
-from engine.klaviyo import KlaviyoClient
+from engine.klaviyo import KlaviyoClient, SharedRateBudget, account_digest
 from engine.oauth import token_source_for
 from engine.settings import Settings, is_hub_url
 
@@ -47,6 +49,26 @@ def open_hub(settings: Settings, path: str | Path | None = None) -> SqliteHub:
 def tier_overrides(settings: Settings) -> dict[str, dict[str, int]]:
     """The settings' throttling tiers in the client's shape."""
     return {t: {"burst": v.burst, "steady": v.steady} for t, v in settings.throttling.tiers.items()}
+
+
+def budget_account(settings: Settings, credential: str | None) -> str:
+    """The name the shared budget counts this account under: the ``account`` setting, else
+    :func:`~engine.klaviyo.account_digest` of the credential (API key or OAuth client id)."""
+    if settings.account:
+        return settings.account
+    if not credential:
+        raise NoCredentialsError(
+            "the shared rate budget needs an account: set account in the settings file, or an API key "
+            "or OAuth client id to derive it from")
+    return account_digest(credential)
+
+
+def shared_budget(settings: Settings, credential: str | None) -> SharedRateBudget | None:
+    """The account's budget in Redis when ``rate_budget`` is set; None keeps the in-process budget."""
+    if not settings.rate_budget:
+        return None
+    return SharedRateBudget(settings.rate_budget, budget_account(settings, credential), tier_overrides(settings),
+                            revision=settings.api_revision)
 
 
 def open_client(settings: Settings, hub: Any = None, **overrides: Any) -> KlaviyoClient:
@@ -81,7 +103,10 @@ def open_client(settings: Settings, hub: Any = None, **overrides: Any) -> Klaviy
         raise NoCredentialsError(
             "no Klaviyo credentials: set api_key in the settings file (or the KLAVIYO_API_KEY "
             "environment variable), or connect with `klaviyo-sync auth login`")
+    if "budget" not in kwargs and settings.rate_budget:
+        credential = settings.oauth.client_id if "token_source" in kwargs else kwargs.get("api_key")
+        kwargs["budget"] = shared_budget(settings, credential)
     return KlaviyoClient(**kwargs)
 
 
-__all__ = ["TOKEN_SOURCES", "open_client", "open_hub", "tier_overrides"]
+__all__ = ["TOKEN_SOURCES", "budget_account", "open_client", "open_hub", "shared_budget", "tier_overrides"]

@@ -103,7 +103,8 @@ Tree::
     │   │   └── KlaviyoAuthError  401/403 or a failed OAuth refresh: credentials, not the record  K003
     │   │       ├── OAuthRefreshError         the token source failed (also an AuthError)  A0xx
     │   │       └── OAuthReauthorizationError the refresh token was rejected (also ReauthorizationRequired)  A020
-    │   └── KlaviyoConnectionError transport failure ("An error occurred while contacting Klaviyo")
+    │   ├── KlaviyoConnectionError transport failure ("An error occurred while contacting Klaviyo")
+    │   └── RateBudgetError       the shared rate budget (Redis at ``rate_budget``) unreachable or refusing  K004
     ├── InboundError              the inbound flows (poll, Manual Sync)               I0xx
     │   ├── ProfileIdError        ``sync profile`` text that is not a profile id      I002
     │   ├── ProfileNotFoundError  Manual Sync of a profile id Klaviyo does not have   I003
@@ -908,6 +909,14 @@ class KlaviyoConnectionError(KlaviyoError):
     code = "K002"
 
 
+class RateBudgetError(KlaviyoError):
+    """The shared rate budget (Redis at the ``rate_budget`` setting) could not be reached at the first
+    request, refused a command, or stayed unreachable past its outage limit.  Nothing was sent: a
+    per-process budget instead would exceed the account's tiers.  The URL's password is masked."""
+
+    code = "K004"
+
+
 class AuthError(KlaviyoSyncError):
     code = "A000"
 
@@ -1337,6 +1346,7 @@ __all__ = [
     "KlaviyoApiError",
     "KlaviyoAuthError",
     "KlaviyoConnectionError",
+    "RateBudgetError",
     "AuthError",
     "InboundError",
     "ProfileNotFoundError",

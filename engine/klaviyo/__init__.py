@@ -9,6 +9,7 @@ Table of contents:
 * :mod:`engine.klaviyo._answers` — the status and body shape each operation expects
 * :mod:`engine.klaviyo.revision` — ``supports(revision, capability)``, path style, content type
 * :mod:`engine.klaviyo.ratelimit` — tiers XS..XL and the shared :class:`RateBudget`
+* :class:`SharedRateBudget` — one budget per account in Redis, for every process (``_shared_budget.py``)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from engine.errors import KlaviyoApiError, KlaviyoAuthError, KlaviyoConnectionError, KlaviyoError
 from engine.klaviyo import revision
 from engine.klaviyo._protocol import KlaviyoApi
+from engine.klaviyo._shared_budget import SharedRateBudget, TierBudget, account_digest
 from engine.klaviyo._transport import ClientStats, TokenSource
 from engine.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
 from engine.klaviyo.ratelimit import TIERS, RateBudget, Tier, resolve_tiers
@@ -26,6 +28,9 @@ __all__ = [
     "TokenSource",
     "ClientStats",
     "RateBudget",
+    "SharedRateBudget",
+    "TierBudget",
+    "account_digest",
     "Tier",
     "TIERS",
     "resolve_tiers",

@@ -4,7 +4,8 @@ Contract of :meth:`Requester.send`: one logical operation, possibly several
 HTTP attempts.  Each attempt first waits for an in-flight slot of the endpoint's
 tier (:class:`~engine.klaviyo.ratelimit.InFlight`: as many as the tier's steady rate
 times the measured latency needs, at most ``max_concurrency``), then takes budget
-from the shared :class:`~engine.klaviyo.ratelimit.RateBudget` right before sending.  An attempt has an
+from the client's budget (:class:`~engine.klaviyo.ratelimit.RateBudget` in the process, or the
+account's :class:`~engine.klaviyo._shared_budget.SharedRateBudget` in Redis) right before sending.  An attempt has an
 overall ``deadline`` (request sent and whole answer read; httpx's own ``timeout`` only bounds each
 read) and a ``max_response_bytes`` limit counted while the body streams in.
 Redirects are never followed.  Outcomes:
@@ -57,7 +58,8 @@ from engine.klaviyo._errors import (
     redirect_error,
     unexpected_answer,
 )
-from engine.klaviyo.ratelimit import InFlight, RateBudget
+from engine.klaviyo._shared_budget import TierBudget
+from engine.klaviyo.ratelimit import InFlight
 
 log = logging.getLogger("engine.klaviyo")
 
@@ -127,7 +129,7 @@ class Requester:
         revision: str,
         api_key: str | None,
         token_source: TokenSource | None,
-        budget: RateBudget,
+        budget: TierBudget,
         max_concurrency: int,
         max_attempts: int,
         retry_after_cap: float,

@@ -38,6 +38,7 @@ from engine.klaviyo import revision as rev
 from engine.klaviyo._aiohttp_transport import AiohttpTransport
 from engine.klaviyo._answers import EMPTY, ERRORS, PAGE, RESOURCE, Answer
 from engine.klaviyo._errors import api_error, redact, url_password
+from engine.klaviyo._shared_budget import TierBudget
 from engine.klaviyo._transport import ClientStats, HttpSender, Requester, TokenSource
 from engine.klaviyo.ratelimit import RateBudget
 
@@ -77,7 +78,9 @@ class KlaviyoClient:
         retry_after_cap: longest ``Retry-After`` honoured, in seconds.
         backoff_base / backoff_max: exponential backoff (seconds) for 5xx/timeouts.
         transport: an httpx transport (tests).
-        budget: share a :class:`RateBudget` between clients of one account.
+        budget: the rate budget to draw from: a :class:`RateBudget` shared by clients of one process, or
+            the account's :class:`~engine.klaviyo._shared_budget.SharedRateBudget` in Redis, shared by every
+            process (``rate_budget`` setting).  Default: a new in-process budget of ``tier_overrides``.
     """
 
     def __init__(
@@ -97,14 +100,14 @@ class KlaviyoClient:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
-        budget: RateBudget | None = None,
+        budget: TierBudget | None = None,
     ) -> None:
         if api_key is None and token_source is None:
             raise ValueError("KlaviyoClient needs an api_key or a token_source")
         self.revision = rev.normalize(revision)
         self.base_url = base_url.rstrip("/")
         self.stats = ClientStats()
-        self.budget = budget or RateBudget(tier_overrides, revision=self.revision)
+        self.budget: TierBudget = budget or RateBudget(tier_overrides, revision=self.revision)
         self._http = HttpSender(transport or AiohttpTransport(limit=max_concurrency), base_url=self.base_url,
                                 timeout=timeout, headers={"user-agent": f"klaviyo-sync/{__version__}"})
         self._req = Requester(
@@ -135,8 +138,11 @@ class KlaviyoClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the shared budget's connections to Redis, if any)."""
         await self._http.aclose()
+        close = getattr(self.budget, "aclose", None)
+        if close is not None:
+            await close()
 
     # -- helpers ---------------------------------------------------------------------
 
