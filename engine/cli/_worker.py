@@ -42,12 +42,15 @@ DEFAULTS = WorkerOptions()
               show_default=True,
               help="On SIGTERM / Ctrl-C, seconds the jobs in hand get to finish before they are cancelled "
                    "and their claimed changes released.")
+@click.option("--keep-open", type=BoundedInt(0, 10_000), default=DEFAULTS.max_open, show_default=True,
+              help="Subscriptions this process keeps open at most (0: twice --concurrency); the least recently "
+                   "used idle one is closed first, so database connections follow the jobs, not the subscriptions.")
 @click.option("--name", help="This worker's name in procrastinate's tables and logs (default: worker).")
 @click.option("--json", "as_json", is_flag=True,
               help='Once running print one JSON line {"pid", "subscriptions", "jobs"} on standard output; other '
                    "messages go to standard error.")
 def worker_cmd(folder: str | None, jobs_url: str | None, concurrency: int, tick: str, lease: float, batch: int,
-               heartbeat: float, stalled_after: float, shutdown_timeout: float, name: str | None,
+               heartbeat: float, stalled_after: float, shutdown_timeout: float, keep_open: int, name: str | None,
                as_json: bool) -> None:
     """Poll and dispatch every subscription of a folder, sharing the work with other workers.
 
@@ -71,7 +74,8 @@ def worker_cmd(folder: str | None, jobs_url: str | None, concurrency: int, tick:
         if not url.lower().startswith(("postgresql://", "postgres://")):
             raise click.BadParameter(f"{mask_url(url)!r} is not a postgresql:// URL", param_hint="--jobs")
         options = WorkerOptions(concurrency=concurrency, tick=int(tick), lease=lease, batch=batch,
-                                heartbeat=heartbeat, stalled_after=stalled_after, shutdown_timeout=shutdown_timeout)
+                                heartbeat=heartbeat, stalled_after=stalled_after, shutdown_timeout=shutdown_timeout,
+                                max_open=keep_open)
 
         def announce(line: str) -> None:
             click.echo(line, err=as_json)

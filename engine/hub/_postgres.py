@@ -25,6 +25,7 @@ database server that many processes and hosts share.  It keeps the hub's contrac
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -249,4 +250,27 @@ def drop_subscription(url: str, subscription: str, *, timeout: float = 10.0) -> 
         raw.close()
 
 
-__all__ = ["PostgresHub", "schema_for", "subscriptions", "drop_subscription", "connect", "SUBSCRIPTION_NAME"]
+
+
+def queues_and_state(conn: psycopg.Connection[Any], names: list[str], key: str) -> dict[str, tuple[int, Any]]:
+    """For each subscription of ``names`` in the database of ``conn``: its queue length and its
+    sync-state value under ``key`` (JSON-decoded), in one query; a subscription not made yet
+    gives ``(0, None)``.  A worker's scheduler asks this of every subscription each tick without
+    opening one connection per subscription."""
+    found: dict[str, tuple[int, Any]] = {name: (0, None) for name in names}
+    schemas = {schema_for(n): n for n in names}
+    made = {str(r[0]) for r in conn.execute(
+        "SELECT s FROM unnest(%s::text[]) AS s WHERE to_regclass(s || '.sync_state') IS NOT NULL", (list(schemas),))}
+    present = [n for schema, n in schemas.items() if schema in made]
+    if present:
+        sql = " UNION ALL ".join(
+            f"SELECT %s, (SELECT COUNT(*) FROM {schema_for(n)}.outbound_queue),"
+            f" (SELECT value FROM {schema_for(n)}.sync_state WHERE key = %s)" for n in present)
+        params = [p for n in present for p in (n, key)]
+        for name, length, value in conn.execute(sql, params):
+            found[str(name)] = (int(length), None if value is None else json.loads(value))
+    return found
+
+
+__all__ = ["PostgresHub", "schema_for", "subscriptions", "drop_subscription", "connect", "queues_and_state",
+           "SUBSCRIPTION_NAME"]

@@ -2,10 +2,17 @@
 
 One :class:`WorkerRuntime` per ``klaviyo-sync worker`` process.  It knows every subscription's
 settings (:mod:`engine.worker._subscriptions`) and opens a subscription the first time one of
-its jobs runs here, keeping it open for the next (:class:`OpenSubscription`): its collections,
-two hub connections (``hub_in`` for the poll, which writes from a worker thread; ``hub_out`` for
-dispatch, the scheduler and the error log, on the event loop), and one
-:class:`~engine.klaviyo.KlaviyoClient` shared by its poll and its dispatches.
+its jobs runs here, keeping it open for the next (:class:`OpenSubscription`): its collections
+(loaded once per folder, shared by the subscriptions that use it), its hub (``hub_out``: dispatch
+and the error log, on the event loop), and one :class:`~engine.klaviyo.KlaviyoClient` shared by
+its poll and its dispatches.  A poll writes from a worker thread through a hub connection of its
+own, opened for the poll (a SQLite file keeps one connection per process: both use it).
+
+A worker keeps at most ``max_open`` subscriptions open (default twice ``concurrency``), closing
+the least recently used one no job is using: connections grow with the jobs a worker runs at
+once, not with the subscriptions it serves (a database server allows a hundred connections by
+default).  The scheduler reads every PostgreSQL subscription's queue length and last poll in one
+query over one connection, without opening any of them.
 
 A subscription that cannot be opened (a collection that does not load, no credentials, a hub
 that cannot be reached) or whose job fails is logged to that subscription's hub error log when
@@ -18,9 +25,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import psycopg
 from procrastinate import App, exceptions
 
 from engine.collection import CollectionSet, load_collections
@@ -28,6 +40,7 @@ from engine.connect import open_client, open_hub
 from engine.errors import CollectionSetError, InternalServiceError
 from engine.flows import InboundFlow, RunSummary, dispatch
 from engine.flows.inbound import POLL_FLOW
+from engine.hub._postgres import connect as pg_connect, queues_and_state
 from engine.klaviyo import KlaviyoClient
 from engine.service._runtime import _ClaimTracker
 from engine.worker._jobs import retry_stalled_jobs
@@ -64,6 +77,7 @@ class WorkerOptions:
             (their claimed changes are released).
         dispatch_slice: seconds one dispatch job sends before it ends and leaves the rest to the
             next job (so a long queue never pins a job slot).
+        max_open: subscriptions kept open at most (0: twice ``concurrency``).
     """
 
     concurrency: int = 4
@@ -74,6 +88,7 @@ class WorkerOptions:
     stalled_after: float = 30.0
     shutdown_timeout: float = 10.0
     dispatch_slice: float = 30.0
+    max_open: int = 0  # 0: twice ``concurrency``
 
 
 @dataclass
@@ -82,7 +97,7 @@ class OpenSubscription:
 
     sub: Subscription
     collections: CollectionSet
-    hub_in: Any
+    hub_in: Any  # the poll's connection: hub_out itself for a SQLite file, else None (one per poll)
     hub_out: Any
     client: KlaviyoClient
 
@@ -116,12 +131,21 @@ class WorkerRuntime:
     failed: dict[str, float] = field(default_factory=dict)
     polls: set[InboundFlow] = field(default_factory=set)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    in_use: Counter[str] = field(default_factory=Counter)
+    loaded: dict[Path, CollectionSet] = field(default_factory=dict)
+    overview: dict[str, psycopg.Connection[Any]] = field(default_factory=dict)
+
+    @property
+    def max_open(self) -> int:
+        """Subscriptions kept open at most."""
+        return self.options.max_open or 2 * self.options.concurrency
 
     # -- opening and closing -------------------------------------------------------------
 
     def open(self, name: str) -> OpenSubscription | None:
         """The subscription ``name`` opened (once per process), or None if it cannot be (logged)."""
         if name in self.opened:
+            self.opened[name] = self.opened.pop(name)  # the most recently used last
             return self.opened[name]
         sub = self.subscriptions.get(name)
         if sub is None:
@@ -133,15 +157,12 @@ class WorkerRuntime:
         hubs: list[Any] = []
         try:
             hubs.append(open_hub(settings))
-            loaded = load_collections([settings.collections_dir])
-            if loaded.errors:
-                raise CollectionSetError(loaded.errors)
-            # A second SQLite connection in this process would drop the first one's file locks
-            # (SqliteHub's constructor opens and closes the file to check its header, and closing
-            # any descriptor of a file drops all of the process's POSIX locks on it): another
-            # process closing the file would then take the WAL away from under us.  So one
-            # SQLite connection per hub file per process, shared by the poll and the dispatches.
-            hubs.append(hubs[0] if settings.hub_url is None else open_hub(settings))
+            collections = self.loaded.get(settings.collections_dir)
+            if collections is None:
+                loaded = load_collections([settings.collections_dir])
+                if loaded.errors:
+                    raise CollectionSetError(loaded.errors)
+                collections = self.loaded[settings.collections_dir] = loaded.collections
             client = open_client(settings, hubs[0])
         except Exception as exc:  # noqa: BLE001 - one subscription's problem, logged below
             self.failed[name] = time.monotonic() + REOPEN_AFTER
@@ -154,9 +175,35 @@ class WorkerRuntime:
                 hub.close()
             return None
         self.failed.pop(name, None)
-        opened = OpenSubscription(sub, loaded.collections, hub_in=hubs[1], hub_out=hubs[0], client=client)
+        opened = OpenSubscription(sub, collections, hub_in=hubs[0] if settings.hub_url is None else None,
+                                  hub_out=hubs[0], client=client)
         self.opened[name] = opened
         return opened
+
+    @asynccontextmanager
+    async def using(self, name: str) -> AsyncIterator[OpenSubscription | None]:
+        """The subscription opened for one job; afterwards the least recently used idle ones beyond
+        ``max_open`` are closed."""
+        self.in_use[name] += 1
+        try:
+            yield self.open(name)
+        finally:
+            self.in_use[name] -= 1
+            await self._evict()
+
+    async def _evict(self) -> None:
+        for name in list(self.opened):
+            if len(self.opened) <= self.max_open:
+                return
+            if not self.in_use[name]:
+                await self._close(self.opened.pop(name))
+
+    @staticmethod
+    async def _close(sub: OpenSubscription) -> None:
+        try:
+            await sub.client.aclose()
+        finally:
+            sub.hub_out.close()
 
     def stop(self) -> None:
         """Ask the jobs in hand to wind up: polls save their cursor, dispatches claim no more."""
@@ -168,37 +215,48 @@ class WorkerRuntime:
         """Close every opened subscription's client and hubs."""
         opened, self.opened = list(self.opened.values()), {}
         for sub in opened:
-            try:
-                await sub.client.aclose()
-            finally:
-                sub.hub_out.close()
-                if sub.hub_in is not sub.hub_out:
-                    sub.hub_in.close()
+            await self._close(sub)
+        for conn in self.overview.values():
+            conn.close()
+        self.overview.clear()
 
     # -- the tasks -----------------------------------------------------------------------
 
     async def poll(self, name: str) -> None:
         """One poll of the subscription (the ``poll`` command's cursor), at most one at a time."""
-        sub = self.open(name)
-        if sub is None or self.stopping.is_set():
-            return
+        async with self.using(name) as sub:
+            if sub is not None and not self.stopping.is_set():
+                await self._poll(name, sub)
+
+    async def _poll(self, name: str, sub: OpenSubscription) -> None:
         settings = sub.sub.settings
         started = time.time()
         state = {"started": started, "finished": None, "ok": None}
-        await asyncio.to_thread(sub.hub_in.set_state, POLL_STATE, state)
-        flow = InboundFlow(sub.hub_in, sub.client, sub.collections, summary=RunSummary("poll"),
-                           formula_settings=settings.for_formulas())
-        self.polls.add(flow)
-        ok = False
+        hub_in = sub.hub_in
+        if hub_in is None:
+            try:
+                hub_in = await asyncio.to_thread(open_hub, settings)
+            except Exception as exc:  # noqa: BLE001 - logged; the next scheduled poll tries again
+                sub.log_error(POLL_FLOW, f"the poll cannot open the hub: {type(exc).__name__}: {exc}")
+                return
         try:
-            await flow.poll()
-            ok = flow.error is None
-        except Exception as exc:  # noqa: BLE001 - logged; the next poll resumes from the cursor
-            sub.log_error(POLL_FLOW, f"the poll failed: {type(exc).__name__}: {exc}")
+            await asyncio.to_thread(hub_in.set_state, POLL_STATE, state)
+            flow = InboundFlow(hub_in, sub.client, sub.collections, summary=RunSummary("poll"),
+                               formula_settings=settings.for_formulas())
+            self.polls.add(flow)
+            ok = False
+            try:
+                await flow.poll()
+                ok = flow.error is None
+            except Exception as exc:  # noqa: BLE001 - logged; the next poll resumes from the cursor
+                sub.log_error(POLL_FLOW, f"the poll failed: {type(exc).__name__}: {exc}")
+            finally:
+                self.polls.discard(flow)
+            state.update(finished=time.time(), ok=ok)
+            await asyncio.to_thread(hub_in.set_state, POLL_STATE, state)
         finally:
-            self.polls.discard(flow)
-        state.update(finished=time.time(), ok=ok)
-        await asyncio.to_thread(sub.hub_in.set_state, POLL_STATE, state)
+            if hub_in is not sub.hub_in:
+                hub_in.close()
         log.info("subscription %s: poll %s in %.1f s", name, "done" if ok else "ended early", time.time() - started)
 
     async def dispatch(self, name: str) -> None:
@@ -208,9 +266,11 @@ class WorkerRuntime:
         leased to one of them); when more is queued than one batch, another dispatch job is
         deferred first, so idle workers join in.
         """
-        sub = self.open(name)
-        if sub is None or not sub.dispatching or self.stopping.is_set():
-            return
+        async with self.using(name) as sub:
+            if sub is not None and sub.dispatching and not self.stopping.is_set():
+                await self._dispatch(name, sub)
+
+    async def _dispatch(self, name: str, sub: OpenSubscription) -> None:
         opts = self.options
         settings = sub.sub.settings
         claims = _ClaimTracker(sub.hub_out)
@@ -238,18 +298,45 @@ class WorkerRuntime:
             return
         await retry_stalled_jobs(self.app, self.options.stalled_after)
         now = time.time()
-        for name in self.subscriptions:
-            sub = self.open(name)
-            if sub is None:
-                continue
+        for name, (queued, state) in (await self._look()).items():
+            settings = self.subscriptions[name].settings
+            state = state if isinstance(state, dict) else {}
             try:
-                state = sub.hub_out.get_state(POLL_STATE) or {}
-                if now - float(state.get("started") or 0.0) >= sub.sub.settings.poll_interval:
+                if now - float(state.get("started") or 0.0) >= settings.poll_interval:
                     await self.defer(POLL_TASK, name, lock=True)
-                if sub.dispatching and sub.hub_out.queue_length():
+                if queued and settings.outbound_triggers.entities():
                     await self.defer(DISPATCH_TASK, name)
             except Exception as exc:  # noqa: BLE001 - one subscription's problem: the others go on
-                sub.log_error(WORKER_FLOW, f"the scheduler failed: {type(exc).__name__}: {exc}")
+                log.error("subscription %s: the scheduler failed: %s: %s", name, type(exc).__name__, exc)
+        await self._evict()
+
+    async def _look(self) -> dict[str, tuple[int, Any]]:
+        """Every subscription's queue length and last poll: one query per PostgreSQL database, the
+        hub itself for a SQLite file (opened as for a job)."""
+        found: dict[str, tuple[int, Any]] = {}
+        by_url: dict[str, list[str]] = {}
+        for name, sub in self.subscriptions.items():
+            if sub.settings.hub_url:
+                by_url.setdefault(sub.settings.hub_url, []).append(name)
+                continue
+            opened = self.open(name)
+            if opened is not None:
+                try:
+                    found[name] = (opened.hub_out.queue_length(), opened.hub_out.get_state(POLL_STATE))
+                except Exception as exc:  # noqa: BLE001 - logged; the next tick looks again
+                    opened.log_error(WORKER_FLOW, f"the scheduler failed: {type(exc).__name__}: {exc}")
+        for url, names in by_url.items():
+            try:
+                found.update(await asyncio.to_thread(self._look_in, url, names))
+            except Exception as exc:  # noqa: BLE001 - the database is down: logged, the next tick looks again
+                log.error("the scheduler cannot read the subscriptions' queues: %s: %s", type(exc).__name__, exc)
+        return found
+
+    def _look_in(self, url: str, names: list[str]) -> dict[str, tuple[int, Any]]:
+        conn = self.overview.get(url)
+        if conn is None or conn.broken or conn.closed:
+            conn = self.overview[url] = pg_connect(url)
+        return queues_and_state(conn, names, POLL_STATE)
 
     async def defer(self, task: str, name: str, *, lock: bool = False) -> bool:
         """Defer ``task`` for subscription ``name`` unless one already waits; True if deferred."""
