@@ -322,8 +322,8 @@ class SqliteHub(TransactionsMixin, StateMixin):
             return None
         ids = list(range(first, first + len(records)))
         rows, address_rows = [], []
+        now = utc_now()  # the rows of one statement share one time stamp
         for customer_id, record in zip(ids, records, strict=True):
-            now = utc_now()
             rows.append(self._customer_row(customer_id, record, now))
             if record.get("Addresses"):
                 address_rows.extend(_new_address_rows(customer_id, record["Addresses"], now))
@@ -596,11 +596,13 @@ def _new_address_rows(customer_id: int, addresses: list[Mapping[str, Any]], now:
     to an earlier one is skipped, and of the addresses flagged primary billing (shipping)
     only the last keeps the flag.
     """
+    if len(addresses) == 1:
+        return [_address_row(customer_id, addresses[0], now)]
     rows: dict[tuple[str, ...], list[Any]] = {}
     for address in addresses:
         key = address_key(address)
         if key not in rows:
-            rows[key] = [customer_id, *(_address_value(address, k) for k in _ADDRESS_COLUMNS), now, now]
+            rows[key] = _address_row(customer_id, address, now)
     kept = list(rows.values())
     if len(kept) > 1:
         for col in _FLAG_COLUMNS:
@@ -608,6 +610,13 @@ def _new_address_rows(customer_id: int, addresses: list[Mapping[str, Any]], now:
             for row in flagged[:-1]:
                 row[col] = 0
     return kept
+
+
+def _address_row(customer_id: int, address: Mapping[str, Any], now: str) -> list[Any]:
+    """The ``_INSERT_ADDRESS`` row of one address (the columns of ``_ADDRESS_COLUMNS`` in order)."""
+    get = address.get
+    return [customer_id, get("Address1"), get("Address2"), get("City"), get("Region"), get("PostalCode"),
+            get("Country"), 1 if get("IsPrimaryBilling") else 0, 1 if get("IsPrimaryShipping") else 0, now, now]
 
 
 def _address_value(address: Mapping[str, Any], key: str) -> Any:

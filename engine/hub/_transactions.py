@@ -142,8 +142,9 @@ class TransactionsMixin:
             return None
         ids = list(range(first, first + len(records)))
         rows, line_rows = [], []
+        now = utc_now()  # the rows of one statement share one time stamp
         for tx_id, record in zip(ids, records, strict=True):
-            rows.append(_tx_row(tx_id, record, utc_now()))
+            rows.append(_tx_row(tx_id, record, now))
             if record.get("Lines"):
                 line_rows.extend(_line_rows(tx_id, record["Lines"]))
         self._conn.executemany(_INSERT_TX, rows)
