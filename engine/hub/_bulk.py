@@ -45,8 +45,13 @@ def new_in_batch(records: Sequence[Mapping[str, Any]], key: str, held: set[str],
     new: list[bool] = []
     for record in records:
         value = record[key]
-        new.append(value not in seen and record.get("Id") is None
-                   and not any(child.get("Id") is not None for child in record.get(children) or ()))
+        plain = value not in seen and record.get("Id") is None
+        if plain:
+            for child in record.get(children) or ():
+                if child.get("Id") is not None:
+                    plain = False
+                    break
+        new.append(plain)
         seen.add(value)
     return new
 
