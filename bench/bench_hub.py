@@ -1,7 +1,7 @@
 """Import throughput of the SQLite hub: customers with addresses, transactions with lines.
 
 Run: ``.venv/bin/python bench/bench_hub.py [--customers 100000] [--transactions 100000]
-[--lines 3] [--batch 1000] [--triggers] [--keep DIR]``
+[--lines 3] [--batch 1000] [--triggers] [--repeat N] [--keep DIR]``
 
 Writes two JSONL files in a temporary folder, imports them with the real
 ``import_jsonl`` (every line checked and upserted, batched in transactions,
@@ -10,7 +10,10 @@ then prints records/s and peak memory.  Beside each figure it prints a
 reference measured in the same run on the same machine: the same rows
 ``json.loads``-ed and inserted with bare ``executemany`` into tables with no
 checks, no indexes beyond the primary key and no queue.  The ratio is what the
-hub's checks and guarantees cost.  Not a test: nothing is asserted.
+hub's checks and guarantees cost.  ``--repeat N`` measures both N times (a fresh hub
+each time) and prints the median ratio and its spread: on a shared machine one run's
+ratio moves by a third.  The CPU-time ratio (this process's, both sides) is printed too:
+it moves much less when other processes load the cores.  Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,9 +57,10 @@ def write_transactions(path: Path, n: int, lines: int) -> None:
             }) + "\n")
 
 
-def reference(customers: Path, transactions: Path, db: Path) -> float:
-    """Seconds to load both files with bare executemany (the floor for any SQLite importer)."""
-    start = time.perf_counter()
+def reference(customers: Path, transactions: Path, db: Path) -> tuple[float, float]:
+    """Seconds (wall clock, then this process's CPU) to load both files with bare executemany
+    (the floor for any SQLite importer)."""
+    start, cpu = time.perf_counter(), time.process_time()
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -86,7 +91,7 @@ def reference(customers: Path, transactions: Path, db: Path) -> float:
         conn.executemany("INSERT INTO l(tid, sku, descr, qty, price, ext) VALUES (?, ?, ?, ?, ?, ?)", lines)
     conn.commit()
     conn.close()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def main() -> None:
@@ -98,33 +103,50 @@ def main() -> None:
     parser.add_argument("--triggers", action="store_true", help="enable both outbound triggers (queue rows)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also report Python-heap peak via tracemalloc (slows the run)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="measure the import and the reference N times; print the median ratio and its range")
     parser.add_argument("--keep", type=Path, help="write files and databases here instead of a temp folder")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench_hub_"))
     folder.mkdir(parents=True, exist_ok=True)
     customers, transactions = folder / "customers.jsonl", folder / "transactions.jsonl"
     write_customers(customers, args.customers)
     write_transactions(transactions, args.transactions, args.lines)
+    runs = [measure(args, folder, customers, transactions) for _ in range(args.repeat)]
+    if args.repeat > 1:
+        for what, ratios in (("wall clock", [r[0] for r in runs]), ("CPU time", [r[1] for r in runs])):
+            print(f"hub / reference over {len(ratios)} runs, {what}: median {median(ratios):.1f}x "
+                  f"(range {min(ratios):.1f}-{max(ratios):.1f}x; each: {', '.join(f'{r:.1f}' for r in ratios)})")
+    print(f"files in {folder}")
+
+
+def measure(args: argparse.Namespace, folder: Path, customers: Path, transactions: Path) -> tuple[float, float]:
+    """Import both files into a fresh hub, then load them with the reference; print the figures and
+    return how many times the reference's time the import took (wall clock, CPU time)."""
     for stale in folder.glob("*.db*"):
         stale.unlink()
-
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if args.tracemalloc:
         tracemalloc.start()
     triggers = {"Customer", "Transaction"} if args.triggers else set()
     with SqliteHub(folder / "hub.db", outbound_triggers=triggers) as hub:
+        cpu = time.process_time()
         start = time.perf_counter()
         c_report = import_jsonl(hub, "customers", customers, batch=args.batch)
         c_secs = time.perf_counter() - start
         start = time.perf_counter()
         t_report = import_jsonl(hub, "transactions", transactions, batch=args.batch)
         t_secs = time.perf_counter() - start
+        hub_cpu = time.process_time() - cpu
         queued = hub.queue_length()
     heap_peak = tracemalloc.get_traced_memory()[1] if args.tracemalloc else None
+    tracemalloc.stop()
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
-    ref_secs = reference(customers, transactions, folder / "reference.db")
+    ref_secs, ref_cpu = reference(customers, transactions, folder / "reference.db")
     total_rows = args.customers * 2 + args.transactions * (1 + args.lines)
     hub_secs = c_secs + t_secs
 
@@ -138,9 +160,11 @@ def main() -> None:
     print(f"  all rows     {total_rows:>8} in {hub_secs:7.2f}s = {total_rows / hub_secs:>9,.0f} rows/s")
     print(f"reference (json.loads + bare executemany, no checks/indexes/queue): "
           f"{total_rows / ref_secs:,.0f} rows/s in {ref_secs:.2f}s; hub takes {hub_secs / ref_secs:.1f}x as long")
+    print(f"CPU time of this process: hub {hub_cpu:.2f}s, reference {ref_cpu:.2f}s = {hub_cpu / ref_cpu:.1f}x "
+          "(steadier than the wall clock when other processes share the cores)")
     print(f"peak memory: max RSS {rss_peak / 1024:.1f} MiB (at start {rss_before / 1024:.1f} MiB)"
           + (f", Python heap peak {heap_peak / 2**20:.1f} MiB" if heap_peak is not None else ""))
-    print(f"files in {folder}")
+    return hub_secs / ref_secs, hub_cpu / ref_cpu
 
 
 if __name__ == "__main__":

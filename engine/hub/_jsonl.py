@@ -149,18 +149,21 @@ def _import_batch(
     """Parse, check and store one batch of lines in one SQLite transaction.
 
     Every line is parsed and checked before anything is written (a line refused there
-    writes nothing).  The checked records are then written without a savepoint each; if
-    the store refuses one of them, that attempt is rolled back whole and the batch is
-    written again with a savepoint per line, so the bad line undoes only itself.
+    writes nothing).  The checked records are then written together without a savepoint
+    each (the plainly new ones a run at a time, see :mod:`engine.hub._bulk`); if the store
+    refuses one of them, that attempt is rolled back whole and the batch is written again
+    with a savepoint per line, so the bad line undoes only itself.
     """
     upsert = hub.upsert_checked_customer if kind == "customers" else hub.upsert_checked_transaction
+    upsert_all = hub.upsert_checked_customers if kind == "customers" else hub.upsert_checked_transactions
     check = check_customer if kind == "customers" else check_transaction
     checked: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
     for lineno, raw in lines:
         record: dict[str, Any] | None = None
         try:
             record = _parse(raw, first=lineno == 1)
-            record, links = split_links(kind, record)
+            # Without a backslash every key is spelled out, so no "_links" bytes means no links.
+            record, links = split_links(kind, record) if b"_links" in raw or b"\\" in raw else (record, {})
             check(record)
         except _BAD_LINE as err:
             report.errors.append(_line_error(err, name, lineno, record))
@@ -173,10 +176,14 @@ def _import_batch(
             restore_links(hub, kind, hub_id, links)
         return outcome
 
+    def stored(index: int, hub_id: int) -> None:
+        if checked[index][2]:
+            restore_links(hub, kind, hub_id, checked[index][2])
+
     outcomes: list[str] = []
     try:
         with hub.transaction(), hub.queue_at_end():
-            outcomes = [store(record, links) for _, record, links in checked]
+            outcomes = upsert_all([record for _, record, _ in checked], stored)
     except _BAD_LINE:
         outcomes = []
         with hub.transaction():

@@ -33,9 +33,20 @@ FOLD = "translate({col}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwx
 #: gives a row inserted without an id the next one (version 1 adds it, with a trigger per table below)
 _ASSIGN_ID = """
 CREATE FUNCTION assign_id() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE top BIGINT;
 BEGIN
     IF NEW.id IS NULL THEN
-        EXECUTE format('SELECT COALESCE(MAX(id), 0) + 1 FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME) INTO NEW.id;
+        EXECUTE format('SELECT MAX(id) FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME) INTO top;
+        IF top IS NULL THEN
+            NEW.id := 1;
+        ELSIF top < 9223372036854775807 THEN
+            NEW.id := top + 1;
+        ELSE  -- the largest id is taken: the lowest free one, as SQLite then picks a free one
+            EXECUTE format('SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM %1$I.%2$I WHERE id = 1) THEN 1'
+                           ' ELSE (SELECT MIN(t.id) + 1 FROM %1$I.%2$I t WHERE t.id < 9223372036854775807'
+                           ' AND NOT EXISTS (SELECT 1 FROM %1$I.%2$I u WHERE u.id = t.id + 1)) END',
+                           TG_TABLE_SCHEMA, TG_TABLE_NAME) INTO NEW.id;
+        END IF;
     END IF;
     RETURN NEW;
 END $$;

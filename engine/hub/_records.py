@@ -195,6 +195,12 @@ def check_fields(
         elif cls is float:
             if float in types and _isfinite(value):
                 continue
+        elif cls is int:
+            if int in types and (1 if key in ID_FIELDS else SQLITE_MIN) <= value <= SQLITE_MAX:
+                continue
+        elif cls is list:
+            if list in types:  # nested Addresses / Lines are checked field by field
+                continue
         elif value is None or _plainly_storable(value, types, key):
             continue
         wrong_bool = isinstance(value, bool) and bool not in types

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,10 @@ from typing import Any
 from engine import catalog
 from engine.errors import EmailExistsError, HubFileError, HubLockedError, HubNotFoundError, HubRecordError, Location
 from engine.formula.helpers import e164
+from engine.hub._bulk import OnStored, new_in_batch, taken, upsert_in_runs
 from engine.hub._errorlog import ErrorLog
 from engine.hub._migrations import migrate
-from engine.hub._records import address_key, check_address, check_customer
+from engine.hub._records import SQLITE_MAX, address_key, check_address, check_customer
 from engine.hub._state import StateMixin
 from engine.hub._transactions import TransactionsMixin
 from engine.hub._util import dumps as _json, iter_with_children, record_with_children, utc_now
@@ -55,6 +56,11 @@ _QUEUE_CHANGE = ("INSERT INTO outbound_queue(entity, hub_id, op, queued_at, chan
 _INSERT_ADDRESS = (f"INSERT INTO customer_addresses(customer_id, {', '.join(_ADDRESS_COLUMNS.values())}, created_at,"
                    f" updated_at) VALUES (?, {', '.join('?' * len(_ADDRESS_COLUMNS))}, ?, ?)")
 _FLAG_COLUMNS = tuple(1 + list(_ADDRESS_COLUMNS).index(flag) for flag in _FLAGS)  # in an _INSERT_ADDRESS row
+_INSERT_CUSTOMER = ("INSERT INTO customers(id, email, customer_number, first_name, last_name, company, comment, phone,"
+                    " phone_e164, number_e164, custom_fields, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+#: the tables whose ids :meth:`SqliteHub._reserve_ids` hands out
+RESERVED_IDS = frozenset({"customers", "transactions"})
 
 
 def to_e164(value: str | None, region: str = "US", country: str | None = None) -> str | None:
@@ -330,6 +336,52 @@ class SqliteHub(TransactionsMixin, StateMixin):
         changed = self._update_customer(existing, record)
         return existing, "updated" if changed else "unchanged"
 
+    def upsert_checked_customers(self, records: Sequence[Mapping[str, Any]],
+                                 on_stored: OnStored | None = None) -> list[str]:
+        """:meth:`upsert_checked_customer` of each record in order, inside the caller's transaction;
+        returns the outcomes.  The plainly new records (see :mod:`engine.hub._bulk`) are inserted a run
+        at a time; ``on_stored(index, Id)`` hears of each record once it is written."""
+        held = taken(self._conn, "customers", "email", (r["EmailAddress"] for r in records))
+        new = new_in_batch(records, "EmailAddress", held, "Addresses")
+        return upsert_in_runs(records, new, self._insert_new_customers, self.upsert_checked_customer, on_stored)
+
+    def _reserve_ids(self, table: str, count: int) -> int:
+        """The first of ``count`` consecutive free ids of ``table`` (one of :data:`RESERVED_IDS`), for
+        rows inserted with their ids given: those SQLite would give them one by one (past the largest).
+        Inside the write transaction, so no other writer takes them meanwhile."""
+        if table not in RESERVED_IDS:
+            raise ValueError(f"no ids are reserved in {table!r}")
+        row = self._conn.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}", ()).fetchall()
+        return int(row[0][0])
+
+    def _insert_new_customers(self, records: list[Mapping[str, Any]]) -> list[int] | None:
+        """Insert Customers without Ids whose emails are free (and their Addresses, none with an Id) in
+        two statements; their new Ids, or None when the ids left past the largest are too few."""
+        first = self._reserve_ids("customers", len(records))
+        if first + len(records) - 1 > SQLITE_MAX:
+            return None
+        ids = list(range(first, first + len(records)))
+        rows, address_rows = [], []
+        now = utc_now()  # the rows of one statement share one time stamp
+        for customer_id, record in zip(ids, records, strict=True):
+            rows.append(self._customer_row(customer_id, record, now))
+            if record.get("Addresses"):
+                address_rows.extend(_new_address_rows(customer_id, record["Addresses"], now))
+        self._conn.executemany(_INSERT_CUSTOMER, rows)
+        if address_rows:
+            self._conn.executemany(_INSERT_ADDRESS, address_rows)
+        for customer_id in ids:
+            self._enqueue("Customer", customer_id, "add")
+        return ids
+
+    def _customer_row(self, customer_id: int | None, record: Mapping[str, Any], now: str) -> tuple[Any, ...]:
+        """The ``_INSERT_CUSTOMER`` parameters of a new Customer record."""
+        country = _billing_country(record)
+        phone, number, custom = record.get("Phone"), record.get("CustomerNumber"), record.get("CustomFields")
+        return (customer_id, record.get("EmailAddress"), number, record.get("FirstName"), record.get("LastName"),
+                record.get("Company"), record.get("Comment"), phone, to_e164(phone, self.default_region, country),
+                to_e164(number, self.default_region, country), _json(custom) if custom else "{}", now, now)
+
     def get_customer(self, customer_id: int) -> dict[str, Any] | None:
         """The Customer with its ``Addresses``, or None."""
         row = self._conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)).fetchone()
@@ -449,20 +501,7 @@ class SqliteHub(TransactionsMixin, StateMixin):
                                      location=Location(record_id=str(record_id)))
             self._email_conflict(record["EmailAddress"], None)
         now = utc_now()
-        values = {col: record.get(key) for key, col in _CUSTOMER_COLUMNS.items()}
-        country = _billing_country(record)
-        cur = self._conn.execute(
-            "INSERT INTO customers(id, email, customer_number, first_name, last_name, company,"
-            " comment, phone, phone_e164, number_e164, custom_fields, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record_id, values["email"], values["customer_number"], values["first_name"],
-                values["last_name"], values["company"], values["comment"], values["phone"],
-                to_e164(values["phone"], self.default_region, country),
-                to_e164(values["customer_number"], self.default_region, country),
-                _json(record.get("CustomFields") or {}), now, now,
-            ),
-        )
+        cur = self._conn.execute(_INSERT_CUSTOMER, self._customer_row(record_id, record, now))
         customer_id = int(cur.lastrowid or record_id)
         addresses = record.get("Addresses") or []
         if any(address.get("Id") is not None for address in addresses):
@@ -474,24 +513,8 @@ class SqliteHub(TransactionsMixin, StateMixin):
         return customer_id
 
     def _insert_new_addresses(self, customer_id: int, addresses: list[Mapping[str, Any]], now: str) -> None:
-        """The Addresses (none with an Id) of a Customer just inserted, in one statement.
-
-        The same rows :meth:`_upsert_address` gives one by one: an address identical to an
-        earlier one is skipped, and of the addresses flagged primary billing (shipping) only
-        the last keeps the flag.
-        """
-        rows: dict[tuple[str, ...], list[Any]] = {}
-        for address in addresses:
-            key = address_key(address)
-            if key not in rows:
-                rows[key] = [customer_id, *(_address_value(address, k) for k in _ADDRESS_COLUMNS), now, now]
-        kept = list(rows.values())
-        if len(kept) > 1:
-            for col in _FLAG_COLUMNS:
-                flagged = [row for row in kept if row[col]]
-                for row in flagged[:-1]:
-                    row[col] = 0
-        self._conn.executemany(_INSERT_ADDRESS, kept)
+        """The Addresses (none with an Id) of a Customer just inserted, in one statement."""
+        self._conn.executemany(_INSERT_ADDRESS, _new_address_rows(customer_id, addresses, now))
 
     def _update_customer(self, customer_id: int, changes: Mapping[str, Any]) -> bool:
         row = self._require_customer_row(customer_id)
@@ -602,6 +625,36 @@ class SqliteHub(TransactionsMixin, StateMixin):
 
     def _customer_dict(self, row: sqlite3.Row, addresses: list[dict[str, Any]]) -> dict[str, Any]:
         return record_with_children(row, _CUSTOMER_COLUMNS, "Addresses", addresses)
+
+
+def _new_address_rows(customer_id: int, addresses: list[Mapping[str, Any]], now: str) -> list[list[Any]]:
+    """The ``_INSERT_ADDRESS`` rows of a new Customer's Addresses (none with an Id).
+
+    The same rows :meth:`SqliteHub._upsert_address` gives one by one: an address identical
+    to an earlier one is skipped, and of the addresses flagged primary billing (shipping)
+    only the last keeps the flag.
+    """
+    if len(addresses) == 1:
+        return [_address_row(customer_id, addresses[0], now)]
+    rows: dict[tuple[str, ...], list[Any]] = {}
+    for address in addresses:
+        key = address_key(address)
+        if key not in rows:
+            rows[key] = _address_row(customer_id, address, now)
+    kept = list(rows.values())
+    if len(kept) > 1:
+        for col in _FLAG_COLUMNS:
+            flagged = [row for row in kept if row[col]]
+            for row in flagged[:-1]:
+                row[col] = 0
+    return kept
+
+
+def _address_row(customer_id: int, address: Mapping[str, Any], now: str) -> list[Any]:
+    """The ``_INSERT_ADDRESS`` row of one address (the columns of ``_ADDRESS_COLUMNS`` in order)."""
+    get = address.get
+    return [customer_id, get("Address1"), get("Address2"), get("City"), get("Region"), get("PostalCode"),
+            get("Country"), 1 if get("IsPrimaryBilling") else 0, 1 if get("IsPrimaryShipping") else 0, now, now]
 
 
 def _address_value(address: Mapping[str, Any], key: str) -> Any:

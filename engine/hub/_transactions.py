@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import HubRecordError, Location
-from engine.hub._records import check_transaction
+from engine.hub._bulk import OnStored, new_in_batch, taken, upsert_in_runs
+from engine.hub._records import SQLITE_MAX, check_transaction
 from engine.hub._util import dumps, iter_with_children, record_with_children, utc_now
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ _LINE_COLUMNS = {
     "UnitPrice": "unit_price",
     "ExtendedPrice": "extended_price",
 }
+_INSERT_TX = (f"INSERT INTO transactions(id, {', '.join(_TX_COLUMNS.values())}, custom_fields, created_at, updated_at)"
+              f" VALUES (?, {', '.join('?' * len(_TX_COLUMNS))}, ?, ?, ?)")
+_INSERT_LINE = (f"INSERT INTO transaction_lines(transaction_id, position, {', '.join(_LINE_COLUMNS.values())})"
+                f" VALUES (?, ?, {', '.join('?' * len(_LINE_COLUMNS))})")
 
 
 class TransactionsMixin:
@@ -44,6 +49,7 @@ class TransactionsMixin:
     if TYPE_CHECKING:
         def transaction(self, *, enqueue: bool = True) -> AbstractContextManager[Any]: ...
         def _enqueue(self, entity: str, hub_id: int, op: str) -> None: ...
+        def _reserve_ids(self, table: str, count: int) -> int: ...
 
     def upsert_transaction(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
         """Add or update a Transaction with its ``Lines``.
@@ -86,22 +92,13 @@ class TransactionsMixin:
             row = self._conn.execute("SELECT * FROM transactions WHERE id = ?", (owner[0],)).fetchone()
         now = utc_now()
         if row is None:
-            values = [record.get(k) for k in _TX_COLUMNS]
-            cur = self._conn.execute(
-                f"INSERT INTO transactions(id, {', '.join(_TX_COLUMNS.values())}, custom_fields,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record_id, *values, dumps(record.get("CustomFields") or {}), now, now),
-            )
+            cur = self._conn.execute(_INSERT_TX, _tx_row(record_id, record, now))
             tx_id = int(cur.lastrowid or record_id)
             lines = record.get("Lines") or []
             if any(line.get("Id") is not None for line in lines):
                 self._reconcile_lines(tx_id, lines)
             elif lines:  # a new Transaction has no lines yet: nothing to reconcile
-                self._conn.executemany(
-                    "INSERT INTO transaction_lines(transaction_id, position, sku, description, qty,"
-                    " unit_price, extended_price) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(tx_id, position, *(line.get(k) for k in _LINE_COLUMNS)) for position, line in enumerate(lines)],
-                )
+                self._conn.executemany(_INSERT_LINE, _line_rows(tx_id, lines))
             self._enqueue("Transaction", tx_id, "add")
             return tx_id, "added"
         tx_id = int(row["id"])
@@ -126,6 +123,36 @@ class TransactionsMixin:
         )
         self._enqueue("Transaction", tx_id, "update")
         return tx_id, "updated"
+
+    def upsert_checked_transactions(self, records: Sequence[Mapping[str, Any]],
+                                    on_stored: OnStored | None = None) -> list[str]:
+        """:meth:`upsert_checked_transaction` of each record in order, inside the caller's transaction;
+        returns the outcomes.  The plainly new records (see :mod:`engine.hub._bulk`) are inserted a run
+        at a time; ``on_stored(index, Id)`` hears of each record once it is written."""
+        held = taken(self._conn, "transactions", "transaction_number", (r["TransactionNumber"] for r in records))
+        new = new_in_batch(records, "TransactionNumber", held, "Lines")
+        return upsert_in_runs(records, new, self._insert_new_transactions, self.upsert_checked_transaction,
+                              on_stored)
+
+    def _insert_new_transactions(self, records: list[Mapping[str, Any]]) -> list[int] | None:
+        """Insert Transactions without Ids whose numbers are free (and their Lines, none with an Id) in two
+        statements; their new Ids, or None when the ids left past the largest are too few."""
+        first = self._reserve_ids("transactions", len(records))
+        if first + len(records) - 1 > SQLITE_MAX:
+            return None
+        ids = list(range(first, first + len(records)))
+        rows, line_rows = [], []
+        now = utc_now()  # the rows of one statement share one time stamp
+        for tx_id, record in zip(ids, records, strict=True):
+            rows.append(_tx_row(tx_id, record, now))
+            if record.get("Lines"):
+                line_rows.extend(_line_rows(tx_id, record["Lines"]))
+        self._conn.executemany(_INSERT_TX, rows)
+        if line_rows:
+            self._conn.executemany(_INSERT_LINE, line_rows)
+        for tx_id in ids:
+            self._enqueue("Transaction", tx_id, "add")
+        return ids
 
     def _reconcile_lines(self, tx_id: int, lines: list[Mapping[str, Any]]) -> bool:
         existing = {
@@ -239,6 +266,20 @@ class TransactionsMixin:
                 (transaction_id, version, unique_id, digest, profile_id, int(bool(complete)), sent_at or utc_now(),
                  sent_at),
             )
+
+
+def _tx_row(tx_id: int | None, record: Mapping[str, Any], now: str) -> tuple[Any, ...]:
+    """The ``_INSERT_TX`` parameters of a new Transaction record."""
+    custom = record.get("CustomFields")
+    return (tx_id, record.get("TransactionNumber"), record.get("CustomerId"), record.get("EmailAddress"),
+            record.get("Total"), record.get("TransactionDate"), record.get("Status"),
+            dumps(custom) if custom else "{}", now, now)
+
+
+def _line_rows(tx_id: int, lines: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """The ``_INSERT_LINE`` rows of a new Transaction's Lines (none with an Id), in order."""
+    return [(tx_id, position, line.get("Sku"), line.get("Description"), line.get("Qty"), line.get("UnitPrice"),
+             line.get("ExtendedPrice")) for position, line in enumerate(lines)]
 
 
 def _version_dict(row: sqlite3.Row) -> dict[str, Any]:
