@@ -1,7 +1,7 @@
 """Many subscriptions dispatched by 1, 2 and 4 worker processes: aggregate records per minute.
 
 Run: ``.venv/bin/python bench/bench_scale.py [--subscriptions 100] [--customers 1000] [--lines 2]
-[--workers 1,2,4] [--latency-ms 200] [--concurrency 16]``
+[--workers 1,2,4] [--latency-ms 200] [--concurrency 8] [--keep-open 8]``
 
 The deployment of docs/scale.md on one machine, all real processes over loopback:
 
@@ -95,10 +95,9 @@ def _seed(hub_url: str, n: int, customers: int, lines: int, work: Path) -> None:
             import_jsonl(hub, "transactions", t_file)
 
 
-def _queued(hub_url: str, n: int) -> int:
-    with psycopg.connect(hub_url) as conn:
-        sql = " UNION ALL ".join(f"SELECT COUNT(*) FROM ks_s{i:04d}.outbound_queue" for i in range(n))
-        return sum(int(r[0]) for r in conn.execute(sql))
+def _queued(conn: psycopg.Connection[Any], n: int) -> int:
+    sql = " UNION ALL ".join(f"SELECT COUNT(*) FROM ks_s{i:04d}.outbound_queue" for i in range(n))
+    return sum(int(r[0]) for r in conn.execute(sql))
 
 
 def _get(url: str, key: str | None = None) -> Any:
@@ -151,21 +150,24 @@ def run_one(workers: int, args: argparse.Namespace, template: str, work: Path) -
         url = json.loads(sandbox.stdout.readline())["url"]
         subs = run_dir / "subscriptions"
         _settings(subs, args.subscriptions, url, hub_url, args.redis, args.revision, f"{os.getpid()}-w{workers}")
+        watch = psycopg.connect(hub_url, autocommit=True)  # one connection, opened before the workers take theirs
         started = time.monotonic()
         for w in range(workers):
             procs.append(_start(["worker", "--subscriptions", str(subs), "--jobs", hub_url, "--concurrency",
-                                 str(args.concurrency), "--name", f"w{w}", "--json"], run_dir / f"worker{w}.log"))
+                                 str(args.concurrency), "--keep-open", str(args.keep_open), "--name", f"w{w}",
+                                 "--json"], run_dir / f"worker{w}.log"))
         total = 2 * args.customers * args.subscriptions
         left = total
         while left:
             time.sleep(2)
-            left = _queued(hub_url, args.subscriptions)
+            left = _queued(watch, args.subscriptions)
             for p in procs[1:]:
                 if p.poll() is not None:
                     raise SystemExit(f"a worker exited early ({p.returncode}); see {run_dir}")
             if time.monotonic() - started > args.timeout:
                 raise SystemExit(f"not done after {args.timeout} s: {left} changes still queued; see {run_dir}")
         seconds = time.monotonic() - started
+        watch.close()
         accounts = _get(f"{url}/__sandbox__/accounts")["accounts"]
         profiles = sorted(a["profiles"] for a in accounts.values() if a["profiles"])
         orders = sorted(a["events"].get("Placed Order", 0) for a in accounts.values() if a["profiles"])
@@ -188,7 +190,9 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1000, help="Customers (and Transactions) per subscription")
     parser.add_argument("--lines", type=int, default=2, help="lines per Transaction")
     parser.add_argument("--workers", default="1,2,4", help="worker process counts to measure, comma-separated")
-    parser.add_argument("--concurrency", type=int, default=16, help="jobs at once per worker process")
+    parser.add_argument("--concurrency", type=int, default=8, help="jobs at once per worker process")
+    parser.add_argument("--keep-open", type=int, default=8, help="subscriptions each worker keeps open; with "
+                        "--concurrency it bounds the worker's database connections (the server allows 100)")
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--revision", default="2023-10-15")
     parser.add_argument("--postgres", default=os.environ.get("KLAVIYO_SYNC_TEST_POSTGRES",

@@ -36,7 +36,9 @@ log = logging.getLogger("engine.worker")
 def build_app(url: str, runtime: WorkerRuntime) -> App:
     """A procrastinate App on the jobs database ``url`` whose tasks run on ``runtime``."""
     options = runtime.options
-    app = make_app(url, pool_size=options.concurrency + 4)
+    # a job holds a jobs-database connection only to fetch and to finish: a few serve any concurrency
+    # (each connection counts against the server's max_connections, 100 by default)
+    app = make_app(url, pool_size=min(options.concurrency, 4) + 2)
 
     @app.task(name=POLL_TASK)
     async def poll(subscription: str) -> None:
