@@ -161,9 +161,10 @@ def run_one(workers: int, args: argparse.Namespace, template: str, work: Path) -
         while left:
             time.sleep(2)
             left = _queued(watch, args.subscriptions)
-            for p in procs[1:]:
+            for w, p in enumerate(procs[1:]):
                 if p.poll() is not None:
-                    raise SystemExit(f"a worker exited early ({p.returncode}); see {run_dir}")
+                    tail = (run_dir / f"worker{w}.log").read_text(encoding="utf-8", errors="replace")[-2000:]
+                    raise SystemExit(f"worker {w} exited early ({p.returncode}); the end of its log:\n{tail}")
             if time.monotonic() - started > args.timeout:
                 raise SystemExit(f"not done after {args.timeout} s: {left} changes still queued; see {run_dir}")
         seconds = time.monotonic() - started
