@@ -190,3 +190,38 @@ def test_a_killed_process_leaves_the_store_consistent(tmp_path: Path) -> None:
         assert ["kept@example.com"] == [c["EmailAddress"] for c in store.iter_customers()]
         assert [("Customer", 1, "add")] == _queue(store)
         assert 0 == store.counts()["addresses"]
+
+
+def test_a_flat_transaction_commits_its_nested_writes_together(hub: SqliteHub) -> None:
+    """flat=True: the writes nested in it (each its own transaction() call) commit as one."""
+    ann = hub.add_customer(ANN)
+    change = hub.claim_changes(1)[0]
+    with hub.transaction(flat=True):
+        hub.set_link("Customer", ann["Id"], "01FLAT")
+        hub.errors.log("Add Klaviyo Profile FROM Hub", "a note", level="warning", entity="Customer", hub_id=ann["Id"])
+        assert hub.ack_change(change)
+    assert "01FLAT" == hub.get_klaviyo_id("Customer", ann["Id"])
+    assert [] == _queue(hub)
+    assert ["a note"] == [e["Message"] for e in hub.errors.list()]
+
+
+def test_an_exception_in_a_flat_transaction_undoes_every_nested_write(hub: SqliteHub) -> None:
+    """No savepoints inside a flat transaction: an exception anywhere in it undoes all of it, the nested
+    writes that had finished included, and the hub is usable after."""
+    ann = hub.add_customer(ANN)
+    change = hub.claim_changes(1)[0]
+    with pytest.raises(RuntimeError, match="boom"):
+        with hub.transaction(flat=True):
+            hub.set_link("Customer", ann["Id"], "01FLAT")
+            hub.errors.log("Add Klaviyo Profile FROM Hub", "a note", entity="Customer", hub_id=ann["Id"])
+            hub.ack_change(change)
+            raise RuntimeError("boom")
+    assert hub.get_klaviyo_id("Customer", ann["Id"]) is None
+    assert [("Customer", ann["Id"], "add")] == _queue(hub)
+    assert [] == hub.errors.list()
+    with hub.transaction():  # the next (savepointed) transaction works as before
+        hub.set_link("Customer", ann["Id"], "01AFTER")
+        with pytest.raises(HubRecordError):
+            with hub.transaction():
+                hub.set_link("Nope", ann["Id"], "x")
+    assert "01AFTER" == hub.get_klaviyo_id("Customer", ann["Id"])

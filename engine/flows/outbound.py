@@ -276,7 +276,7 @@ class Outbound:
         stopped = result.stopped_by is not None
         attempt = 1 if change is None else change.attempts + 1
         final = not stopped and (not result.transient or change is None or attempt >= self.max_attempts)
-        with self.hub.transaction():
+        with self.hub.transaction(flat=True):
             for r in (*result.prerequisites, result):
                 if id(r) in done:
                     continue

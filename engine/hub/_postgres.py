@@ -205,9 +205,8 @@ class PostgresHub(SqliteHub):
             return
         if self._pg.raw.broken or self._pg.raw.closed:
             self._reopen()
-        self._conn.execute("BEGIN")
-        try:
-            self._conn.execute("SELECT pg_advisory_xact_lock(?)", (self._key,))
+        try:  # one round trip: BEGIN and the subscription's write lock (the key is an integer of ours)
+            self._pg.script(f"BEGIN; SELECT pg_advisory_xact_lock({int(self._key)})")
         except psycopg.errors.LockNotAvailable:
             self._conn.execute("ROLLBACK")
             raise self.locked_error() from None

@@ -29,7 +29,7 @@ class StateMixin:
     _conn: sqlite3.Connection
 
     if TYPE_CHECKING:
-        def transaction(self, *, enqueue: bool = True) -> AbstractContextManager[Any]: ...
+        def transaction(self, *, enqueue: bool = True, flat: bool = False) -> AbstractContextManager[Any]: ...
 
     # -- external-id links ------------------------------------------------------------
 
